@@ -1,0 +1,12 @@
+//! crossdock copies container images between registries without Docker.
+//!
+//! Layers, from the bottom: plain data types that do no I/O ([`reference`], [`digest`],
+//! [`manifest`]); the transport ([`registry`]: a trait for "a place images live" and its
+//! backends); the copy engine ([`copy`]) that uses only the trait; and on top the configuration
+//! ([`config`], [`rules`]), scheduling ([`schedule`]), serving ([`server`], [`metrics`]) and the
+//! command line ([`cli`]).
+
+pub mod digest;
+pub mod manifest;
+pub mod reference;
+pub mod registry;

@@ -1,0 +1,117 @@
+//! The transport: "a place images live", and its backends.
+//!
+//! The copy engine talks only to [`Transport`]; it never sees HTTP. One transport value serves
+//! one registry host (or, later, one OCI layout folder), and every call names the repository.
+//! Backends: [`http::HttpRegistry`] (the OCI distribution API over reqwest, with [`auth`] and
+//! [`retry`] beneath it).
+//!
+//! Contract every backend keeps:
+//! - manifests are returned with their exact bytes and verified against the digest asked for
+//!   (and against `Docker-Content-Digest`, which is never trusted alone);
+//! - a blob upload whose body stream fails (including a [`crate::digest::VerifyingStream`]
+//!   refusing corrupt content) is cancelled, never committed;
+//! - calls without a body are retried on transient faults inside the backend; a blob upload is
+//!   not (its body is gone), the caller retries it from a fresh source stream.
+
+pub mod auth;
+pub mod error;
+pub mod http;
+pub mod retry;
+
+use std::io;
+use std::pin::Pin;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use futures_util::Stream;
+
+use crate::digest::Digest;
+use crate::manifest::{Descriptor, Manifest};
+pub use error::{ErrorKind, RegistryError, Result};
+
+/// A stream of blob bytes.
+pub type ByteStream = Pin<Box<dyn Stream<Item = Result<Bytes, io::Error>> + Send>>;
+
+/// A blob being read: its bytes and, when the backend knows it, its length.
+pub struct BlobBody {
+    /// The bytes, unverified: wrap in a [`crate::digest::VerifyingStream`].
+    pub stream: ByteStream,
+    /// `Content-Length`, when known.
+    pub size: Option<u64>,
+}
+
+/// What a manifest HEAD tells.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ManifestHead {
+    /// The digest of the manifest the reference points at.
+    pub digest: Digest,
+    /// Its media type.
+    pub media_type: String,
+    /// Its size.
+    pub size: u64,
+}
+
+/// An upload session a backend opened (opaque to callers; only handed back).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UploadSession {
+    /// Backend-specific location (the URL of the session for HTTP).
+    pub location: String,
+}
+
+/// The result of a cross-repository mount request.
+#[derive(Debug)]
+pub enum MountOutcome {
+    /// The blob is now in the repository (201).
+    Mounted,
+    /// The registry did not mount but opened an upload session (202): upload into it, or cancel.
+    Upload(UploadSession),
+}
+
+/// A place images live. One value serves one registry host; every call names the repository.
+#[async_trait]
+pub trait Transport: Send + Sync {
+    /// The registry this transport serves, as named in references (e.g. `localhost:5000`).
+    fn name(&self) -> &str;
+
+    /// Checks that the registry answers the API (`GET /v2/`), authenticating if it asks.
+    async fn ping(&self) -> Result<()>;
+
+    /// HEADs a manifest by tag or digest. `Ok(None)` when it does not exist.
+    async fn manifest_head(&self, repo: &str, reference: &str) -> Result<Option<ManifestHead>>;
+
+    /// GETs a manifest by tag or digest, verified against the digest when `reference` is one.
+    async fn manifest_get(&self, repo: &str, reference: &str) -> Result<Manifest>;
+
+    /// PUTs a manifest's exact bytes under a tag or its digest.
+    async fn manifest_put(&self, repo: &str, reference: &str, manifest: &Manifest) -> Result<()>;
+
+    /// HEADs a blob. `Ok(Some(size))` when present, `Ok(None)` when not.
+    async fn blob_head(&self, repo: &str, digest: &Digest) -> Result<Option<u64>>;
+
+    /// GETs a blob as a stream (following redirects, never sending credentials to another host).
+    async fn blob_get(&self, repo: &str, digest: &Digest) -> Result<BlobBody>;
+
+    /// Asks the registry to mount `digest` from repository `from` into `repo`.
+    async fn blob_mount(&self, repo: &str, digest: &Digest, from: &str) -> Result<MountOutcome>;
+
+    /// Uploads a blob of `size` bytes from `body`, into `session` if one is open (after a 202 to
+    /// a mount) or a fresh one. If `body` fails, the session is cancelled and nothing committed.
+    async fn blob_put(
+        &self,
+        repo: &str,
+        digest: &Digest,
+        size: u64,
+        body: ByteStream,
+        session: Option<UploadSession>,
+    ) -> Result<()>;
+
+    /// Cancels an upload session (best effort).
+    async fn upload_cancel(&self, repo: &str, session: UploadSession);
+
+    /// Lists every tag of a repository (all pages).
+    async fn tags(&self, repo: &str) -> Result<Vec<String>>;
+
+    /// The referrers of `digest` through the OCI Referrers API. `Ok(None)` when the registry
+    /// does not implement the API (the caller then uses the `sha256-<hex>` tag fallback).
+    async fn referrers(&self, repo: &str, digest: &Digest) -> Result<Option<Vec<Descriptor>>>;
+}

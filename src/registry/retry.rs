@@ -1,0 +1,1 @@
+//! Retry policy: jittered exponential backoff honouring Retry-After (placeholder: being written).
