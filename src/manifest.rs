@@ -256,10 +256,12 @@ pub struct ImageIndex {
 }
 
 /// The typed reading of a manifest.
+// Both variants are a few hundred bytes and live once per fetched manifest: boxing buys nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone)]
 pub enum ManifestView {
     /// A single image.
-    Image(Box<ImageManifest>),
+    Image(ImageManifest),
     /// An index of manifests.
     Index(ImageIndex),
 }
@@ -343,7 +345,7 @@ impl Manifest {
         let view = if media_type::is_index(&media_type) {
             ManifestView::Index(serde_json::from_slice(&bytes).map_err(malformed)?)
         } else if media_type::is_image(&media_type) {
-            ManifestView::Image(Box::new(serde_json::from_slice(&bytes).map_err(malformed)?))
+            ManifestView::Image(serde_json::from_slice(&bytes).map_err(malformed)?)
         } else {
             return Err(ManifestError::UnsupportedMediaType { media_type });
         };
