@@ -8,5 +8,6 @@
 
 pub mod digest;
 pub mod manifest;
+pub mod metrics;
 pub mod reference;
 pub mod registry;
