@@ -6,6 +6,7 @@
 //! ([`config`], [`rules`]), scheduling ([`schedule`]), serving ([`server`], [`metrics`]) and the
 //! command line ([`cli`]).
 
+pub mod copy;
 pub mod digest;
 pub mod manifest;
 pub mod metrics;

@@ -31,8 +31,21 @@ pub struct RegistryLabels {
     pub registry: String,
 }
 
+/// Labels for blob outcomes.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OutcomeLabels {
+    /// `copied`, `skipped` or `mounted`.
+    pub outcome: String,
+}
+
 /// The process-wide metrics.
 pub struct Metrics {
+    /// Blobs by outcome.
+    pub blobs: Family<OutcomeLabels, Counter>,
+    /// Blob bytes by outcome.
+    pub bytes: Family<OutcomeLabels, Counter>,
+    /// Images (top manifests) written to a target.
+    pub images: Counter,
     registry: std::sync::Mutex<Registry>,
     /// HTTP requests sent, by registry, method and status class.
     pub requests: Family<RequestLabels, Counter>,
@@ -55,7 +68,28 @@ impl Metrics {
             "Last ratelimit-remaining header value seen from a registry (Docker Hub pulls left)",
             ratelimit_remaining.clone(),
         );
+        let blobs = Family::<OutcomeLabels, Counter>::default();
+        registry.register(
+            "blobs",
+            "Blobs handled by the copy engine, by outcome (copied, skipped: target had it, mounted)",
+            blobs.clone(),
+        );
+        let bytes = Family::<OutcomeLabels, Counter>::default();
+        registry.register(
+            "blob_bytes",
+            "Bytes of blobs handled by the copy engine, by outcome",
+            bytes.clone(),
+        );
+        let images = Counter::default();
+        registry.register(
+            "images_pushed",
+            "Images (top-level manifests) written to a target",
+            images.clone(),
+        );
         Metrics {
+            blobs,
+            bytes,
+            images,
             registry: std::sync::Mutex::new(registry),
             requests,
             ratelimit_remaining,
@@ -115,6 +149,27 @@ pub fn record_ratelimit_remaining(registry: &str, remaining: i64) {
             registry: registry.to_string(),
         })
         .set(remaining);
+}
+
+/// Counts one blob handled by the copy engine (dry-run outcomes are not counted).
+pub fn record_blob(outcome: crate::copy::BlobOutcome, size: u64) {
+    use crate::copy::BlobOutcome;
+    let outcome = match outcome {
+        BlobOutcome::Copied => "copied",
+        BlobOutcome::Skipped => "skipped",
+        BlobOutcome::Mounted => "mounted",
+        BlobOutcome::WouldCopy | BlobOutcome::WouldMount => return,
+    };
+    let labels = OutcomeLabels {
+        outcome: outcome.to_string(),
+    };
+    global().blobs.get_or_create(&labels).inc();
+    global().bytes.get_or_create(&labels).inc_by(size);
+}
+
+/// Counts one image written to a target.
+pub fn record_image() {
+    global().images.inc();
 }
 
 #[cfg(test)]

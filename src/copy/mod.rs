@@ -1,0 +1,755 @@
+//! The copy engine: one source image to one or more target repositories, byte for byte.
+//!
+//! Order of work, which is what makes a mirror safe to read while it is being written:
+//! 1. resolve the source reference to a digest **once** and read everything by that digest;
+//! 2. check the targets first, cheapest first: a target tag already at the wanted digest costs one
+//!    HEAD and nothing else; a target tag at another digest stops the copy before anything is
+//!    written, unless forced;
+//! 3. blobs (configs and layers), each verified on the way ([`blob`]);
+//! 4. image manifests by digest, then nested indexes, then the top manifest — by tag when there
+//!    are tags, so the tag moves **last**, when every part it points at is present.
+//!
+//! Manifests are pushed with the bytes fetched, so digests at the target equal the source's. The
+//! one exception is the platform filter, which must write a new index; the report says so and
+//! gives the new digest.
+//!
+//! One engine is shared by everything a process copies: a blob bound for a repository is
+//! transferred once however many images or platforms need it at the same time, and the engine
+//! remembers where it put blobs so later copies into the same registry mount instead of upload.
+
+mod blob;
+mod referrers;
+mod report;
+mod walk;
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use futures_util::future::{BoxFuture, Shared};
+use futures_util::{FutureExt, StreamExt, TryStreamExt, stream};
+use tokio::sync::Semaphore;
+
+pub use blob::BlobOutcome;
+pub use report::{CopyReport, TargetReport, TargetStatus};
+pub use walk::SourceImage;
+
+use crate::digest::Digest;
+use crate::manifest::{Manifest, Platform};
+use crate::reference::Reference;
+use crate::registry::{RegistryError, Transport};
+
+/// Why a copy failed.
+#[derive(Debug, thiserror::Error)]
+pub enum CopyError {
+    /// Reading the source failed.
+    #[error("reading {reference}: {error}")]
+    Source {
+        /// What was being read.
+        reference: String,
+        /// The transport error.
+        #[source]
+        error: RegistryError,
+    },
+    /// Checking or writing a target failed outside a blob transfer.
+    #[error("target {target}: {error}")]
+    Target {
+        /// The target reference.
+        target: String,
+        /// The transport error.
+        #[source]
+        error: RegistryError,
+    },
+    /// A target tag points at another image and the copy was not forced.
+    #[error(
+        "target tag {target} already points at {existing}, not at {wanted} (the source); \
+         nothing was copied — use --force (or on_conflict = \"overwrite\") to move it"
+    )]
+    Conflict {
+        /// The target tag reference.
+        target: String,
+        /// What it points at now.
+        existing: Digest,
+        /// What the copy would put there.
+        wanted: Digest,
+    },
+    /// One blob could not be transferred.
+    #[error("blob {digest} from {source_repo} to {target_repo}: {error}")]
+    Blob {
+        /// The blob.
+        digest: Digest,
+        /// Where it was read.
+        source_repo: String,
+        /// Where it was written.
+        target_repo: String,
+        /// The transport error (DigestInvalid for content that failed verification).
+        #[source]
+        error: RegistryError,
+    },
+    /// The platform filter matched nothing.
+    #[error("no platform of the source matches {wanted:?}; it has {available:?}")]
+    NoPlatformMatch {
+        /// Platforms asked for.
+        wanted: Vec<String>,
+        /// Platforms present.
+        available: Vec<String>,
+    },
+    /// Indexes nested too deep.
+    #[error("image {digest} nests indexes deeper than {max} levels")]
+    TooDeep {
+        /// Root digest.
+        digest: Digest,
+        /// The limit.
+        max: usize,
+    },
+    /// Too many manifests in one tree.
+    #[error("image {digest} has more than {max} manifests")]
+    TooLarge {
+        /// Root digest.
+        digest: Digest,
+        /// The limit.
+        max: usize,
+    },
+    /// An index entry that is not a manifest.
+    #[error("index entry {digest} has media type {media_type:?}, which is not a manifest")]
+    UnsupportedChild {
+        /// The entry.
+        digest: Digest,
+        /// Its media type.
+        media_type: String,
+    },
+    /// A descriptor's size disagrees with the content.
+    #[error("manifest {digest} is {actual} bytes but its descriptor says {declared}")]
+    SizeLies {
+        /// The manifest.
+        digest: Digest,
+        /// Declared size.
+        declared: u64,
+        /// Real size.
+        actual: u64,
+    },
+    /// An attached artifact (signature, SBOM) could not be copied.
+    #[error("copying attached artifact {digest}: {error}")]
+    Referrer {
+        /// The artifact.
+        digest: Digest,
+        /// What went wrong (cause chain).
+        error: String,
+    },
+    /// A failure shared by several waiters on the same transfer.
+    #[error(transparent)]
+    Shared(Arc<CopyError>),
+    /// A bug.
+    #[error("internal error: {message}")]
+    Internal {
+        /// What happened.
+        message: String,
+    },
+}
+
+impl CopyError {
+    fn source(what: impl std::fmt::Display, error: RegistryError) -> Self {
+        CopyError::Source {
+            reference: what.to_string(),
+            error,
+        }
+    }
+}
+
+/// Receives progress events (for progress bars); every method defaults to doing nothing.
+pub trait Progress: Send + Sync {
+    /// A target starts receiving `blobs` blobs totalling `bytes`.
+    fn target_started(&self, _target: &str, _blobs: usize, _bytes: u64) {}
+    /// Bytes streamed from a source.
+    fn bytes(&self, _n: u64) {}
+    /// A blob reached a target.
+    fn blob_done(&self, _target: &str, _digest: &Digest, _size: u64, _outcome: BlobOutcome) {}
+}
+
+/// Progress that is not shown.
+pub struct NoProgress;
+impl Progress for NoProgress {}
+
+/// Where an image comes from.
+#[derive(Clone)]
+pub struct Source {
+    /// The transport for the source registry.
+    pub transport: Arc<dyn Transport>,
+    /// Tag or digest reference.
+    pub reference: Reference,
+}
+
+/// Where an image goes.
+#[derive(Clone)]
+pub struct Target {
+    /// The transport for the target registry.
+    pub transport: Arc<dyn Transport>,
+    /// The target repository (tag and digest of the reference are ignored).
+    pub reference: Reference,
+    /// Tags to point at the image; none copies by digest only.
+    pub tags: Vec<String>,
+}
+
+impl Target {
+    fn repo(&self) -> &str {
+        self.reference.repository()
+    }
+    fn display(&self) -> String {
+        format!(
+            "{}/{}",
+            self.reference.registry(),
+            self.reference.repository()
+        )
+    }
+}
+
+/// What to copy and how.
+#[derive(Clone)]
+pub struct CopyOptions {
+    /// Platforms wanted; empty = all.
+    pub platforms: Vec<Platform>,
+    /// Move target tags that point at another image.
+    pub force: bool,
+    /// Read and check, write nothing.
+    pub dry_run: bool,
+    /// Copy foreign (non-distributable) layers.
+    pub include_foreign: bool,
+    /// Copy referrers (signatures, SBOMs, attestations).
+    pub referrers: bool,
+    /// Progress sink.
+    pub progress: Arc<dyn Progress>,
+    /// The source repository's tags, when the caller has listed them already (saves the tag
+    /// list that finding tag-attached signatures needs).
+    pub source_tags: Option<Arc<std::collections::HashSet<String>>>,
+}
+
+impl Default for CopyOptions {
+    fn default() -> Self {
+        CopyOptions {
+            platforms: Vec::new(),
+            force: false,
+            dry_run: false,
+            include_foreign: false,
+            referrers: true,
+            progress: Arc::new(NoProgress),
+            source_tags: None,
+        }
+    }
+}
+
+/// Engine limits.
+#[derive(Debug, Clone)]
+pub struct EngineOptions {
+    /// Blob transfers in flight in the whole process.
+    pub max_concurrent_blobs: usize,
+    /// Images copied at once in the whole process.
+    pub max_concurrent_images: usize,
+}
+
+impl Default for EngineOptions {
+    fn default() -> Self {
+        EngineOptions {
+            max_concurrent_blobs: 6,
+            max_concurrent_images: 4,
+        }
+    }
+}
+
+type SharedTransfer = Shared<BoxFuture<'static, Result<BlobOutcome, Arc<CopyError>>>>;
+/// (target registry, target repository, blob digest): one transfer each at a time.
+type TransferKey = (String, String, Digest);
+
+/// Blob locations remembered for mounts, at most this many.
+const MAX_LOCATIONS: usize = 200_000;
+
+struct Inner {
+    blob_permits: Arc<Semaphore>,
+    image_permits: Arc<Semaphore>,
+    inflight: Mutex<HashMap<TransferKey, (u64, SharedTransfer)>>,
+    located: Mutex<HashMap<(String, Digest), String>>,
+    next_id: AtomicU64,
+}
+
+/// The copy engine. Cheap to clone; clones share limits, in-flight transfers and memory.
+#[derive(Clone)]
+pub struct Engine {
+    inner: Arc<Inner>,
+}
+
+impl Default for Engine {
+    fn default() -> Self {
+        Engine::new(EngineOptions::default())
+    }
+}
+
+#[derive(Default)]
+struct Counters {
+    blobs_copied: AtomicU64,
+    blobs_skipped: AtomicU64,
+    blobs_mounted: AtomicU64,
+    bytes_copied: AtomicU64,
+    bytes_mounted: AtomicU64,
+    bytes_skipped: AtomicU64,
+    manifests_pushed: AtomicU64,
+    referrers_copied: AtomicU64,
+}
+
+impl Engine {
+    /// A new engine.
+    pub fn new(opts: EngineOptions) -> Self {
+        Engine {
+            inner: Arc::new(Inner {
+                blob_permits: Arc::new(Semaphore::new(opts.max_concurrent_blobs.max(1))),
+                image_permits: Arc::new(Semaphore::new(opts.max_concurrent_images.max(1))),
+                inflight: Mutex::new(HashMap::new()),
+                located: Mutex::new(HashMap::new()),
+                next_id: AtomicU64::new(0),
+            }),
+        }
+    }
+
+    /// Copies `source` to every target. Source problems and tag conflicts fail the whole call
+    /// before anything is written; a failure at one target is reported in its [`TargetReport`]
+    /// and does not stop the others.
+    pub async fn copy(
+        &self,
+        source: &Source,
+        targets: &[Target],
+        opts: &CopyOptions,
+    ) -> Result<CopyReport, CopyError> {
+        let _permit = self
+            .inner
+            .image_permits
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(|_| CopyError::Internal {
+                message: "engine closed".into(),
+            })?;
+        self.copy_unlimited(source, targets, opts).await
+    }
+
+    /// [`Engine::copy`] without taking an image permit (for artifacts copied inside an image
+    /// copy, which already holds one: taking another could deadlock).
+    async fn copy_unlimited(
+        &self,
+        source: &Source,
+        targets: &[Target],
+        opts: &CopyOptions,
+    ) -> Result<CopyReport, CopyError> {
+        let started = Instant::now();
+        let src = &source.transport;
+        let repo = source.reference.repository();
+        let src_display = source.reference.to_string();
+
+        // 1. Resolve the source to a digest, once.
+        let (source_digest, mut root) = match source.reference.digest() {
+            Some(d) => (d.clone(), None),
+            None => {
+                let tag = source.reference.manifest_reference();
+                match src.manifest_head(repo, &tag).await {
+                    Ok(Some(head)) => (head.digest, None),
+                    Ok(None) => {
+                        return Err(CopyError::source(
+                            &src_display,
+                            RegistryError::new(
+                                crate::registry::ErrorKind::NotFound,
+                                "HEAD manifest",
+                                &src_display,
+                            )
+                            .with_message("no such tag at the source"),
+                        ));
+                    }
+                    // Some registries answer HEAD without a digest: read the manifest instead.
+                    Err(e) if e.kind == crate::registry::ErrorKind::Invalid => {
+                        let m = src
+                            .manifest_get(repo, &tag)
+                            .await
+                            .map_err(|e| CopyError::source(&src_display, e))?;
+                        (m.digest().clone(), Some(m))
+                    }
+                    Err(e) => return Err(CopyError::source(&src_display, e)),
+                }
+            }
+        };
+        let fetch_root = |root: Option<Manifest>| async {
+            match root {
+                Some(m) => Ok(m),
+                None => src
+                    .manifest_get(repo, &source_digest.to_string())
+                    .await
+                    .map_err(|e| CopyError::source(&src_display, e)),
+            }
+        };
+
+        // With a platform filter the target digest is that of the filtered index, which needs
+        // the source index; without one it is the source digest and no read is needed yet.
+        let mut image: Option<SourceImage> = None;
+        let wanted = if opts.platforms.is_empty() {
+            source_digest.clone()
+        } else {
+            let m = fetch_root(root.take()).await?;
+            let walked = walk::walk(src, repo, m, &self.walk_opts(opts)).await?;
+            let d = walked.root.digest().clone();
+            image = Some(walked);
+            d
+        };
+
+        // 2. Check targets: up to date, conflicting, or to be written.
+        let mut reports: Vec<TargetReport> = Vec::new();
+        let mut pending: Vec<usize> = Vec::new();
+        let mut conflicts = Vec::new();
+        for (i, t) in targets.iter().enumerate() {
+            let mut report = TargetReport::new(t.display(), t.tags.clone(), wanted.clone());
+            let check = self.check_target(t, &wanted).await;
+            match check {
+                Err(error) => {
+                    report.fail(CopyError::Target {
+                        target: t.display(),
+                        error,
+                    });
+                }
+                Ok(state) => {
+                    if state.up_to_date {
+                        report.status = TargetStatus::UpToDate;
+                    } else {
+                        pending.push(i);
+                    }
+                    report.previous = state.previous.clone();
+                    for (tag, existing) in state.conflicts {
+                        if opts.force {
+                            continue;
+                        }
+                        conflicts.push(CopyError::Conflict {
+                            target: format!("{}:{tag}", t.display()),
+                            existing,
+                            wanted: wanted.clone(),
+                        });
+                    }
+                }
+            }
+            reports.push(report);
+        }
+        if let Some(c) = conflicts.into_iter().next() {
+            return Err(c);
+        }
+
+        let mut report = CopyReport {
+            source: src_display.clone(),
+            source_digest: source_digest.clone(),
+            media_type: String::new(),
+            filtered: false,
+            platforms: Vec::new(),
+            images: 0,
+            manifests: 0,
+            blobs: 0,
+            bytes: 0,
+            skipped_foreign: 0,
+            dry_run: opts.dry_run,
+            targets: Vec::new(),
+            seconds: 0.0,
+        };
+        if pending.is_empty() {
+            report.targets = reports;
+            report.seconds = started.elapsed().as_secs_f64();
+            return Ok(report);
+        }
+
+        // 3. Read the source tree (once for all targets).
+        let image = match image {
+            Some(i) => i,
+            None => {
+                let m = fetch_root(root.take()).await?;
+                walk::walk(src, repo, m, &self.walk_opts(opts)).await?
+            }
+        };
+        report.media_type = image.root.media_type().to_string();
+        report.filtered = image.filtered;
+        report.platforms = image.platforms.clone();
+        report.images = image.image_count();
+        report.manifests = image.children.len() + 1;
+        report.blobs = image.blobs.len();
+        report.bytes = image.blobs.iter().map(|d| d.size).sum();
+        report.skipped_foreign = image.skipped_foreign.len();
+
+        // Referrers are discovered once at the source, then copied to every target.
+        let referrer_items = if opts.referrers {
+            referrers::discover(src, repo, &image, opts.source_tags.as_deref()).await
+        } else {
+            Vec::new()
+        };
+
+        let results: Vec<(usize, Result<Counters, CopyError>)> =
+            stream::iter(pending.into_iter().map(|i| {
+                let image = &image;
+                let t = &targets[i];
+                let referrer_items = &referrer_items;
+                async move {
+                    let counters = Counters::default();
+                    let r = self
+                        .push_image(source, t, image, opts, &counters)
+                        .await
+                        .and(Ok(()));
+                    let r = match r {
+                        Ok(()) if !referrer_items.is_empty() && !opts.dry_run => {
+                            referrers::copy_all(self, source, t, referrer_items, opts, &counters)
+                                .await
+                        }
+                        other => other,
+                    };
+                    (i, r.map(|()| counters))
+                }
+            }))
+            .buffer_unordered(targets.len().max(1))
+            .collect()
+            .await;
+        for (i, r) in results {
+            let tr = &mut reports[i];
+            match r {
+                Ok(c) => {
+                    tr.status = if opts.dry_run {
+                        TargetStatus::DryRun
+                    } else {
+                        TargetStatus::Copied
+                    };
+                    tr.blobs_copied = c.blobs_copied.load(Ordering::Relaxed);
+                    tr.blobs_skipped = c.blobs_skipped.load(Ordering::Relaxed);
+                    tr.blobs_mounted = c.blobs_mounted.load(Ordering::Relaxed);
+                    tr.bytes_copied = c.bytes_copied.load(Ordering::Relaxed);
+                    tr.bytes_mounted = c.bytes_mounted.load(Ordering::Relaxed);
+                    tr.bytes_skipped = c.bytes_skipped.load(Ordering::Relaxed);
+                    tr.manifests_pushed = c.manifests_pushed.load(Ordering::Relaxed);
+                    tr.referrers_copied = c.referrers_copied.load(Ordering::Relaxed);
+                }
+                Err(e) => tr.fail(e),
+            }
+        }
+        report.targets = reports;
+        report.seconds = started.elapsed().as_secs_f64();
+        Ok(report)
+    }
+
+    fn walk_opts<'a>(&self, opts: &'a CopyOptions) -> walk::WalkOptions<'a> {
+        walk::WalkOptions {
+            platforms: &opts.platforms,
+            include_foreign: opts.include_foreign,
+        }
+    }
+
+    /// HEADs each target tag (or the digest when there are no tags).
+    async fn check_target(
+        &self,
+        t: &Target,
+        wanted: &Digest,
+    ) -> Result<TargetState, RegistryError> {
+        let mut state = TargetState {
+            up_to_date: true,
+            conflicts: Vec::new(),
+            previous: Vec::new(),
+        };
+        if t.tags.is_empty() {
+            let head = t
+                .transport
+                .manifest_head(t.repo(), &wanted.to_string())
+                .await?;
+            state.up_to_date = head.is_some();
+            return Ok(state);
+        }
+        for tag in &t.tags {
+            match t.transport.manifest_head(t.repo(), tag).await? {
+                Some(h) if &h.digest == wanted => {}
+                Some(h) => {
+                    state.up_to_date = false;
+                    state.previous.push((tag.clone(), h.digest.clone()));
+                    state.conflicts.push((tag.clone(), h.digest));
+                }
+                None => state.up_to_date = false,
+            }
+        }
+        Ok(state)
+    }
+
+    /// Writes one image (blobs, manifests, tags) to one target.
+    async fn push_image(
+        &self,
+        source: &Source,
+        t: &Target,
+        image: &SourceImage,
+        opts: &CopyOptions,
+        counters: &Counters,
+    ) -> Result<Digest, CopyError> {
+        let target_name = t.display();
+        opts.progress.target_started(
+            &target_name,
+            image.blobs.len(),
+            image.blobs.iter().map(|d| d.size).sum(),
+        );
+        // Blobs, concurrently; a shared transfer serves every image needing the same blob.
+        stream::iter(image.blobs.iter().map(|d| {
+            let target_name = &target_name;
+            async move {
+                let outcome = self.ensure_blob(source, t, d, opts).await?;
+                let (n, bytes) = match outcome {
+                    BlobOutcome::Skipped => (&counters.blobs_skipped, &counters.bytes_skipped),
+                    BlobOutcome::Mounted | BlobOutcome::WouldMount => {
+                        (&counters.blobs_mounted, &counters.bytes_mounted)
+                    }
+                    BlobOutcome::Copied | BlobOutcome::WouldCopy => {
+                        (&counters.blobs_copied, &counters.bytes_copied)
+                    }
+                };
+                n.fetch_add(1, Ordering::Relaxed);
+                bytes.fetch_add(d.size, Ordering::Relaxed);
+                crate::metrics::record_blob(outcome, d.size);
+                opts.progress
+                    .blob_done(target_name, &d.digest, d.size, outcome);
+                Ok::<_, CopyError>(())
+            }
+        }))
+        .buffer_unordered(64)
+        .try_collect::<Vec<()>>()
+        .await?;
+        if opts.dry_run {
+            return Ok(image.root.digest().clone());
+        }
+        // Image manifests (all independent), then indexes deepest first, then the root.
+        let put = |m: &Manifest, reference: String| {
+            let tr = t.transport.clone();
+            let m = m.clone();
+            let target_name = target_name.clone();
+            async move {
+                tr.manifest_put(t.repo(), &reference, &m)
+                    .await
+                    .map_err(|error| CopyError::Target {
+                        target: format!("{target_name}@{}", m.digest()),
+                        error,
+                    })?;
+                counters.manifests_pushed.fetch_add(1, Ordering::Relaxed);
+                Ok::<_, CopyError>(())
+            }
+        };
+        stream::iter(
+            image
+                .children
+                .iter()
+                .filter(|m| !m.is_index())
+                .map(|m| put(m, m.digest().to_string())),
+        )
+        .buffer_unordered(8)
+        .try_collect::<Vec<()>>()
+        .await?;
+        for m in image.children.iter().filter(|m| m.is_index()) {
+            put(m, m.digest().to_string()).await?;
+        }
+        // The root goes up under its tags — each PUT by tag both stores the manifest and moves
+        // the tag, after every part it refers to is present. Without tags, by digest.
+        if t.tags.is_empty() {
+            put(&image.root, image.root.digest().to_string()).await?;
+        } else {
+            for tag in &t.tags {
+                put(&image.root, tag.clone()).await?;
+            }
+        }
+        crate::metrics::record_image();
+        Ok(image.root.digest().clone())
+    }
+
+    /// Gets one blob into the target, sharing the transfer with any concurrent request for the
+    /// same blob and repository.
+    async fn ensure_blob(
+        &self,
+        source: &Source,
+        t: &Target,
+        d: &crate::manifest::Descriptor,
+        opts: &CopyOptions,
+    ) -> Result<BlobOutcome, CopyError> {
+        let key = (
+            t.transport.name().to_string(),
+            t.repo().to_string(),
+            d.digest.clone(),
+        );
+        let (id, fut) = {
+            let mut inflight = self.inner.inflight.lock().expect("inflight lock");
+            if let Some((id, f)) = inflight.get(&key).filter(|_| !opts.dry_run) {
+                (*id, f.clone())
+            } else {
+                let id = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
+                let mount_from = self.mount_source(source, t, &d.digest);
+                let job = blob::BlobJob {
+                    source: source.transport.clone(),
+                    source_repo: source.reference.repository().to_string(),
+                    target: t.transport.clone(),
+                    target_repo: t.repo().to_string(),
+                    descriptor: d.clone(),
+                    mount_from,
+                    dry_run: opts.dry_run,
+                };
+                let permits = self.inner.blob_permits.clone();
+                let progress = opts.progress.clone();
+                let fut: BoxFuture<'static, Result<BlobOutcome, Arc<CopyError>>> = async move {
+                    let _permit = permits.acquire_owned().await.map_err(|_| {
+                        Arc::new(CopyError::Internal {
+                            message: "engine closed".into(),
+                        })
+                    })?;
+                    job.run(&progress).await.map_err(Arc::new)
+                }
+                .boxed();
+                let fut = fut.shared();
+                if !opts.dry_run {
+                    inflight.insert(key.clone(), (id, fut.clone()));
+                }
+                (id, fut)
+            }
+        };
+        let result = fut.await;
+        {
+            let mut inflight = self.inner.inflight.lock().expect("inflight lock");
+            if inflight.get(&key).is_some_and(|(i, _)| *i == id) {
+                inflight.remove(&key);
+            }
+        }
+        match result {
+            Ok(outcome) => {
+                if !opts.dry_run {
+                    self.remember(t, &d.digest);
+                }
+                Ok(outcome)
+            }
+            Err(e) => Err(CopyError::Shared(e)),
+        }
+    }
+
+    /// A repository of the target registry known to hold `digest`: the source repository when
+    /// source and target are the same registry, else one this process put it in.
+    fn mount_source(&self, source: &Source, t: &Target, digest: &Digest) -> Option<String> {
+        if source.transport.name() == t.transport.name()
+            && source.reference.repository() != t.repo()
+        {
+            return Some(source.reference.repository().to_string());
+        }
+        let located = self.inner.located.lock().expect("located lock");
+        located
+            .get(&(t.transport.name().to_string(), digest.clone()))
+            .filter(|repo| repo.as_str() != t.repo())
+            .cloned()
+    }
+
+    fn remember(&self, t: &Target, digest: &Digest) {
+        let mut located = self.inner.located.lock().expect("located lock");
+        if located.len() >= MAX_LOCATIONS {
+            located.clear();
+        }
+        located.insert(
+            (t.transport.name().to_string(), digest.clone()),
+            t.repo().to_string(),
+        );
+    }
+}
+
+struct TargetState {
+    up_to_date: bool,
+    conflicts: Vec<(String, Digest)>,
+    previous: Vec<(String, Digest)>,
+}
