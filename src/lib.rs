@@ -6,9 +6,15 @@
 //! ([`config`], [`rules`]), scheduling ([`schedule`]), serving ([`server`], [`metrics`]) and the
 //! command line ([`cli`]).
 
+pub mod cli;
+pub mod config;
 pub mod copy;
+pub mod daemon;
 pub mod digest;
 pub mod manifest;
 pub mod metrics;
 pub mod reference;
 pub mod registry;
+pub mod rules;
+pub mod schedule;
+pub mod server;

@@ -11,6 +11,7 @@ use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
 /// Labels for per-registry request counts.
@@ -38,8 +39,32 @@ pub struct OutcomeLabels {
     pub outcome: String,
 }
 
+/// Labels for rule runs.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RunLabels {
+    /// Rule name.
+    pub rule: String,
+    /// `ok`, `failed` or `timeout`.
+    pub result: String,
+}
+
+/// Labels keyed by rule only.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RuleLabels {
+    /// Rule name.
+    pub rule: String,
+}
+
 /// The process-wide metrics.
 pub struct Metrics {
+    /// Rule runs by rule and result.
+    pub runs: Family<RunLabels, Counter>,
+    /// Unix time of each rule's last successful run.
+    pub last_success: Family<RuleLabels, Gauge>,
+    /// Run durations by rule.
+    pub run_duration: Family<RuleLabels, Histogram>,
+    /// Images by rule and outcome (copied, up_to_date, failed).
+    pub rule_images: Family<RunLabels, Counter>,
     /// Blobs by outcome.
     pub blobs: Family<OutcomeLabels, Counter>,
     /// Blob bytes by outcome.
@@ -86,7 +111,37 @@ impl Metrics {
             "Images (top-level manifests) written to a target",
             images.clone(),
         );
+        let runs = Family::<RunLabels, Counter>::default();
+        registry.register(
+            "rule_runs",
+            "Rule runs, by rule and result (ok, failed, timeout)",
+            runs.clone(),
+        );
+        let last_success = Family::<RuleLabels, Gauge>::default();
+        registry.register(
+            "rule_last_success_timestamp_seconds",
+            "Unix time at which each rule last finished successfully",
+            last_success.clone(),
+        );
+        let run_duration = Family::<RuleLabels, Histogram>::new_with_constructor(
+            duration_histogram as fn() -> Histogram,
+        );
+        registry.register(
+            "rule_run_duration_seconds",
+            "Duration of rule runs in seconds",
+            run_duration.clone(),
+        );
+        let rule_images = Family::<RunLabels, Counter>::default();
+        registry.register(
+            "rule_images",
+            "Images handled by rule runs, by rule and result (copied, up_to_date, failed)",
+            rule_images.clone(),
+        );
         Metrics {
+            runs,
+            last_success,
+            run_duration,
+            rule_images,
             blobs,
             bytes,
             images,
@@ -116,6 +171,11 @@ impl Metrics {
         prometheus_client::encoding::text::encode(&mut out, &reg).expect("writing to a String");
         out
     }
+}
+
+fn duration_histogram() -> Histogram {
+    // 0.1 s … ~3.6 h.
+    Histogram::new(exponential_buckets(0.1, 3.0, 11))
 }
 
 /// The process-wide metrics, created on first use.
@@ -170,6 +230,37 @@ pub fn record_blob(outcome: crate::copy::BlobOutcome, size: u64) {
 /// Counts one image written to a target.
 pub fn record_image() {
     global().images.inc();
+}
+
+/// Records one finished rule run.
+pub fn record_run(rule: &str, result: &str, seconds: f64, finished_unix: i64) {
+    let m = global();
+    m.runs
+        .get_or_create(&RunLabels {
+            rule: rule.to_string(),
+            result: result.to_string(),
+        })
+        .inc();
+    let rl = RuleLabels {
+        rule: rule.to_string(),
+    };
+    m.run_duration.get_or_create(&rl).observe(seconds);
+    if result == "ok" {
+        m.last_success.get_or_create(&rl).set(finished_unix);
+    }
+}
+
+/// Counts images handled by a rule run.
+pub fn record_rule_images(rule: &str, result: &str, n: u64) {
+    if n > 0 {
+        global()
+            .rule_images
+            .get_or_create(&RunLabels {
+                rule: rule.to_string(),
+                result: result.to_string(),
+            })
+            .inc_by(n);
+    }
 }
 
 #[cfg(test)]

@@ -27,12 +27,12 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
+use futures_util::FutureExt;
 use futures_util::future::{BoxFuture, Shared};
-use futures_util::{FutureExt, StreamExt, TryStreamExt, stream};
 use tokio::sync::Semaphore;
 
 pub use blob::BlobOutcome;
-pub use report::{CopyReport, TargetReport, TargetStatus};
+pub use report::{CopyReport, TargetReport, TargetStatus, error_chain};
 pub use walk::SourceImage;
 
 use crate::digest::Digest;
@@ -480,8 +480,11 @@ impl Engine {
             Vec::new()
         };
 
-        let results: Vec<(usize, Result<Counters, CopyError>)> =
-            stream::iter(pending.into_iter().map(|i| {
+        // Futures are collected before they are polled: a stream adapter holding a closure
+        // across an await makes the whole copy future !Send (rust-lang/rust#102211).
+        let futs: Vec<_> = pending
+            .into_iter()
+            .map(|i| {
                 let image = &image;
                 let t = &targets[i];
                 let referrer_items = &referrer_items;
@@ -500,10 +503,9 @@ impl Engine {
                     };
                     (i, r.map(|()| counters))
                 }
-            }))
-            .buffer_unordered(targets.len().max(1))
-            .collect()
-            .await;
+            })
+            .collect();
+        let results = futures_util::future::join_all(futs).await;
         for (i, r) in results {
             let tr = &mut reports[i];
             match r {
@@ -586,30 +588,33 @@ impl Engine {
             image.blobs.iter().map(|d| d.size).sum(),
         );
         // Blobs, concurrently; a shared transfer serves every image needing the same blob.
-        stream::iter(image.blobs.iter().map(|d| {
-            let target_name = &target_name;
-            async move {
-                let outcome = self.ensure_blob(source, t, d, opts).await?;
-                let (n, bytes) = match outcome {
-                    BlobOutcome::Skipped => (&counters.blobs_skipped, &counters.bytes_skipped),
-                    BlobOutcome::Mounted | BlobOutcome::WouldMount => {
-                        (&counters.blobs_mounted, &counters.bytes_mounted)
-                    }
-                    BlobOutcome::Copied | BlobOutcome::WouldCopy => {
-                        (&counters.blobs_copied, &counters.bytes_copied)
-                    }
-                };
-                n.fetch_add(1, Ordering::Relaxed);
-                bytes.fetch_add(d.size, Ordering::Relaxed);
-                crate::metrics::record_blob(outcome, d.size);
-                opts.progress
-                    .blob_done(target_name, &d.digest, d.size, outcome);
-                Ok::<_, CopyError>(())
-            }
-        }))
-        .buffer_unordered(64)
-        .try_collect::<Vec<()>>()
-        .await?;
+        let blob_futs: Vec<_> = image
+            .blobs
+            .iter()
+            .map(|d| {
+                let target_name = &target_name;
+                async move {
+                    let outcome = self.ensure_blob(source, t, d, opts).await?;
+                    let (n, bytes) = match outcome {
+                        BlobOutcome::Skipped => (&counters.blobs_skipped, &counters.bytes_skipped),
+                        BlobOutcome::Mounted | BlobOutcome::WouldMount => {
+                            (&counters.blobs_mounted, &counters.bytes_mounted)
+                        }
+                        BlobOutcome::Copied | BlobOutcome::WouldCopy => {
+                            (&counters.blobs_copied, &counters.bytes_copied)
+                        }
+                    };
+                    n.fetch_add(1, Ordering::Relaxed);
+                    bytes.fetch_add(d.size, Ordering::Relaxed);
+                    crate::metrics::record_blob(outcome, d.size);
+                    opts.progress
+                        .blob_done(target_name, &d.digest, d.size, outcome);
+                    Ok::<_, CopyError>(())
+                }
+            })
+            .collect();
+        // Every blob is polled at once; the engine's blob permits bound the transfers.
+        futures_util::future::try_join_all(blob_futs).await?;
         if opts.dry_run {
             return Ok(image.root.digest().clone());
         }
@@ -629,16 +634,13 @@ impl Engine {
                 Ok::<_, CopyError>(())
             }
         };
-        stream::iter(
-            image
-                .children
-                .iter()
-                .filter(|m| !m.is_index())
-                .map(|m| put(m, m.digest().to_string())),
-        )
-        .buffer_unordered(8)
-        .try_collect::<Vec<()>>()
-        .await?;
+        let image_puts: Vec<_> = image
+            .children
+            .iter()
+            .filter(|m| !m.is_index())
+            .map(|m| put(m, m.digest().to_string()))
+            .collect();
+        futures_util::future::try_join_all(image_puts).await?;
         for m in image.children.iter().filter(|m| m.is_index()) {
             put(m, m.digest().to_string()).await?;
         }
@@ -752,4 +754,18 @@ struct TargetState {
     up_to_date: bool,
     conflicts: Vec<(String, Digest)>,
     previous: Vec<(String, Digest)>,
+}
+
+#[cfg(test)]
+mod send_check {
+    #[allow(dead_code)]
+    fn copy_future_is_send(
+        e: &super::Engine,
+        s: &super::Source,
+        t: &[super::Target],
+        o: &super::CopyOptions,
+    ) {
+        fn is_send<T: Send>(_: T) {}
+        is_send(e.copy(s, t, o));
+    }
 }

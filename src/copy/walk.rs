@@ -169,26 +169,30 @@ pub async fn walk(
                 });
             }
         }
-        level = stream::iter(next_descs.into_iter().map(|d| {
-            let source = source.clone();
-            async move {
-                let m = source
-                    .manifest_get(repo, &d.digest.to_string())
-                    .await
-                    .map_err(|e| CopyError::source(repo, e))?;
-                if m.size() != d.size {
-                    return Err(CopyError::SizeLies {
-                        digest: d.digest.clone(),
-                        declared: d.size,
-                        actual: m.size(),
-                    });
+        let fetches: Vec<_> = next_descs
+            .into_iter()
+            .map(|d| {
+                let source = source.clone();
+                async move {
+                    let m = source
+                        .manifest_get(repo, &d.digest.to_string())
+                        .await
+                        .map_err(|e| CopyError::source(repo, e))?;
+                    if m.size() != d.size {
+                        return Err(CopyError::SizeLies {
+                            digest: d.digest.clone(),
+                            declared: d.size,
+                            actual: m.size(),
+                        });
+                    }
+                    Ok::<_, CopyError>((m, d.platform.clone()))
                 }
-                Ok::<_, CopyError>((m, d.platform.clone()))
-            }
-        }))
-        .buffered(FETCH_CONCURRENCY)
-        .try_collect()
-        .await?;
+            })
+            .collect();
+        level = stream::iter(fetches)
+            .buffered(FETCH_CONCURRENCY)
+            .try_collect()
+            .await?;
     }
     for lvl in levels.into_iter().rev() {
         out.children.extend(lvl);

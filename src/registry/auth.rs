@@ -1,10 +1,712 @@
-//! Registry authentication (placeholder: being written; see the interface below).
+//! Registry authentication: credentials, `WWW-Authenticate` challenges, and cached bearer tokens.
 //!
-//! Interface the HTTP backend relies on:
-//! - `Secret`: a string whose Debug/Display print `***`; `expose()` gives the value.
-//! - `Credentials`: `Basic { username, password: Secret }`, `IdentityToken(Secret)` (OAuth2
-//!   refresh token from `docker login`), `RegistryToken(Secret)` (a static bearer token).
-//! - `Scope`: `repository:<name>:<actions>`; helpers `Scope::pull(repo)`, `Scope::push_pull(repo)`.
-//! - `Auth::new(client, registry, credentials)`: per registry host;
-//!   `Auth::cached_header(&[Scope]) -> Option<HeaderValue>` (no I/O);
-//!   `Auth::on_unauthorized(challenge, &[Scope]) -> Result<HeaderValue, AuthError>` after a 401.
+//! The HTTP backend never decides how to authenticate; it asks an [`Auth`] (one per registry
+//! host) and follows this handshake:
+//!
+//! 1. Before a request, [`Auth::cached_header`] gives what is already known, without I/O: the
+//!    Basic header if this registry asked for Basic before, an unexpired bearer token whose
+//!    scopes cover the request's, or nothing (the request goes out anonymous).
+//! 2. On a 401, [`Auth::on_unauthorized`] reads the `WWW-Authenticate` challenge
+//!    ([`parse_challenge`]). Basic → the Basic header. Bearer → a token from the challenge's
+//!    realm (see `auth/token.rs`) for the union of the caller's scopes and the challenge's,
+//!    cached until shortly before it expires. The HTTP layer retries once with the returned header.
+//! 3. If the header that failed was a cached token, that token is dropped and a fresh one
+//!    fetched — once; a second 401 is the HTTP layer's error to report.
+//!
+//! Why this shape: registries differ in what they want (distribution with htpasswd wants Basic
+//! on every request; Docker Hub, ghcr and quay want tokens per repository and action), and the
+//! 401 is the only portable way to learn it. Token fetches are serialised per registry so that a
+//! burst of parallel blob requests that all hit 401 fetch one token, not fifty. When credentials
+//! were given and refused, the error says so and names the registry and realm host; crossdock
+//! never quietly carries on anonymously.
+//!
+//! Secrets live in [`Secret`], whose Debug and Display print `***`; header values built here are
+//! marked sensitive; logs name the scheme, the realm host and the scopes, never a token or
+//! password. Credentials come from configuration or from Docker's `config.json`
+//! ([`docker_config`]).
+
+pub mod challenge;
+pub mod docker_config;
+mod scope;
+mod token;
+
+use std::fmt;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use base64::Engine;
+use http::HeaderValue;
+
+pub use challenge::{Challenge, ChallengeError, parse_challenge};
+pub use docker_config::{DockerConfig, credentials_from_docker_config};
+pub use scope::Scope;
+use scope::ScopeSet;
+
+use super::ErrorKind;
+
+/// A secret string: Debug and Display print `***`; [`Secret::expose`] gives the value.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    /// Wraps a secret value.
+    pub fn new(value: impl Into<String>) -> Self {
+        Secret(value.into())
+    }
+
+    /// The secret value itself: only to send it, never to log it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("***")
+    }
+}
+
+impl fmt::Display for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("***")
+    }
+}
+
+/// What crossdock presents to a registry. Debug shows the username, never a secret.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Credentials {
+    /// A username and password (or an access token used as a password, as ghcr wants).
+    Basic {
+        /// Username (not secret).
+        username: String,
+        /// Password.
+        password: Secret,
+    },
+    /// An OAuth2 refresh token, as `docker login` stores it in `identitytoken`; exchanged for
+    /// access tokens with the OAuth2 POST.
+    IdentityToken(Secret),
+    /// A static bearer token, sent as is (`registrytoken` in Docker's config).
+    RegistryToken(Secret),
+}
+
+impl Credentials {
+    /// Username and password credentials.
+    pub fn basic(username: impl Into<String>, password: impl Into<String>) -> Self {
+        Credentials::Basic {
+            username: username.into(),
+            password: Secret::new(password),
+        }
+    }
+
+    /// A short name of the kind, for messages.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Credentials::Basic { .. } => "username/password",
+            Credentials::IdentityToken(_) => "identity token",
+            Credentials::RegistryToken(_) => "registry token",
+        }
+    }
+}
+
+/// Why authentication failed. Messages name the registry and the reason, never a secret.
+#[derive(Debug, thiserror::Error)]
+pub enum AuthError {
+    /// The registry (or its token realm) demands credentials and none are configured.
+    #[error("registry {registry} requires credentials and none are configured")]
+    CredentialsRequired {
+        /// Registry name.
+        registry: String,
+    },
+    /// The registry refused credentials we sent it directly (Basic, or a static token).
+    #[error("registry {registry} refused the {kind} credentials (HTTP 401 after sending them)")]
+    Refused {
+        /// Registry name.
+        registry: String,
+        /// Which kind of credentials, e.g. `username/password`.
+        kind: &'static str,
+    },
+    /// The configured credentials cannot answer the scheme the registry asked for.
+    #[error(
+        "registry {registry} asks for {scheme} authentication, which {kind} credentials cannot answer"
+    )]
+    UnsuitableCredentials {
+        /// Registry name.
+        registry: String,
+        /// `Basic` or `Bearer`.
+        scheme: &'static str,
+        /// Which kind of credentials is configured.
+        kind: &'static str,
+    },
+    /// The 401 carried no usable `WWW-Authenticate` challenge.
+    #[error("registry {registry} sent an unusable WWW-Authenticate challenge: {source}")]
+    InvalidChallenge {
+        /// Registry name.
+        registry: String,
+        /// What is wrong with it.
+        source: ChallengeError,
+    },
+    /// The challenge's realm is not a URL crossdock will ask.
+    #[error("registry {registry} names token realm {realm:?}, which is unusable: {reason}")]
+    InvalidRealm {
+        /// Registry name.
+        registry: String,
+        /// The realm as sent.
+        realm: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// The token realm could not be reached.
+    #[error("token service {realm_host} of registry {registry} could not be reached")]
+    TokenRequest {
+        /// Registry name.
+        registry: String,
+        /// Host of the realm.
+        realm_host: String,
+        /// The transport error.
+        source: reqwest::Error,
+    },
+    /// The token realm refused to issue a token (401/403).
+    #[error(
+        "token service {realm_host} of registry {registry} refused {} (HTTP {status}): {detail}",
+        if *.anonymous { "anonymous access" } else { "the credentials" }
+    )]
+    TokenRefused {
+        /// Registry name.
+        registry: String,
+        /// Host of the realm.
+        realm_host: String,
+        /// HTTP status.
+        status: u16,
+        /// Whether we asked without credentials.
+        anonymous: bool,
+        /// The realm's explanation.
+        detail: String,
+    },
+    /// The token realm answered another failure status.
+    #[error("token service {realm_host} of registry {registry} answered HTTP {status}: {detail}")]
+    TokenStatus {
+        /// Registry name.
+        registry: String,
+        /// Host of the realm.
+        realm_host: String,
+        /// HTTP status.
+        status: u16,
+        /// The realm's explanation.
+        detail: String,
+    },
+    /// The token realm answered 200 with something that is not a token.
+    #[error("token service {realm_host} of registry {registry} sent a bad answer: {reason}")]
+    TokenResponse {
+        /// Registry name.
+        registry: String,
+        /// Host of the realm.
+        realm_host: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// Docker's `config.json` could not be read.
+    #[error("docker config {path}: {reason}")]
+    DockerConfig {
+        /// The file.
+        path: String,
+        /// What is wrong.
+        reason: String,
+    },
+    /// A `docker-credential-*` helper failed.
+    #[error("credential helper docker-credential-{helper} for registry {registry}: {reason}")]
+    CredentialHelper {
+        /// Helper name (the part after `docker-credential-`).
+        helper: String,
+        /// Registry name.
+        registry: String,
+        /// What went wrong.
+        reason: String,
+    },
+}
+
+impl AuthError {
+    /// The transport error kind this failure amounts to, so the HTTP layer can classify it
+    /// (and retry a token service that is down or rate limiting).
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            AuthError::CredentialsRequired { .. }
+            | AuthError::Refused { .. }
+            | AuthError::UnsuitableCredentials { .. }
+            | AuthError::DockerConfig { .. }
+            | AuthError::CredentialHelper { .. } => ErrorKind::Unauthorized,
+            AuthError::TokenRefused { status: 403, .. } => ErrorKind::Denied,
+            AuthError::TokenRefused { .. } => ErrorKind::Unauthorized,
+            AuthError::TokenStatus { status: 429, .. } => ErrorKind::RateLimited,
+            AuthError::TokenStatus { status, .. } if *status >= 500 => ErrorKind::ServerError,
+            AuthError::TokenStatus { .. }
+            | AuthError::InvalidChallenge { .. }
+            | AuthError::InvalidRealm { .. }
+            | AuthError::TokenResponse { .. } => ErrorKind::Invalid,
+            AuthError::TokenRequest { .. } => ErrorKind::Transport,
+        }
+    }
+}
+
+/// A source of "now" for token expiry, replaceable in tests.
+pub type Clock = Arc<dyn Fn() -> Instant + Send + Sync>;
+
+/// Tokens kept per registry at most; past this the ones expiring soonest go first. A daemon
+/// mirroring many repositories otherwise collects one per repository forever.
+const MAX_CACHED_TOKENS: usize = 256;
+
+/// Authentication for one registry host. Cheap to share: `&self` methods, interior
+/// mutability; `Send + Sync`.
+pub struct Auth {
+    registry: String,
+    credentials: Option<Credentials>,
+    client: reqwest::Client,
+    clock: Clock,
+    state: Mutex<State>,
+    /// Serialises token fetches, so parallel 401s share one fetch.
+    fetching: tokio::sync::Mutex<()>,
+}
+
+#[derive(Default)]
+struct State {
+    /// The scheme the registry last asked for.
+    scheme: Option<Scheme>,
+    tokens: Vec<CachedToken>,
+    /// The current OAuth2 refresh token (starts as the identity token; the realm may rotate it).
+    refresh_token: Option<Secret>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Scheme {
+    Basic,
+    Bearer,
+}
+
+struct CachedToken {
+    scopes: ScopeSet,
+    header: HeaderValue,
+    /// When to stop using it: shortly before it expires, so a request in flight does not
+    /// carry a token that dies on the way.
+    use_until: Instant,
+}
+
+impl fmt::Debug for Auth {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let state = self.state();
+        f.debug_struct("Auth")
+            .field("registry", &self.registry)
+            .field("credentials", &self.credentials)
+            .field("scheme", &state.scheme)
+            .field("cached_tokens", &state.tokens.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Auth {
+    /// Authentication for `registry` (as named in references, e.g. `docker.io`,
+    /// `localhost:5000`), anonymous when `credentials` is `None`. `client` is used for token
+    /// requests; give it the same TLS settings as the registry's.
+    pub fn new(client: reqwest::Client, registry: &str, credentials: Option<Credentials>) -> Self {
+        let refresh_token = match &credentials {
+            Some(Credentials::IdentityToken(t)) => Some(t.clone()),
+            _ => None,
+        };
+        Auth {
+            registry: registry.to_string(),
+            credentials,
+            client,
+            clock: Arc::new(Instant::now),
+            state: Mutex::new(State {
+                refresh_token,
+                ..State::default()
+            }),
+            fetching: tokio::sync::Mutex::new(()),
+        }
+    }
+
+    /// Replaces the clock used for token expiry (for tests that need time to pass).
+    pub fn with_clock(mut self, clock: Clock) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    /// The registry this serves.
+    pub fn registry(&self) -> &str {
+        &self.registry
+    }
+
+    /// Whether credentials are configured.
+    pub fn has_credentials(&self) -> bool {
+        self.credentials.is_some()
+    }
+
+    /// The `Authorization` value to send with a request needing `scopes`, from what is already
+    /// known (no I/O): Basic if the registry asked for Basic before, a cached unexpired bearer
+    /// token covering these scopes (or the static registry token), else `None`.
+    pub fn cached_header(&self, scopes: &[Scope]) -> Option<HeaderValue> {
+        let state = self.state();
+        match state.scheme? {
+            Scheme::Basic => self.basic_header(),
+            Scheme::Bearer => {
+                if let Some(Credentials::RegistryToken(t)) = &self.credentials {
+                    return bearer_header(t);
+                }
+                let wanted = ScopeSet::from_scopes(scopes);
+                let now = (self.clock)();
+                state
+                    .tokens
+                    .iter()
+                    .find(|t| now < t.use_until && t.scopes.covers(&wanted))
+                    .map(|t| t.header.clone())
+            }
+        }
+    }
+
+    /// After a 401: reads the `WWW-Authenticate` challenge, obtains credentials for `scopes`
+    /// (the Basic header, or a token from the realm), caches them, and returns the header to
+    /// retry with. `previous` is the header the refused request carried: a cached token that
+    /// was refused is dropped and a fresh one fetched; Basic credentials or a static token that
+    /// were refused give [`AuthError::Refused`]. Call at most once per request.
+    pub async fn on_unauthorized(
+        &self,
+        challenge: Option<&HeaderValue>,
+        scopes: &[Scope],
+        previous: Option<&HeaderValue>,
+    ) -> Result<HeaderValue, AuthError> {
+        let challenge = match challenge {
+            Some(value) => {
+                let text = value.to_str().map_err(|_| AuthError::InvalidChallenge {
+                    registry: self.registry.clone(),
+                    source: ChallengeError::Syntax {
+                        at: 0,
+                        reason: "header is not visible ASCII",
+                    },
+                })?;
+                parse_challenge(text).map_err(|source| AuthError::InvalidChallenge {
+                    registry: self.registry.clone(),
+                    source,
+                })?
+            }
+            // A 401 without a challenge breaks the spec; with a password there is only one
+            // thing to try, and without one there is nothing to try.
+            None if matches!(self.credentials, Some(Credentials::Basic { .. })) => {
+                Challenge::Basic { realm: None }
+            }
+            None => {
+                return Err(AuthError::InvalidChallenge {
+                    registry: self.registry.clone(),
+                    source: ChallengeError::Unsupported {
+                        offered: "none (401 without WWW-Authenticate)".to_string(),
+                    },
+                });
+            }
+        };
+        match challenge {
+            Challenge::Basic { .. } => self.answer_basic(previous),
+            Challenge::Bearer {
+                realm,
+                service,
+                scope,
+                ..
+            } => {
+                self.answer_bearer(
+                    &realm,
+                    service.as_deref(),
+                    scope.as_deref(),
+                    scopes,
+                    previous,
+                )
+                .await
+            }
+        }
+    }
+
+    fn answer_basic(&self, previous: Option<&HeaderValue>) -> Result<HeaderValue, AuthError> {
+        tracing::debug!(registry = %self.registry, scheme = "basic", "registry asks for Basic");
+        self.state().scheme = Some(Scheme::Basic);
+        let header = match &self.credentials {
+            None => {
+                return Err(AuthError::CredentialsRequired {
+                    registry: self.registry.clone(),
+                });
+            }
+            Some(c @ (Credentials::IdentityToken(_) | Credentials::RegistryToken(_))) => {
+                return Err(AuthError::UnsuitableCredentials {
+                    registry: self.registry.clone(),
+                    scheme: "Basic",
+                    kind: c.kind(),
+                });
+            }
+            Some(Credentials::Basic { .. }) => {
+                self.basic_header()
+                    .ok_or_else(|| AuthError::UnsuitableCredentials {
+                        registry: self.registry.clone(),
+                        scheme: "Basic",
+                        kind: "username/password (with characters not allowed in a header)",
+                    })?
+            }
+        };
+        if previous == Some(&header) {
+            return Err(AuthError::Refused {
+                registry: self.registry.clone(),
+                kind: "username/password",
+            });
+        }
+        Ok(header)
+    }
+
+    async fn answer_bearer(
+        &self,
+        realm: &str,
+        service: Option<&str>,
+        challenge_scope: Option<&str>,
+        scopes: &[Scope],
+        previous: Option<&HeaderValue>,
+    ) -> Result<HeaderValue, AuthError> {
+        self.state().scheme = Some(Scheme::Bearer);
+        if let Some(Credentials::RegistryToken(t)) = &self.credentials {
+            // A static token is all there is: if it was refused, nothing else will do.
+            let header = bearer_header(t).ok_or_else(|| AuthError::UnsuitableCredentials {
+                registry: self.registry.clone(),
+                scheme: "Bearer",
+                kind: "registry token (with characters not allowed in a header)",
+            })?;
+            if previous == Some(&header) {
+                return Err(AuthError::Refused {
+                    registry: self.registry.clone(),
+                    kind: "registry token",
+                });
+            }
+            tracing::debug!(
+                registry = %self.registry,
+                scheme = "bearer",
+                "using the static registry token"
+            );
+            return Ok(header);
+        }
+        let realm = token::realm_url(&self.registry, realm)?;
+        let mut wanted = ScopeSet::from_scopes(scopes);
+        for raw in challenge_scope
+            .into_iter()
+            .flat_map(str::split_ascii_whitespace)
+        {
+            if !wanted.add_raw(raw) {
+                tracing::debug!(
+                    registry = %self.registry,
+                    scope = raw,
+                    "ignoring unreadable scope in challenge"
+                );
+            }
+        }
+        if let Some(prev) = previous {
+            // The token we sent was refused (revoked, expired early, or short of scope):
+            // forget it so neither this nor a later request uses it again.
+            self.state().tokens.retain(|t| t.header != prev);
+        }
+
+        let _fetching = self.fetching.lock().await;
+        // Another request may have fetched what we need while we waited.
+        let now = (self.clock)();
+        if let Some(t) =
+            self.state().tokens.iter().find(|t| {
+                now < t.use_until && t.scopes.covers(&wanted) && Some(&t.header) != previous
+            })
+        {
+            return Ok(t.header.clone());
+        }
+        let scope_strings = wanted.to_strings();
+        let refresh_token = self.state().refresh_token.clone();
+        let request = token::TokenRequest {
+            registry: &self.registry,
+            realm: &realm,
+            service,
+            scopes: &scope_strings,
+            credentials: self.credentials.as_ref(),
+        };
+        let granted = token::fetch(&self.client, &request, refresh_token.as_ref()).await?;
+        let now = (self.clock)();
+        let margin = (granted.lifetime / 10).min(Duration::from_secs(30));
+        let mut state = self.state();
+        if let Some(rotated) = granted.refresh_token {
+            state.refresh_token = Some(rotated);
+        }
+        state
+            .tokens
+            .retain(|t| now < t.use_until && t.scopes != wanted);
+        if state.tokens.len() >= MAX_CACHED_TOKENS {
+            state.tokens.sort_by_key(|t| std::cmp::Reverse(t.use_until));
+            state.tokens.truncate(MAX_CACHED_TOKENS - 1);
+        }
+        state.tokens.push(CachedToken {
+            scopes: wanted,
+            header: granted.header.clone(),
+            use_until: now + granted.lifetime - margin,
+        });
+        Ok(granted.header)
+    }
+
+    fn basic_header(&self) -> Option<HeaderValue> {
+        match &self.credentials {
+            Some(Credentials::Basic { username, password }) => {
+                let raw = format!("{username}:{}", password.expose());
+                let encoded = base64::engine::general_purpose::STANDARD.encode(raw);
+                let mut value = HeaderValue::from_str(&format!("Basic {encoded}")).ok()?;
+                value.set_sensitive(true);
+                Some(value)
+            }
+            _ => None,
+        }
+    }
+
+    fn state(&self) -> MutexGuard<'_, State> {
+        // The state stays consistent at every await-free step, so a panic elsewhere while
+        // holding the lock leaves nothing half-done: carry on with it.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+fn bearer_header(token: &Secret) -> Option<HeaderValue> {
+    let mut value = HeaderValue::from_str(&format!("Bearer {}", token.expose())).ok()?;
+    value.set_sensitive(true);
+    Some(value)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn auth(credentials: Option<Credentials>) -> Auth {
+        Auth::new(reqwest::Client::new(), "r.example", credentials)
+    }
+
+    fn hv(s: &str) -> HeaderValue {
+        HeaderValue::from_str(s).unwrap()
+    }
+
+    #[test]
+    fn secrets_never_print() {
+        let s = Secret::new("hunter2");
+        assert_eq!(format!("{s:?}"), "***");
+        assert_eq!(s.to_string(), "***");
+        assert_eq!(s.expose(), "hunter2");
+        for c in [
+            Credentials::basic("alice", "hunter2"),
+            Credentials::IdentityToken(Secret::new("hunter2")),
+            Credentials::RegistryToken(Secret::new("hunter2")),
+        ] {
+            let debug = format!("{c:?}");
+            assert!(
+                !debug.contains("hunter2") && debug.contains("***"),
+                "{debug}"
+            );
+            let a = auth(Some(c));
+            let debug = format!("{a:?}");
+            assert!(!debug.contains("hunter2"), "{debug}");
+        }
+        assert!(format!("{:?}", Credentials::basic("alice", "x")).contains("alice"));
+    }
+
+    #[tokio::test]
+    async fn basic_flow() {
+        let a = auth(Some(Credentials::basic("alice", "s3cret")));
+        assert_eq!(
+            a.cached_header(&[]),
+            None,
+            "nothing known before a challenge"
+        );
+        let challenge = hv(r#"Basic realm="Registry Realm""#);
+        let h = a
+            .on_unauthorized(Some(&challenge), &[], None)
+            .await
+            .unwrap();
+        assert!(h.is_sensitive());
+        // base64("alice:s3cret")
+        assert_eq!(h, hv("Basic YWxpY2U6czNjcmV0"));
+        assert_eq!(a.cached_header(&[Scope::pull("x")]), Some(h.clone()));
+        // The same header refused again: the password is wrong, say so.
+        let err = a
+            .on_unauthorized(Some(&challenge), &[], Some(&h))
+            .await
+            .unwrap_err();
+        assert!(matches!(err, AuthError::Refused { .. }), "{err}");
+        assert!(err.to_string().contains("r.example"), "{err}");
+        assert_eq!(err.kind(), ErrorKind::Unauthorized);
+        // A 401 without a challenge still gets the password when there is one.
+        assert_eq!(a.on_unauthorized(None, &[], None).await.unwrap(), h);
+    }
+
+    #[tokio::test]
+    async fn basic_without_or_with_unsuitable_credentials() {
+        let challenge = hv(r#"Basic realm="x""#);
+        let err = auth(None)
+            .on_unauthorized(Some(&challenge), &[], None)
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(&err, AuthError::CredentialsRequired { registry } if registry == "r.example"),
+            "{err}"
+        );
+        let err = auth(Some(Credentials::IdentityToken(Secret::new("tok"))))
+            .on_unauthorized(Some(&challenge), &[], None)
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(err, AuthError::UnsuitableCredentials { .. }),
+            "{err}"
+        );
+        let err = auth(None)
+            .on_unauthorized(None, &[], None)
+            .await
+            .unwrap_err();
+        assert!(matches!(err, AuthError::InvalidChallenge { .. }), "{err}");
+        let err = auth(None)
+            .on_unauthorized(Some(&hv("Negotiate")), &[], None)
+            .await
+            .unwrap_err();
+        assert!(err.to_string().contains("negotiate"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn static_registry_token() {
+        let a = auth(Some(Credentials::RegistryToken(Secret::new("static-tok"))));
+        let challenge = hv(r#"Bearer realm="https://auth.invalid/token",service="s""#);
+        let h = a
+            .on_unauthorized(Some(&challenge), &[Scope::pull("x")], None)
+            .await
+            .unwrap();
+        assert_eq!(h, hv("Bearer static-tok"));
+        assert!(h.is_sensitive());
+        assert_eq!(a.cached_header(&[Scope::push_pull("y")]), Some(h.clone()));
+        let err = a
+            .on_unauthorized(Some(&challenge), &[Scope::pull("x")], Some(&h))
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(
+                err,
+                AuthError::Refused {
+                    kind: "registry token",
+                    ..
+                }
+            ),
+            "{err}"
+        );
+        assert!(!format!("{err:?}{err}").contains("static-tok"));
+    }
+
+    #[tokio::test]
+    async fn bad_realm_is_a_clear_error() {
+        let a = auth(None);
+        let err = a
+            .on_unauthorized(Some(&hv(r#"Bearer realm="file:///etc/passwd""#)), &[], None)
+            .await
+            .unwrap_err();
+        assert!(matches!(err, AuthError::InvalidRealm { .. }), "{err}");
+        assert_eq!(err.kind(), ErrorKind::Invalid);
+    }
+
+    #[test]
+    fn auth_is_shareable() {
+        fn assert_send_sync<T: Send + Sync>() {}
+        assert_send_sync::<Auth>();
+    }
+}

@@ -14,6 +14,7 @@
 //!   not (its body is gone), the caller retries it from a fresh source stream.
 
 pub mod auth;
+pub mod connect;
 pub mod error;
 pub mod http;
 pub mod retry;
@@ -114,4 +115,9 @@ pub trait Transport: Send + Sync {
     /// The referrers of `digest` through the OCI Referrers API. `Ok(None)` when the registry
     /// does not implement the API (the caller then uses the `sha256-<hex>` tag fallback).
     async fn referrers(&self, repo: &str, digest: &Digest) -> Result<Option<Vec<Descriptor>>>;
+
+    /// The last `ratelimit-remaining` the registry announced (Docker Hub), if any.
+    fn ratelimit_remaining(&self) -> Option<i64> {
+        None
+    }
 }

@@ -1,0 +1,173 @@
+//! `crossdock run` (the daemon), `crossdock sync` (every rule once) and `crossdock check-config`.
+
+use std::path::PathBuf;
+
+use clap::Args;
+use futures_util::{StreamExt, stream};
+
+use super::{EXIT_FAILURE, EXIT_USAGE};
+use crate::config::{self, Shard};
+use crate::copy::{Engine, EngineOptions};
+use crate::daemon::{self, DaemonError, RunResult};
+
+/// Shard selection shared by `run` and `sync`.
+#[derive(Debug, Args, Clone)]
+pub struct ShardArgs {
+    /// Take only this share of the rules, INDEX/COUNT (0-based). Also from CROSSDOCK_SHARD, or
+    /// CROSSDOCK_SHARD_COUNT with CROSSDOCK_SHARD_INDEX (a number or `hostname` for a
+    /// StatefulSet ordinal) or JOB_COMPLETION_INDEX (a Kubernetes Indexed Job).
+    #[arg(long, value_name = "INDEX/COUNT")]
+    pub shard: Option<String>,
+}
+
+impl ShardArgs {
+    fn resolve(&self) -> Result<Shard, String> {
+        match &self.shard {
+            Some(s) => Shard::parse(s).map_err(|e| format!("--shard: {e}")),
+            None => Shard::from_env(|k| std::env::var(k).ok())
+                .map(|s| s.unwrap_or(Shard::ALL))
+                .map_err(|e| e.to_string()),
+        }
+    }
+}
+
+/// Arguments of `run`.
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// The configuration file (TOML; CROSSDOCK_… variables override it).
+    #[arg(long, short, value_name = "FILE", env = "CROSSDOCK_CONFIG")]
+    pub config: PathBuf,
+    /// Shard selection.
+    #[command(flatten)]
+    pub shard: ShardArgs,
+}
+
+/// Arguments of `sync`.
+#[derive(Debug, Args)]
+pub struct SyncArgs {
+    /// The configuration file.
+    #[arg(long, short, value_name = "FILE", env = "CROSSDOCK_CONFIG")]
+    pub config: PathBuf,
+    /// Run only this rule.
+    #[arg(long, value_name = "NAME")]
+    pub rule: Option<String>,
+    /// Show what would be copied; write nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Print a JSON report.
+    #[arg(long)]
+    pub json: bool,
+    /// Shard selection.
+    #[command(flatten)]
+    pub shard: ShardArgs,
+}
+
+/// Arguments of `check-config`.
+#[derive(Debug, Args)]
+pub struct CheckArgs {
+    /// The configuration file.
+    pub config: PathBuf,
+}
+
+/// Runs the daemon.
+pub async fn run(args: RunArgs) -> anyhow::Result<u8> {
+    let shard = match args.shard.resolve() {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return Ok(EXIT_USAGE);
+        }
+    };
+    match daemon::run(&args.config, shard).await {
+        Ok(code) => Ok(code),
+        Err(e @ DaemonError::Config { .. }) => {
+            eprintln!("error: {e}");
+            Ok(EXIT_USAGE)
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Runs every rule (of this shard, or one) once.
+pub async fn sync(args: SyncArgs) -> anyhow::Result<u8> {
+    let shard = match args.shard.resolve() {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return Ok(EXIT_USAGE);
+        }
+    };
+    let plan = match config::load(&args.config) {
+        Ok(p) => p,
+        Err(errors) => {
+            eprintln!(
+                "error: configuration {} has problems:\n{errors}",
+                args.config.display()
+            );
+            return Ok(EXIT_USAGE);
+        }
+    };
+    let rules: Vec<_> = match &args.rule {
+        Some(name) => match plan.rule(name) {
+            Some(r) => vec![r],
+            None => {
+                eprintln!(
+                    "error: no rule named {name:?} in {}; rules: {}",
+                    args.config.display(),
+                    plan.rules
+                        .iter()
+                        .map(|r| r.name.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                );
+                return Ok(EXIT_USAGE);
+            }
+        },
+        None => plan.rules_for_shard(shard),
+    };
+    let engine = Engine::new(EngineOptions {
+        max_concurrent_images: plan.daemon.max_concurrent_images,
+        ..EngineOptions::default()
+    });
+    let ctx = daemon::context_for(&plan, engine);
+    // Rules run side by side; the engine's limits bound the total work.
+    let runs: Vec<_> = stream::iter(rules)
+        .map(|rule| daemon::run_rule(rule, &ctx, args.dry_run))
+        .buffer_unordered(4)
+        .collect()
+        .await;
+    let ok = runs.iter().all(|r| r.result == RunResult::Ok);
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&runs)?);
+    } else {
+        for run in &runs {
+            println!("{}", daemon::summary_line(run));
+            for e in run
+                .errors
+                .iter()
+                .chain(run.images.iter().filter_map(|i| i.error.as_ref()))
+            {
+                println!("  error: {e}");
+            }
+        }
+    }
+    Ok(if ok { 0 } else { EXIT_FAILURE })
+}
+
+/// Checks a configuration file.
+pub fn check_config(args: CheckArgs) -> anyhow::Result<u8> {
+    match config::check(&args.config) {
+        Ok(summary) => {
+            println!("{}: ok ({summary})", args.config.display());
+            Ok(0)
+        }
+        Err(errors) => {
+            eprintln!(
+                "{}: {} problem(s):\n{errors}",
+                args.config.display(),
+                errors.len()
+            );
+            Ok(EXIT_USAGE)
+        }
+    }
+}

@@ -1,0 +1,293 @@
+//! `crossdock import SOURCE TARGET…`: one image, every platform, to one or more targets.
+
+use anyhow::{Context as _, bail};
+use clap::Args;
+
+use super::progress::{self, human_bytes};
+use super::{EXIT_FAILURE, EXIT_USAGE, RegistryFlags};
+use crate::copy::{CopyOptions, CopyReport, Engine, EngineOptions, Source, Target, TargetStatus};
+use crate::manifest::Platform;
+use crate::reference::Reference;
+
+/// Arguments of `import`.
+#[derive(Debug, Args)]
+pub struct ImportArgs {
+    /// Source image: a tag or digest reference, e.g. docker.io/library/alpine:3.20.
+    pub source: String,
+    /// Target repositories, with an optional tag (default: the source tag).
+    #[arg(required = true)]
+    pub targets: Vec<String>,
+    /// Another tag to set in the first target's repository (repeatable).
+    #[arg(long = "tag", short = 't', value_name = "TAG")]
+    pub tags: Vec<String>,
+    /// Move a target tag that points at another image.
+    #[arg(long)]
+    pub force: bool,
+    /// Copy only these platforms, os/arch[/variant] (repeatable or comma-separated); default all.
+    #[arg(
+        long = "platform",
+        value_delimiter = ',',
+        value_name = "OS/ARCH[/VARIANT]"
+    )]
+    pub platforms: Vec<String>,
+    /// Show what would be copied; write nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Print a JSON report on stdout instead of the summary.
+    #[arg(long)]
+    pub json: bool,
+    /// Copy non-distributable (foreign) layers too.
+    #[arg(long)]
+    pub include_foreign: bool,
+    /// Do not copy signatures, SBOMs and other artifacts attached to the image.
+    #[arg(long)]
+    pub no_referrers: bool,
+    /// Blob transfers at once.
+    #[arg(long, default_value_t = 6, value_name = "N")]
+    pub concurrency: usize,
+    /// Registry connection options.
+    #[command(flatten)]
+    pub registry: RegistryFlags,
+}
+
+/// The source and targets an import names, resolved (tags defaulted as documented).
+#[derive(Debug)]
+struct Plan {
+    source: Reference,
+    targets: Vec<(Reference, Vec<String>)>,
+    platforms: Vec<Platform>,
+}
+
+fn plan(args: &ImportArgs) -> anyhow::Result<Plan> {
+    let source = Reference::parse(&args.source)
+        .with_context(|| format!("source {:?}", args.source))?
+        .with_default_tag();
+    let mut targets = Vec::new();
+    for (i, t) in args.targets.iter().enumerate() {
+        let r = Reference::parse(t).with_context(|| format!("target {t:?}"))?;
+        if r.digest().is_some() {
+            bail!("target {t:?} names a digest; a target is a repository with an optional tag");
+        }
+        let mut tags: Vec<String> = match (r.tag(), source.tag()) {
+            (Some(tag), _) => vec![tag.to_string()],
+            // A digest source with a tagless target: copy by digest, tag nothing.
+            (None, Some(tag)) if source.digest().is_none() => vec![tag.to_string()],
+            (None, _) => vec![],
+        };
+        if i == 0 {
+            for tag in &args.tags {
+                Reference::validate_tag(tag).with_context(|| format!("--tag {tag:?}"))?;
+                if !tags.contains(tag) {
+                    tags.push(tag.clone());
+                }
+            }
+        }
+        targets.push((r.repository_only(), tags));
+    }
+    let platforms = args
+        .platforms
+        .iter()
+        .filter(|p| !p.is_empty())
+        .map(|p| Platform::parse(p).map_err(anyhow::Error::msg))
+        .collect::<anyhow::Result<Vec<_>>>()
+        .context("--platform")?;
+    Ok(Plan {
+        source,
+        targets,
+        platforms,
+    })
+}
+
+/// Runs `import`.
+pub async fn run(args: ImportArgs) -> anyhow::Result<u8> {
+    let plan = match plan(&args) {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            return Ok(EXIT_USAGE);
+        }
+    };
+    let target_registries: Vec<&str> = plan.targets.iter().map(|(r, _)| r.registry()).collect();
+    let connector = args
+        .registry
+        .connector(Some(plan.source.registry()), &target_registries)?;
+    let source = Source {
+        transport: connector.get(plan.source.registry())?,
+        reference: plan.source.clone(),
+    };
+    let targets = plan
+        .targets
+        .iter()
+        .map(|(r, tags)| {
+            Ok(Target {
+                transport: connector.get(r.registry())?,
+                reference: r.clone(),
+                tags: tags.clone(),
+            })
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let bars = progress::for_terminal(!args.json);
+    let opts = CopyOptions {
+        platforms: plan.platforms.clone(),
+        force: args.force,
+        dry_run: args.dry_run,
+        include_foreign: args.include_foreign,
+        referrers: !args.no_referrers,
+        progress: bars.clone(),
+        source_tags: None,
+    };
+    let engine = Engine::new(EngineOptions {
+        max_concurrent_blobs: args.concurrency.max(1),
+        ..EngineOptions::default()
+    });
+    let result = engine.copy(&source, &targets, &opts).await;
+    bars.finish();
+    let report = result.with_context(|| format!("importing {}", plan.source))?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print_summary(&report);
+    }
+    Ok(if report.ok() { 0 } else { EXIT_FAILURE })
+}
+
+fn print_summary(r: &CopyReport) {
+    let kind = match r.media_type.as_str() {
+        "" => String::new(),
+        mt => format!(", {}", crate::cli::inspect::media_type_name(mt)),
+    };
+    let platforms = if r.platforms.is_empty() {
+        String::new()
+    } else {
+        format!(
+            ", {} platform(s): {}",
+            r.platforms.len(),
+            r.platforms.join(", ")
+        )
+    };
+    println!("source {} ({}{kind}{platforms})", r.source, r.source_digest);
+    for t in &r.targets {
+        let tags = if t.tags.is_empty() {
+            format!("@{}", t.digest)
+        } else {
+            format!(":{}", t.tags.join(", :"))
+        };
+        match &t.status {
+            TargetStatus::UpToDate => {
+                println!(
+                    "  {}{tags}: already at {} — nothing to do",
+                    t.target, t.digest
+                )
+            }
+            TargetStatus::Failed(e) => println!("  {}{tags}: FAILED: {e}", t.target),
+            TargetStatus::Pending => println!("  {}{tags}: not reached", t.target),
+            s => {
+                let verb = if *s == TargetStatus::DryRun {
+                    "would copy"
+                } else {
+                    "copied"
+                };
+                println!(
+                    "  {}{tags}: {verb} {} blob(s) ({}), mounted {} ({}), skipped {} ({}); {} manifest(s); digest {}",
+                    t.target,
+                    t.blobs_copied,
+                    human_bytes(t.bytes_copied),
+                    t.blobs_mounted,
+                    human_bytes(t.bytes_mounted),
+                    t.blobs_skipped,
+                    human_bytes(t.bytes_skipped),
+                    if *s == TargetStatus::DryRun {
+                        r.manifests as u64
+                    } else {
+                        t.manifests_pushed
+                    },
+                    t.digest,
+                );
+                if t.referrers_copied > 0 {
+                    println!("    {} attached artifact(s) copied", t.referrers_copied);
+                }
+                for (tag, old) in &t.previous {
+                    println!("    moved tag {tag} (was {old})");
+                }
+            }
+        }
+    }
+    if r.filtered {
+        println!(
+            "note: the platform filter wrote a new index: the target digest differs from the source's ({})",
+            r.source_digest
+        );
+    }
+    if r.skipped_foreign > 0 {
+        println!(
+            "note: {} foreign layer(s) not copied (use --include-foreign)",
+            r.skipped_foreign
+        );
+    }
+    println!(
+        "{} in {:.2}s",
+        if r.dry_run { "dry run" } else { "done" },
+        r.seconds
+    );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    fn parse(args: &[&str]) -> ImportArgs {
+        let mut v = vec!["crossdock", "import"];
+        v.extend_from_slice(args);
+        match crate::cli::Cli::parse_from(v).command {
+            crate::cli::Command::Import(a) => a,
+            _ => unreachable!(),
+        }
+    }
+
+    #[test]
+    fn target_tags_default_to_the_source_tag() {
+        let p = plan(&parse(&[
+            "alpine:3.20",
+            "localhost:5000/m/alpine",
+            "localhost:5000/x:v1",
+        ]))
+        .unwrap();
+        assert_eq!(p.targets[0].1, vec!["3.20"]);
+        assert_eq!(p.targets[1].1, vec!["v1"]);
+        let p = plan(&parse(&[
+            "alpine",
+            "localhost:5000/m/alpine",
+            "-t",
+            "extra",
+            "-t",
+            "latest",
+        ]))
+        .unwrap();
+        assert_eq!(p.targets[0].1, vec!["latest", "extra"]);
+    }
+
+    #[test]
+    fn digest_source_with_tagless_target_tags_nothing() {
+        let d = crate::digest::Digest::sha256_of(b"x");
+        let p = plan(&parse(&[&format!("alpine@{d}"), "localhost:5000/m/alpine"])).unwrap();
+        assert!(p.targets[0].1.is_empty());
+    }
+
+    #[test]
+    fn bad_input_is_named() {
+        let e = plan(&parse(&["alpine", "localhost:5000/Bad"])).unwrap_err();
+        assert!(
+            format!("{e:#}").contains("target \"localhost:5000/Bad\""),
+            "{e:#}"
+        );
+        let e = plan(&parse(&[
+            "alpine",
+            "localhost:5000/ok",
+            "--platform",
+            "linux",
+        ]))
+        .unwrap_err();
+        assert!(format!("{e:#}").contains("--platform"), "{e:#}");
+    }
+}

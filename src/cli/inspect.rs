@@ -1,0 +1,156 @@
+//! `crossdock inspect REF`: the manifest exactly as served, or its platforms as a table.
+
+use std::io::Write as _;
+
+use anyhow::Context as _;
+use clap::Args;
+use serde::Serialize;
+
+use super::{EXIT_USAGE, RegistryFlags};
+use crate::manifest::{ManifestView, media_type};
+use crate::reference::Reference;
+
+/// Arguments of `inspect`.
+#[derive(Debug, Args)]
+pub struct InspectArgs {
+    /// Image reference (tag or digest).
+    pub reference: String,
+    /// List the platforms (platform, digest, media type, size) instead of the raw manifest.
+    #[arg(long)]
+    pub platforms: bool,
+    /// With --platforms: print JSON.
+    #[arg(long)]
+    pub json: bool,
+    /// Registry connection options.
+    #[command(flatten)]
+    pub registry: RegistryFlags,
+}
+
+/// A short name for a manifest media type.
+pub fn media_type_name(mt: &str) -> &'static str {
+    match mt {
+        media_type::OCI_INDEX => "OCI index",
+        media_type::OCI_MANIFEST => "OCI manifest",
+        media_type::DOCKER_MANIFEST_LIST => "Docker manifest list",
+        media_type::DOCKER_MANIFEST => "Docker manifest",
+        _ => "other",
+    }
+}
+
+#[derive(Serialize)]
+struct PlatformRow {
+    platform: String,
+    digest: String,
+    media_type: String,
+    size: u64,
+}
+
+/// Runs `inspect`.
+pub async fn run(args: InspectArgs) -> anyhow::Result<u8> {
+    let r = match Reference::parse(&args.reference) {
+        Ok(r) => r.with_default_tag(),
+        Err(e) => {
+            eprintln!("error: {e}");
+            return Ok(EXIT_USAGE);
+        }
+    };
+    let connector = args.registry.connector(Some(r.registry()), &[])?;
+    let t = connector.get(r.registry())?;
+    let m = t
+        .manifest_get(r.repository(), &r.manifest_reference())
+        .await
+        .with_context(|| format!("reading {r}"))?;
+    if !args.platforms {
+        // Exactly the bytes served: what a digest pins.
+        let mut out = std::io::stdout().lock();
+        out.write_all(m.bytes())?;
+        if !m.bytes().ends_with(b"\n") {
+            out.write_all(b"\n")?;
+        }
+        return Ok(0);
+    }
+    let rows: Vec<PlatformRow> = match m.view() {
+        ManifestView::Index(i) => i
+            .manifests
+            .iter()
+            .map(|d| PlatformRow {
+                platform: d
+                    .platform
+                    .as_ref()
+                    .map(|p| p.to_string())
+                    .unwrap_or_else(|| "-".into()),
+                digest: d.digest.to_string(),
+                media_type: d.media_type.clone(),
+                size: d.size,
+            })
+            .collect(),
+        ManifestView::Image(img) => {
+            // A single image: its platform is in its config.
+            let platform = read_platform(&*t, r.repository(), &img.config).await;
+            vec![PlatformRow {
+                platform,
+                digest: m.digest().to_string(),
+                media_type: m.media_type().to_string(),
+                size: m.size(),
+            }]
+        }
+    };
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&rows)?);
+    } else {
+        println!(
+            "{} ({}, {})",
+            r,
+            media_type_name(m.media_type()),
+            m.digest()
+        );
+        println!(
+            "{:<20} {:<71} {:<48} {:>6}",
+            "PLATFORM", "DIGEST", "MEDIA TYPE", "SIZE"
+        );
+        for row in rows {
+            println!(
+                "{:<20} {:<71} {:<48} {:>6}",
+                row.platform, row.digest, row.media_type, row.size
+            );
+        }
+    }
+    Ok(0)
+}
+
+/// Reads `os/arch[/variant]` from an image config blob (small; read whole, verified).
+pub async fn read_platform(
+    t: &dyn crate::registry::Transport,
+    repo: &str,
+    config: &crate::manifest::Descriptor,
+) -> String {
+    use futures_util::TryStreamExt;
+    if config.size > 1024 * 1024 {
+        return "-".into();
+    }
+    let Ok(body) = t.blob_get(repo, &config.digest).await else {
+        return "-".into();
+    };
+    let verified =
+        crate::digest::VerifyingStream::new(body.stream, config.digest.clone(), Some(config.size));
+    let Ok(chunks) = verified.try_collect::<Vec<_>>().await else {
+        return "-".into();
+    };
+    let bytes: Vec<u8> = chunks.concat();
+    #[derive(serde::Deserialize)]
+    struct Cfg {
+        #[serde(default)]
+        os: String,
+        #[serde(default)]
+        architecture: String,
+        #[serde(default)]
+        variant: Option<String>,
+    }
+    match serde_json::from_slice::<Cfg>(&bytes) {
+        Ok(c) if !c.os.is_empty() => match c.variant {
+            Some(v) => format!("{}/{}/{v}", c.os, c.architecture),
+            None => format!("{}/{}", c.os, c.architecture),
+        },
+        _ => "-".into(),
+    }
+}

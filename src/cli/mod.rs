@@ -1,0 +1,157 @@
+//! The command line: argument definitions and dispatch, one file per verb.
+//!
+//! Each verb returns an [`ExitCode`]-like integer through `anyhow::Result<u8>`: 0 success,
+//! 1 a failed operation, 2 a usage or configuration error (clap's own parse errors also exit 2).
+//! Errors print with their whole cause chain.
+
+mod daemon;
+mod import;
+mod inspect;
+mod progress;
+
+use std::path::PathBuf;
+
+use anyhow::Context as _;
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use crate::registry::auth::{Credentials, Secret};
+use crate::registry::connect::Connector;
+use crate::registry::http::HttpOptions;
+
+/// Exit code for a failed operation.
+pub const EXIT_FAILURE: u8 = 1;
+/// Exit code for bad usage or configuration.
+pub const EXIT_USAGE: u8 = 2;
+
+/// crossdock copies container images between registries without Docker.
+#[derive(Debug, Parser)]
+#[command(name = "crossdock", version, about, long_about = None)]
+pub struct Cli {
+    /// Log level (error, warn, info, debug, trace) or a tracing filter; RUST_LOG overrides.
+    #[arg(long, global = true, default_value = "warn", env = "CROSSDOCK_LOG")]
+    pub log_level: String,
+    /// Log format.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+    /// The command.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// Registry connection flags shared by every command that talks to registries.
+#[derive(Debug, Args, Clone, Default)]
+pub struct RegistryFlags {
+    /// Speak plain HTTP to this registry (HOST[:PORT]); loopback registries always do.
+    #[arg(long = "insecure-registry", value_name = "HOST[:PORT]")]
+    pub insecure_registry: Vec<String>,
+    /// Docker config.json to read credentials from (default: $DOCKER_CONFIG/config.json or
+    /// ~/.docker/config.json).
+    #[arg(long, value_name = "PATH", env = "CROSSDOCK_DOCKER_CONFIG")]
+    pub docker_config: Option<PathBuf>,
+    /// Credentials for the source registry, USER:PASSWORD (prefer the environment variable).
+    #[arg(
+        long,
+        value_name = "USER:PASSWORD",
+        env = "CROSSDOCK_SRC_CREDS",
+        hide_env_values = true
+    )]
+    pub src_creds: Option<String>,
+    /// Credentials for the target registries, USER:PASSWORD (prefer the environment variable).
+    #[arg(
+        long,
+        value_name = "USER:PASSWORD",
+        env = "CROSSDOCK_DEST_CREDS",
+        hide_env_values = true
+    )]
+    pub dest_creds: Option<String>,
+    /// Upload blobs in chunks of this many bytes instead of one request (for registries or
+    /// proxies that limit request size).
+    #[arg(long, value_name = "BYTES")]
+    pub chunk_size: Option<u64>,
+}
+
+impl RegistryFlags {
+    /// A connector for these flags; `source` and `targets` name the registries the credentials
+    /// flags apply to.
+    pub fn connector(&self, source: Option<&str>, targets: &[&str]) -> anyhow::Result<Connector> {
+        let defaults = HttpOptions {
+            chunk_size: self.chunk_size,
+            ..HttpOptions::default()
+        };
+        let mut c = Connector::new(defaults);
+        for r in &self.insecure_registry {
+            c.add_insecure(r);
+        }
+        c.set_docker_config(self.docker_config.clone());
+        if let (Some(creds), Some(src)) = (&self.src_creds, source) {
+            c.set_credentials(src, parse_creds(creds).context("--src-creds")?);
+        }
+        if let Some(creds) = &self.dest_creds {
+            let creds = parse_creds(creds).context("--dest-creds")?;
+            for t in targets {
+                c.set_credentials(t, creds.clone());
+            }
+        }
+        Ok(c)
+    }
+}
+
+fn parse_creds(s: &str) -> anyhow::Result<Credentials> {
+    let (user, pass) = s
+        .split_once(':')
+        .filter(|(u, _)| !u.is_empty())
+        .ok_or_else(|| anyhow::anyhow!("expected USER:PASSWORD"))?;
+    Ok(Credentials::Basic {
+        username: user.to_string(),
+        password: Secret::new(pass),
+    })
+}
+
+/// The verbs.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Copy an image (every platform, digests preserved) from SOURCE to each TARGET.
+    Import(import::ImportArgs),
+    /// Show a manifest as the registry serves it, or its platforms.
+    Inspect(inspect::InspectArgs),
+    /// Run the mirroring daemon: every rule on its schedule, with health and metrics.
+    Run(daemon::RunArgs),
+    /// Run every rule (or one) once, then exit: 0 if all succeeded.
+    Sync(daemon::SyncArgs),
+    /// Check a configuration file and report every problem.
+    CheckConfig(daemon::CheckArgs),
+}
+
+/// Runs the parsed command line and returns the process exit code.
+pub async fn run(cli: Cli) -> anyhow::Result<u8> {
+    match cli.command {
+        Command::Import(a) => import::run(a).await,
+        Command::Inspect(a) => inspect::run(a).await,
+        Command::Run(a) => daemon::run(a).await,
+        Command::Sync(a) => daemon::sync(a).await,
+        Command::CheckConfig(a) => daemon::check_config(a),
+    }
+}
+
+/// Sets up logging to stderr.
+pub fn init_logging(level: &str, format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .or_else(|_| tracing_subscriber::EnvFilter::try_new(level))
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}

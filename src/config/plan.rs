@@ -1,0 +1,193 @@
+//! The validated plan the daemon reads: every default resolved, every string parsed, every
+//! secret read and wrapped. Nothing here can fail; whatever could is checked in
+//! [`super::validate`] before a `Plan` exists.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use super::shard::Shard;
+use crate::reference::{DOCKER_HUB, is_loopback_registry};
+use crate::registry::auth::Credentials;
+use crate::registry::http::HttpOptions;
+use crate::rules::RulePlan;
+
+/// Default `[server] listen`: loopback, so that nothing is exposed unless asked.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:9090";
+/// Default `[daemon] max_concurrent_images`.
+pub const DEFAULT_MAX_CONCURRENT_IMAGES: usize = 4;
+/// Default `[daemon] shutdown_grace`.
+pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
+/// Default schedule of a rule (`[defaults] schedule`).
+pub const DEFAULT_SCHEDULE: &str = "@every 6h";
+/// Default time limit of one run of a rule (`[defaults] timeout`).
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(3600);
+/// Default requests in flight per registry.
+pub const DEFAULT_MAX_CONCURRENCY: usize = 8;
+
+/// The HTTP endpoint.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServerSettings {
+    /// Where `/healthz`, `/readyz`, `/status` and `/metrics` are served.
+    pub listen: SocketAddr,
+}
+
+/// The scheduler.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DaemonSettings {
+    /// Images being copied at once, across all rules.
+    pub max_concurrent_images: usize,
+    /// Whether every rule runs once at start, before its schedule.
+    pub run_on_start: bool,
+    /// After SIGTERM, how long work in flight may take to finish.
+    pub shutdown_grace: Duration,
+    /// Each scheduled run waits a random delay up to this (zero: none), so that many rules on
+    /// the same cron line do not hit a registry in the same second.
+    pub jitter: Duration,
+}
+
+/// How to talk to one registry: plain data the daemon turns into HTTP client options.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RegistrySettings {
+    /// Plain HTTP instead of HTTPS (loopback registries speak HTTP without this).
+    pub insecure: bool,
+    /// Extra CA certificates (PEM) to trust, checked readable at load.
+    pub ca_file: Option<PathBuf>,
+    /// Accept any TLS certificate.
+    pub tls_skip_verify: bool,
+    /// Credentials; `None`: anonymous (tokens for public repositories still work).
+    pub credentials: Option<Credentials>,
+    /// Requests in flight at once to this registry.
+    pub max_concurrency: usize,
+    /// Requests started per second; `None`: no limit.
+    pub requests_per_second: Option<f64>,
+    /// Upload chunk size; `None`: each blob in one streamed request.
+    pub chunk_size: Option<u64>,
+    /// Pause pulls while the registry's `ratelimit-remaining` is below this (Docker Hub);
+    /// 0: never pause.
+    pub ratelimit_reserve: u32,
+}
+
+impl RegistrySettings {
+    /// The HTTP transport's options for `registry` (as named in references) with these
+    /// settings; plain HTTP for `insecure` and, as docker does, for loopback registries.
+    /// Timeouts and retries keep the transport's defaults.
+    pub fn http_options(&self, registry: &str) -> HttpOptions {
+        HttpOptions {
+            plain_http: self.insecure || is_loopback_registry(registry),
+            ca_file: self.ca_file.clone(),
+            tls_skip_verify: self.tls_skip_verify,
+            credentials: self.credentials.clone(),
+            chunk_size: self.chunk_size,
+            max_concurrent_requests: self.max_concurrency,
+            requests_per_second: self.requests_per_second,
+            ..HttpOptions::default()
+        }
+    }
+}
+
+impl Default for RegistrySettings {
+    fn default() -> Self {
+        RegistrySettings {
+            insecure: false,
+            ca_file: None,
+            tls_skip_verify: false,
+            credentials: None,
+            max_concurrency: DEFAULT_MAX_CONCURRENCY,
+            requests_per_second: None,
+            chunk_size: None,
+            ratelimit_reserve: 0,
+        }
+    }
+}
+
+/// A validated configuration.
+#[derive(Debug, Clone)]
+pub struct Plan {
+    /// The file it was loaded from (to load again on SIGHUP).
+    pub path: PathBuf,
+    /// `[server]`
+    pub server: ServerSettings,
+    /// `[daemon]`
+    pub daemon: DaemonSettings,
+    /// `[[rules]]`, in file order.
+    pub rules: Vec<RulePlan>,
+    /// `[registries."host"]`, keyed by registry name as in references (`docker.io`).
+    pub(crate) registries: BTreeMap<String, RegistrySettings>,
+}
+
+/// The registry name references use for a host: Docker Hub's API and index hosts are
+/// `docker.io`.
+pub(crate) fn registry_name(host: &str) -> &str {
+    match host {
+        "index.docker.io" | "registry-1.docker.io" => DOCKER_HUB,
+        h => h,
+    }
+}
+
+impl Plan {
+    /// The settings for a registry, by name (`docker.io`, `localhost:5000`) or API host
+    /// (`registry-1.docker.io`); defaults for a registry the file does not mention.
+    pub fn registry_options(&self, registry: &str) -> RegistrySettings {
+        self.registries
+            .get(registry_name(registry))
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    /// The registries the file configures, by name.
+    pub fn configured_registries(&self) -> impl Iterator<Item = &str> {
+        self.registries.keys().map(String::as_str)
+    }
+
+    /// The rule with this name.
+    pub fn rule(&self, name: &str) -> Option<&RulePlan> {
+        self.rules.iter().find(|r| r.name == name)
+    }
+
+    /// The rules this shard owns, in file order.
+    pub fn rules_for_shard(&self, shard: Shard) -> Vec<&RulePlan> {
+        self.rules.iter().filter(|r| shard.owns(&r.name)).collect()
+    }
+
+    /// A short account of what was loaded, for `check-config`.
+    pub fn summary(&self) -> Summary {
+        Summary {
+            rules: self.rules.len(),
+            sources: self.rules.iter().map(|r| r.sources.len()).sum(),
+            registries: self.registries.len(),
+            listen: self.server.listen,
+        }
+    }
+}
+
+/// What `check-config` reports for a good file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Summary {
+    /// Number of rules.
+    pub rules: usize,
+    /// Number of source repositories over all rules.
+    pub sources: usize,
+    /// Number of `[registries]` tables.
+    pub registries: usize,
+    /// The server address.
+    pub listen: SocketAddr,
+}
+
+impl fmt::Display for Summary {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "configuration is valid: {} rule{} ({} source repositor{}), {} registr{} configured, serving on {}",
+            self.rules,
+            if self.rules == 1 { "" } else { "s" },
+            self.sources,
+            if self.sources == 1 { "y" } else { "ies" },
+            self.registries,
+            if self.registries == 1 { "y" } else { "ies" },
+            self.listen
+        )
+    }
+}

@@ -1,0 +1,562 @@
+//! From [`RawConfig`] to [`Plan`]: every string parsed, every default applied, every file and
+//! variable the configuration names looked at, each problem recorded with its key path.
+//!
+//! Checks go as far as they can without the network: references and the targets the template
+//! makes from them, regexes, semver ranges, cron lines, durations, platforms, files named,
+//! environment variables named, duplicate rule names, two sources landing on one target.
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+use regex::Regex;
+use semver::VersionReq;
+
+use super::credentials::{read_named_file, resolve as resolve_credentials};
+use super::error::{KeyPath, Problems};
+use super::plan::{
+    DEFAULT_LISTEN, DEFAULT_MAX_CONCURRENCY, DEFAULT_MAX_CONCURRENT_IMAGES, DEFAULT_SCHEDULE,
+    DEFAULT_SHUTDOWN_GRACE, DEFAULT_TIMEOUT, DaemonSettings, Plan, RegistrySettings,
+    ServerSettings, registry_name,
+};
+use super::raw::{RawConfig, RawDefaults, RawRegistry, RawRule, RawTags};
+use crate::manifest::Platform;
+use crate::reference::Reference;
+use crate::rules::{OnConflict, RulePlan, TagFilter, TagSelector, TargetTemplate};
+use crate::schedule::Schedule;
+
+/// Longest rule name: it is a metrics label and part of environment variable names.
+const MAX_RULE_NAME: usize = 63;
+
+fn duration(
+    text: Option<&str>,
+    default: Duration,
+    path: &KeyPath,
+    problems: &mut Problems<'_>,
+) -> Duration {
+    let Some(t) = text else { return default };
+    match humantime::parse_duration(t) {
+        Ok(d) => d,
+        Err(e) => {
+            problems.add(
+                path,
+                format!("invalid duration {t:?}: {e} (write e.g. \"30s\", \"15m\", \"1h 30m\")"),
+            );
+            default
+        }
+    }
+}
+
+/// regex's messages draw a caret diagram over several lines; keep the one that says what is
+/// wrong, so that each problem stays on one line.
+fn regex_reason(e: &regex::Error) -> String {
+    let text = e.to_string();
+    text.lines()
+        .rev()
+        .find_map(|l| l.trim().strip_prefix("error: "))
+        .unwrap_or(text.lines().last().unwrap_or(""))
+        .to_string()
+}
+
+fn platforms(list: &[String], path: &KeyPath, problems: &mut Problems<'_>) -> Vec<Platform> {
+    let mut out = Vec::new();
+    for (i, p) in list.iter().enumerate() {
+        match Platform::parse(p) {
+            Ok(p) => out.push(p),
+            Err(e) => problems.add(&path.index(i), e),
+        }
+    }
+    out
+}
+
+/// `[defaults]`, resolved.
+struct Defaults {
+    platforms: Vec<Platform>,
+    referrers: bool,
+    on_conflict: OnConflict,
+    schedule: Schedule,
+    timeout: Duration,
+}
+
+fn defaults(raw: &RawDefaults, problems: &mut Problems<'_>) -> Defaults {
+    let path = KeyPath::root().key("defaults");
+    let schedule_text = raw.schedule.as_deref().unwrap_or(DEFAULT_SCHEDULE);
+    let schedule = Schedule::parse(schedule_text).unwrap_or_else(|e| {
+        problems.add(&path.key("schedule"), e);
+        Schedule::Every(Duration::from_secs(6 * 3600))
+    });
+    let timeout = duration(
+        raw.timeout.as_deref(),
+        DEFAULT_TIMEOUT,
+        &path.key("timeout"),
+        problems,
+    );
+    if timeout.is_zero() {
+        problems.add(&path.key("timeout"), "must be more than zero");
+    }
+    Defaults {
+        platforms: platforms(
+            raw.platforms.as_deref().unwrap_or(&[]),
+            &path.key("platforms"),
+            problems,
+        ),
+        referrers: raw.referrers.unwrap_or(true),
+        on_conflict: raw.on_conflict.unwrap_or_default(),
+        schedule,
+        timeout,
+    }
+}
+
+fn registry(
+    host: &str,
+    raw: &RawRegistry,
+    base: &Path,
+    env: &BTreeMap<String, String>,
+    path: &KeyPath,
+    problems: &mut Problems<'_>,
+) -> RegistrySettings {
+    let mut s = RegistrySettings {
+        insecure: raw.insecure.unwrap_or(false),
+        tls_skip_verify: raw.tls_skip_verify.unwrap_or(false),
+        ..RegistrySettings::default()
+    };
+    if s.insecure && (raw.ca_file.is_some() || s.tls_skip_verify) {
+        problems.add(
+            &path.key("insecure"),
+            "insecure = true means plain HTTP, where ca_file and tls_skip_verify have no effect; \
+             remove one or the other",
+        );
+    }
+    if let Some(ca) = &raw.ca_file {
+        let key = path.key("ca_file");
+        if let Some((full, bytes)) = read_named_file(base, ca, &key, problems) {
+            if !bytes
+                .windows(27)
+                .any(|w| w == b"-----BEGIN CERTIFICATE-----")
+            {
+                problems.add(&key, format!("{} holds no PEM certificate", full.display()));
+            }
+            s.ca_file = Some(full);
+        }
+    }
+    match raw.max_concurrency {
+        Some(0) => problems.add(&path.key("max_concurrency"), "must be at least 1"),
+        Some(n) => s.max_concurrency = n as usize,
+        None => s.max_concurrency = DEFAULT_MAX_CONCURRENCY,
+    }
+    match raw.requests_per_second {
+        Some(r) if !(r.is_finite() && r > 0.0) => problems.add(
+            &path.key("requests_per_second"),
+            format!("must be a number above zero, found {r}"),
+        ),
+        r => s.requests_per_second = r,
+    }
+    match raw.chunk_size {
+        Some(c) if c.0 == 0 => problems.add(&path.key("chunk_size"), "must be more than zero"),
+        c => s.chunk_size = c.map(|c| c.0),
+    }
+    s.ratelimit_reserve = raw.ratelimit_reserve.unwrap_or(0);
+    s.credentials = resolve_credentials(raw, host, base, env, path, problems);
+    s
+}
+
+fn registries(
+    raw: &BTreeMap<String, RawRegistry>,
+    base: &Path,
+    env: &BTreeMap<String, String>,
+    problems: &mut Problems<'_>,
+) -> BTreeMap<String, RegistrySettings> {
+    let mut out = BTreeMap::new();
+    let mut seen: HashMap<String, &str> = HashMap::new();
+    for (key, r) in raw {
+        let path = KeyPath::root().key("registries").key(key);
+        let name = registry_name(key).to_string();
+        // A registry key must be what a reference's registry part can be.
+        let valid = Reference::parse(&format!("{key}/x"))
+            .ok()
+            .filter(|p| p.registry() == name);
+        if valid.is_none() {
+            problems.add(
+                &path,
+                format!(
+                    "{key:?} is not a registry name: write host[:port] as in image references \
+                     (it needs a '.' or a ':port', or to be localhost), without https://"
+                ),
+            );
+            continue;
+        }
+        if let Some(other) = seen.insert(name.clone(), key) {
+            problems.add(
+                &path,
+                format!("{key:?} and {other:?} are the same registry ({name})"),
+            );
+            continue;
+        }
+        out.insert(name, registry(key, r, base, env, &path, problems));
+    }
+    out
+}
+
+fn tag_selector(raw: &RawTags, path: &KeyPath, problems: &mut Problems<'_>) -> TagSelector {
+    let check_tags = |list: &[String], path: &KeyPath, problems: &mut Problems<'_>| {
+        let mut out = Vec::new();
+        for (i, t) in list.iter().enumerate() {
+            match Reference::validate_tag(t) {
+                Ok(()) => out.push(t.clone()),
+                Err(e) => problems.add(&path.index(i), e),
+            }
+        }
+        out
+    };
+    match raw {
+        RawTags::List(list) => {
+            if list.is_empty() {
+                problems.add(path, "an empty list selects no tags");
+            }
+            TagSelector {
+                list: check_tags(list, path, problems),
+                filter: None,
+            }
+        }
+        RawTags::Table(t) => {
+            let list = t
+                .list
+                .as_deref()
+                .map(|l| check_tags(l, &path.key("list"), problems))
+                .unwrap_or_default();
+            let regexes = |key: &str, list: &Option<Vec<String>>, problems: &mut Problems<'_>| {
+                let mut out = Vec::new();
+                for (i, r) in list.iter().flatten().enumerate() {
+                    match Regex::new(r) {
+                        Ok(re) => out.push(re),
+                        Err(e) => problems.add(
+                            &path.key(key).index(i),
+                            format!("invalid regex {r:?}: {}", regex_reason(&e)),
+                        ),
+                    }
+                }
+                out
+            };
+            let include = regexes("include", &t.include, problems);
+            let exclude = regexes("exclude", &t.exclude, problems);
+            let semver = t
+                .semver
+                .as_deref()
+                .and_then(|s| match VersionReq::parse(s) {
+                    Ok(r) => Some(r),
+                    Err(e) => {
+                        problems.add(
+                            &path.key("semver"),
+                            format!("invalid semver range {s:?}: {e}"),
+                        );
+                        None
+                    }
+                });
+            let has_filter = t.include.is_some()
+                || t.exclude.is_some()
+                || t.semver.is_some()
+                || t.newest.is_some();
+            let filter = match (t.all, has_filter) {
+                (Some(false), true) => {
+                    problems.add(
+                        &path.key("all"),
+                        "all = false contradicts the filters (include/exclude/semver/newest \
+                         select from all tags); remove it",
+                    );
+                    None
+                }
+                (Some(true), _) | (_, true) => Some(TagFilter {
+                    include,
+                    exclude,
+                    semver,
+                    newest: t.newest.map(|n| n as usize),
+                }),
+                _ => None,
+            };
+            if filter.is_none() && list.is_empty() && !problems.has_problem_at(path) {
+                problems.add(
+                    path,
+                    "selects no tags: give list, include, exclude, semver, newest, or all = true",
+                );
+            }
+            TagSelector { list, filter }
+        }
+    }
+}
+
+fn valid_rule_name(n: &str) -> bool {
+    let b = n.as_bytes();
+    !b.is_empty()
+        && b.len() <= MAX_RULE_NAME
+        && b[0].is_ascii_alphanumeric()
+        && b.iter()
+            .all(|&c| c.is_ascii_alphanumeric() || c == b'-' || c == b'_' || c == b'.')
+}
+
+fn rule(
+    index: usize,
+    raw: &RawRule,
+    defaults: &Defaults,
+    names: &mut HashMap<String, usize>,
+    problems: &mut Problems<'_>,
+) -> Option<RulePlan> {
+    let path = KeyPath::root().key("rules").index(index);
+    let name = match &raw.name {
+        None => {
+            problems.missing(&path.key("name"), "every rule needs a unique name");
+            None
+        }
+        Some(n) if !valid_rule_name(n) => {
+            problems.add(
+                &path.key("name"),
+                format!(
+                    "invalid rule name {n:?}: use letters, digits, '-', '_', '.' \
+                     (starting with a letter or digit, at most {MAX_RULE_NAME})"
+                ),
+            );
+            None
+        }
+        Some(n) => match names.get(n) {
+            Some(first) => {
+                problems.add(
+                    &path.key("name"),
+                    format!("duplicate rule name {n:?} (also rules[{first}])"),
+                );
+                None
+            }
+            None => {
+                names.insert(n.clone(), index);
+                Some(n.clone())
+            }
+        },
+    };
+
+    let mut sources = Vec::new();
+    match &raw.source {
+        None => problems.missing(
+            &path.key("source"),
+            "give a repository (e.g. \"docker.io/library/alpine\") or a list of them",
+        ),
+        Some(list) if list.0.is_empty() => {
+            problems.add(&path.key("source"), "an empty list names no repository")
+        }
+        Some(list) => {
+            let single = list.0.len() == 1;
+            for (i, s) in list.0.iter().enumerate() {
+                let p = if single {
+                    path.key("source")
+                } else {
+                    path.key("source").index(i)
+                };
+                match Reference::parse(s) {
+                    Err(e) => problems.add(&p, e),
+                    Ok(r) if r.tag().is_some() || r.digest().is_some() => problems.add(
+                        &p,
+                        format!(
+                            "{s:?} names a tag or digest; give the repository only and put tags in `tags`"
+                        ),
+                    ),
+                    Ok(r) if sources.contains(&r) => {
+                        problems.add(&p, format!("{r} is listed twice"))
+                    }
+                    Ok(r) => sources.push(r),
+                }
+            }
+        }
+    }
+
+    let target_path = path.key("target");
+    let target = match &raw.target {
+        None => {
+            problems.missing(
+                &target_path,
+                "give a target template, e.g. \"localhost:5001/mirror/{repo}\"",
+            );
+            None
+        }
+        Some(t) => match TargetTemplate::parse(t) {
+            Err(e) => {
+                problems.add(&target_path, format!("invalid template {t:?}: {e}"));
+                None
+            }
+            Ok(tpl) => {
+                let mut seen: HashMap<Reference, &Reference> = HashMap::new();
+                let mut ok = true;
+                for src in &sources {
+                    match tpl.expand(src) {
+                        Err(e) => {
+                            problems.add(&target_path, format!("for source {src}: {e}"));
+                            ok = false;
+                        }
+                        Ok(t) if t.tag().is_some() || t.digest().is_some() => {
+                            problems.add(
+                                &target_path,
+                                "names a tag or digest; the target tag is always the source tag",
+                            );
+                            ok = false;
+                            break;
+                        }
+                        Ok(t) if &t == src => {
+                            problems.add(
+                                &target_path,
+                                format!("source {src} would be copied onto itself"),
+                            );
+                            ok = false;
+                        }
+                        Ok(t) => {
+                            if let Some(other) = seen.get(&t) {
+                                let hint = if tpl.has_placeholder() {
+                                    "make the template tell them apart (e.g. {repo} instead of {name})"
+                                } else {
+                                    "use {repo} or {name} in the template"
+                                };
+                                problems.add(
+                                    &target_path,
+                                    format!("sources {other} and {src} both land on {t}; {hint}"),
+                                );
+                                ok = false;
+                            } else {
+                                seen.insert(t, src);
+                            }
+                        }
+                    }
+                }
+                ok.then_some(tpl)
+            }
+        },
+    };
+
+    let tags = match &raw.tags {
+        None => {
+            problems.missing(
+                &path.key("tags"),
+                "give a list (tags = [\"latest\"]) or a filter table ([rules.tags] with include, \
+                 exclude, semver, newest, or all = true)",
+            );
+            None
+        }
+        Some(t) => Some(tag_selector(t, &path.key("tags"), problems)),
+    };
+
+    let platforms = match &raw.platforms {
+        Some(list) => platforms(list, &path.key("platforms"), problems),
+        None => defaults.platforms.clone(),
+    };
+    let schedule = match &raw.schedule {
+        Some(s) => Schedule::parse(s)
+            .map_err(|e| problems.add(&path.key("schedule"), e))
+            .ok(),
+        None => Some(defaults.schedule.clone()),
+    };
+    let timeout = duration(
+        raw.timeout.as_deref(),
+        defaults.timeout,
+        &path.key("timeout"),
+        problems,
+    );
+    if timeout.is_zero() {
+        problems.add(&path.key("timeout"), "must be more than zero");
+    }
+
+    Some(RulePlan {
+        name: name?,
+        sources,
+        target: target?,
+        tags: tags?,
+        platforms,
+        referrers: raw.referrers.unwrap_or(defaults.referrers),
+        on_conflict: raw.on_conflict.unwrap_or(defaults.on_conflict),
+        schedule: schedule?,
+        timeout,
+    })
+}
+
+/// Checks a raw configuration and builds the plan; `None` if anything was recorded in
+/// `problems` (including problems recorded before, while reading the file).
+pub(crate) fn validate(
+    raw: &RawConfig,
+    file: &Path,
+    env: &BTreeMap<String, String>,
+    problems: &mut Problems<'_>,
+) -> Option<Plan> {
+    let base = file.parent().unwrap_or(Path::new("."));
+
+    let listen_text = raw
+        .server
+        .as_ref()
+        .and_then(|s| s.listen.as_deref())
+        .unwrap_or(DEFAULT_LISTEN);
+    let listen = listen_text.parse::<SocketAddr>().unwrap_or_else(|e| {
+        problems.add(
+            &KeyPath::root().key("server").key("listen"),
+            format!("invalid address {listen_text:?}: {e} (write IP:PORT, e.g. \"0.0.0.0:9090\")"),
+        );
+        DEFAULT_LISTEN.parse().expect("default address parses")
+    });
+
+    let d = raw.daemon.as_ref();
+    let dpath = KeyPath::root().key("daemon");
+    let max_concurrent_images = match d.and_then(|d| d.max_concurrent_images) {
+        Some(0) => {
+            problems.add(&dpath.key("max_concurrent_images"), "must be at least 1");
+            DEFAULT_MAX_CONCURRENT_IMAGES
+        }
+        Some(n) => n as usize,
+        None => DEFAULT_MAX_CONCURRENT_IMAGES,
+    };
+    let daemon = DaemonSettings {
+        max_concurrent_images,
+        run_on_start: d.and_then(|d| d.run_on_start).unwrap_or(true),
+        shutdown_grace: duration(
+            d.and_then(|d| d.shutdown_grace.as_deref()),
+            DEFAULT_SHUTDOWN_GRACE,
+            &dpath.key("shutdown_grace"),
+            problems,
+        ),
+        jitter: duration(
+            d.and_then(|d| d.jitter.as_deref()),
+            Duration::ZERO,
+            &dpath.key("jitter"),
+            problems,
+        ),
+    };
+
+    let defaults = defaults(
+        raw.defaults.as_ref().unwrap_or(&Default::default()),
+        problems,
+    );
+    let registries = registries(
+        raw.registries.as_ref().unwrap_or(&BTreeMap::new()),
+        base,
+        env,
+        problems,
+    );
+
+    let mut rules = Vec::new();
+    let mut names = HashMap::new();
+    match &raw.rules {
+        None => problems.missing(
+            &KeyPath::root().key("rules"),
+            "add at least one [[rules]] table",
+        ),
+        Some(list) => {
+            for (i, r) in list.iter().enumerate() {
+                if let Some(plan) = rule(i, r, &defaults, &mut names, problems) {
+                    rules.push(plan);
+                }
+            }
+        }
+    }
+
+    if !problems.is_empty() {
+        return None;
+    }
+    Some(Plan {
+        path: file.to_path_buf(),
+        server: ServerSettings { listen },
+        daemon,
+        rules,
+        registries,
+    })
+}

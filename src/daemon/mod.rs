@@ -1,0 +1,319 @@
+//! The long-running service: every rule on its schedule, health and metrics served, signals obeyed.
+//!
+//! Life cycle, in the order Kubernetes expects it:
+//! 1. the configuration is loaded and checked *before* any port is bound: a bad file exits with
+//!    all its problems and code 2, and the daemon never starts half-configured;
+//! 2. the server starts, each rule of this shard gets a task, and `/readyz` turns true;
+//! 3. SIGHUP loads the file again: a good file replaces the rules (a rule that is running
+//!    finishes first — a per-rule lock keeps a rule from ever overlapping itself, across reloads
+//!    too); a bad file is refused with its errors and the old rules keep running;
+//! 4. SIGTERM or SIGINT: `/readyz` turns false, no new run starts, runs in flight get the grace
+//!    period to finish, then the process exits. A run cut off by the deadline leaves no tag on an
+//!    incomplete image, because the engine moves tags last.
+
+pub mod runner;
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::Utc;
+use tokio::sync::Mutex;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::{self, Plan, Shard};
+use crate::copy::{Engine, EngineOptions};
+use crate::registry::connect::Connector;
+use crate::rules::RulePlan;
+use crate::server::{DaemonState, RunSummary};
+pub use runner::{RuleRun, RunContext, RunResult, run_rule, summary_line};
+
+/// Errors that stop the daemon from starting.
+#[derive(Debug, thiserror::Error)]
+pub enum DaemonError {
+    /// The configuration has problems (all of them listed).
+    #[error("configuration {path} has problems:\n{errors}")]
+    Config {
+        /// The file.
+        path: PathBuf,
+        /// Every problem.
+        errors: config::ConfigErrors,
+    },
+    /// The listen address could not be bound.
+    #[error("cannot listen on {addr}: {source}")]
+    Listen {
+        /// The address.
+        addr: std::net::SocketAddr,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Signal handlers could not be installed.
+    #[error("installing signal handlers: {0}")]
+    Signals(#[source] std::io::Error),
+}
+
+/// Builds the transports for a plan: configured registries get their settings, others the
+/// defaults (credentials then come from Docker's config.json).
+pub fn connector_for(plan: &Plan) -> Connector {
+    let mut c = Connector::new(config::RegistrySettings::default().http_options(""));
+    for name in plan.configured_registries() {
+        c.set_registry(name, plan.registry_options(name).http_options(name));
+    }
+    c
+}
+
+/// The context rules of `plan` run in.
+pub fn context_for(plan: &Plan, engine: Engine) -> RunContext {
+    let reserves: HashMap<String, u32> = plan
+        .configured_registries()
+        .map(|r| (r.to_string(), plan.registry_options(r).ratelimit_reserve))
+        .collect();
+    RunContext {
+        engine,
+        connector: Arc::new(connector_for(plan)),
+        image_concurrency: plan.daemon.max_concurrent_images,
+        ratelimit_reserve: Arc::new(move |r| reserves.get(r).copied().unwrap_or(0)),
+    }
+}
+
+/// Records a finished run in `/status` and the metrics.
+pub fn record(state: &DaemonState, run: &RuleRun, started: chrono::DateTime<Utc>) {
+    let finished = Utc::now();
+    crate::metrics::record_run(
+        &run.rule,
+        run.result.as_str(),
+        run.seconds,
+        finished.timestamp(),
+    );
+    for s in ["copied", "up_to_date", "failed", "kept"] {
+        crate::metrics::record_rule_images(&run.rule, s, run.count(s));
+    }
+    let summary = RunSummary {
+        started,
+        seconds: run.seconds,
+        result: run.result.as_str().to_string(),
+        images: run.images.len() as u64,
+        images_copied: run.count("copied"),
+        images_failed: run.count("failed"),
+        errors: run
+            .errors
+            .iter()
+            .cloned()
+            .chain(run.images.iter().filter_map(|i| i.error.clone()))
+            .take(10)
+            .collect(),
+    };
+    state.update(&run.rule, |st| {
+        st.running = false;
+        if run.result == RunResult::Ok {
+            st.last_success = Some(finished);
+        }
+        st.last_run = Some(summary);
+    });
+}
+
+/// Per-rule locks: a rule never runs twice at once, whichever task (old or reloaded) starts it.
+#[derive(Default, Clone)]
+struct RuleLocks(Arc<std::sync::Mutex<HashMap<String, Arc<Mutex<()>>>>>);
+
+impl RuleLocks {
+    fn get(&self, rule: &str) -> Arc<Mutex<()>> {
+        self.0
+            .lock()
+            .expect("rule locks")
+            .entry(rule.to_string())
+            .or_default()
+            .clone()
+    }
+}
+
+/// One rule's loop: wait for the next time, run, record, again — until `stop`.
+async fn rule_loop(
+    rule: RulePlan,
+    ctx: RunContext,
+    state: Arc<DaemonState>,
+    stop: CancellationToken,
+    run_now: bool,
+    jitter: Duration,
+    locks: RuleLocks,
+) {
+    let mut first = run_now;
+    loop {
+        let now = Utc::now();
+        let next = if first {
+            Some(now)
+        } else {
+            rule.schedule
+                .next_after(now)
+                .map(|t| t + random_jitter(jitter))
+        };
+        first = false;
+        state.update(&rule.name, |st| st.next_run = next);
+        let Some(next) = next else {
+            tracing::info!(rule = %rule.name, "schedule has no further run");
+            return;
+        };
+        let wait = (next - Utc::now()).to_std().unwrap_or_default();
+        tokio::select! {
+            _ = tokio::time::sleep(wait) => {}
+            _ = stop.cancelled() => return,
+        }
+        let lock = locks.get(&rule.name);
+        let _guard = tokio::select! {
+            g = lock.lock() => g,
+            _ = stop.cancelled() => return,
+        };
+        if stop.is_cancelled() {
+            return;
+        }
+        let started = Utc::now();
+        state.update(&rule.name, |st| st.running = true);
+        tracing::info!(rule = %rule.name, "run starting");
+        let run = run_rule(&rule, &ctx, false).await;
+        tracing::info!(rule = %rule.name, result = run.result.as_str(), "{}", summary_line(&run));
+        for e in run
+            .errors
+            .iter()
+            .chain(run.images.iter().filter_map(|i| i.error.as_ref()))
+        {
+            tracing::warn!(rule = %rule.name, "{e}");
+        }
+        record(&state, &run, started);
+    }
+}
+
+fn random_jitter(max: Duration) -> chrono::Duration {
+    if max.is_zero() {
+        return chrono::Duration::zero();
+    }
+    let ms = rand::random_range(0..=max.as_millis() as u64);
+    chrono::Duration::milliseconds(ms as i64)
+}
+
+/// A running set of rule tasks for one plan.
+struct Generation {
+    stop: CancellationToken,
+}
+
+fn start_generation(
+    plan: &Plan,
+    shard: Shard,
+    engine: &Engine,
+    state: &Arc<DaemonState>,
+    tasks: &mut JoinSet<()>,
+    locks: &RuleLocks,
+    first_start: bool,
+) -> Generation {
+    let ctx = context_for(plan, engine.clone());
+    let rules: Vec<RulePlan> = plan.rules_for_shard(shard).into_iter().cloned().collect();
+    state.set_rules(
+        rules
+            .iter()
+            .map(|r| (r.name.clone(), r.schedule.to_string())),
+    );
+    let stop = CancellationToken::new();
+    for rule in rules {
+        tasks.spawn(rule_loop(
+            rule,
+            ctx.clone(),
+            state.clone(),
+            stop.clone(),
+            first_start && plan.daemon.run_on_start,
+            plan.daemon.jitter,
+            locks.clone(),
+        ));
+    }
+    Generation { stop }
+}
+
+/// Runs the daemon until SIGTERM/SIGINT. Returns the exit code.
+pub async fn run(config_path: &Path, shard: Shard) -> Result<u8, DaemonError> {
+    use tokio::signal::unix::{SignalKind, signal};
+
+    let plan = config::load(config_path).map_err(|errors| DaemonError::Config {
+        path: config_path.to_path_buf(),
+        errors,
+    })?;
+    let mut sigterm = signal(SignalKind::terminate()).map_err(DaemonError::Signals)?;
+    let mut sighup = signal(SignalKind::hangup()).map_err(DaemonError::Signals)?;
+    let listener = tokio::net::TcpListener::bind(plan.server.listen)
+        .await
+        .map_err(|source| DaemonError::Listen {
+            addr: plan.server.listen,
+            source,
+        })?;
+    let state = Arc::new(DaemonState::default());
+    state.set_shard((shard.count() > 1).then(|| format!("{}/{}", shard.index(), shard.count())));
+    let server_stop = CancellationToken::new();
+    let server = {
+        let app = crate::server::router(state.clone());
+        let stop = server_stop.clone();
+        tokio::spawn(async move {
+            axum::serve(listener, app)
+                .with_graceful_shutdown(async move { stop.cancelled().await })
+                .await
+        })
+    };
+    tracing::info!(listen = %plan.server.listen, rules = plan.rules.len(), shard = %format!("{}/{}", shard.index(), shard.count()), "crossdock daemon started");
+
+    let engine = Engine::new(EngineOptions {
+        max_concurrent_images: plan.daemon.max_concurrent_images,
+        ..EngineOptions::default()
+    });
+    let locks = RuleLocks::default();
+    let mut tasks = JoinSet::new();
+    let mut current_plan = plan;
+    let mut generation = start_generation(
+        &current_plan,
+        shard,
+        &engine,
+        &state,
+        &mut tasks,
+        &locks,
+        true,
+    );
+    state.set_ready(true);
+
+    loop {
+        tokio::select! {
+            _ = sigterm.recv() => { tracing::info!("SIGTERM: shutting down"); break; }
+            _ = tokio::signal::ctrl_c() => { tracing::info!("SIGINT: shutting down"); break; }
+            _ = sighup.recv() => {
+                match config::load(config_path) {
+                    Ok(new_plan) => {
+                        if new_plan.server.listen != current_plan.server.listen {
+                            tracing::warn!("server.listen changed: takes effect at the next restart");
+                        }
+                        generation.stop.cancel();
+                        generation = start_generation(&new_plan, shard, &engine, &state, &mut tasks, &locks, false);
+                        tracing::info!(rules = new_plan.rules.len(), "configuration reloaded");
+                        current_plan = new_plan;
+                    }
+                    Err(errors) => {
+                        tracing::error!("configuration reload refused; the previous configuration keeps running:\n{errors}");
+                    }
+                }
+            }
+        }
+    }
+
+    state.set_ready(false);
+    generation.stop.cancel();
+    let grace = current_plan.daemon.shutdown_grace;
+    let drained = tokio::time::timeout(grace, async { while tasks.join_next().await.is_some() {} })
+        .await
+        .is_ok();
+    if !drained {
+        tracing::warn!(
+            "runs still in flight after the {} grace period were stopped; no tag was moved onto an incomplete image",
+            humantime::format_duration(grace)
+        );
+        tasks.abort_all();
+    }
+    server_stop.cancel();
+    let _ = server.await;
+    Ok(0)
+}

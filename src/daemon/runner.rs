@@ -1,0 +1,266 @@
+//! One run of one rule: resolve its sources to (source, target) pairs, copy each, tally.
+//!
+//! Shared by the daemon's schedule, `crossdock sync` and (later) event-triggered syncs, so every
+//! path applies a rule the same way. Images of a rule are copied concurrently up to the engine's
+//! image limit; one failing image does not stop the others. A tag that differs at the target is
+//! moved (`on_conflict = "overwrite"`) or left alone and counted as kept (`"keep"`).
+
+// RegistryError is large (URL, registry error body); it is built on failures only.
+#![allow(clippy::result_large_err)]
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use futures_util::{StreamExt, stream};
+use serde::Serialize;
+
+use crate::copy::{CopyError, CopyOptions, Engine, Source, Target, TargetStatus, error_chain};
+use crate::reference::Reference;
+use crate::registry::connect::Connector;
+use crate::rules::{OnConflict, RulePlan};
+
+/// What a rule run needs besides the rule.
+#[derive(Clone)]
+pub struct RunContext {
+    /// The engine shared by every rule of the process.
+    pub engine: Engine,
+    /// Transports shared by every rule of the process.
+    pub connector: Arc<Connector>,
+    /// Images copied at once within one rule.
+    pub image_concurrency: usize,
+    /// `ratelimit-remaining` floor per registry: stop pulling from it below this.
+    pub ratelimit_reserve: Arc<dyn Fn(&str) -> u32 + Send + Sync>,
+}
+
+/// How a run ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RunResult {
+    /// Everything copied or already up to date.
+    Ok,
+    /// Some image or source failed.
+    Failed,
+    /// The rule's time limit passed.
+    Timeout,
+}
+
+impl RunResult {
+    /// The metric label.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RunResult::Ok => "ok",
+            RunResult::Failed => "failed",
+            RunResult::Timeout => "timeout",
+        }
+    }
+}
+
+/// One image's outcome within a run.
+#[derive(Debug, Clone, Serialize)]
+pub struct ImageOutcome {
+    /// Source reference.
+    pub source: String,
+    /// Target reference.
+    pub target: String,
+    /// `copied`, `up_to_date`, `kept` (target tag differs and the rule keeps it), `dry_run`,
+    /// `skipped` (rate-limit reserve reached) or `failed`.
+    pub state: String,
+    /// The digest written (or that would be).
+    pub digest: Option<String>,
+    /// Bytes streamed.
+    pub bytes_copied: u64,
+    /// The error, when failed.
+    pub error: Option<String>,
+}
+
+/// A finished run.
+#[derive(Debug, Clone, Serialize)]
+pub struct RuleRun {
+    /// The rule.
+    pub rule: String,
+    /// How it ended.
+    pub result: RunResult,
+    /// Wall time.
+    pub seconds: f64,
+    /// Each image.
+    pub images: Vec<ImageOutcome>,
+    /// Problems outside any one image (listing tags, connecting).
+    pub errors: Vec<String>,
+}
+
+impl RuleRun {
+    /// Images in a given state.
+    pub fn count(&self, state: &str) -> u64 {
+        self.images.iter().filter(|i| i.state == state).count() as u64
+    }
+}
+
+/// Runs `rule` once, within its time limit.
+pub async fn run_rule(rule: &RulePlan, ctx: &RunContext, dry_run: bool) -> RuleRun {
+    let started = Instant::now();
+    let mut run = RuleRun {
+        rule: rule.name.clone(),
+        result: RunResult::Ok,
+        seconds: 0.0,
+        images: Vec::new(),
+        errors: Vec::new(),
+    };
+    let images = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let errors = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let work = run_inner(rule, ctx, dry_run, images.clone(), errors.clone());
+    let timed_out = tokio::time::timeout(rule.timeout, work).await.is_err();
+    run.images = std::mem::take(&mut *images.lock().expect("images lock"));
+    run.errors = std::mem::take(&mut *errors.lock().expect("errors lock"));
+    run.result = if timed_out {
+        run.errors.push(format!(
+            "rule {} did not finish within its time limit of {}",
+            rule.name,
+            humantime::format_duration(rule.timeout)
+        ));
+        RunResult::Timeout
+    } else if run.errors.is_empty() && run.images.iter().all(|i| i.state != "failed") {
+        RunResult::Ok
+    } else {
+        RunResult::Failed
+    };
+    run.seconds = started.elapsed().as_secs_f64();
+    run
+}
+
+async fn run_inner(
+    rule: &RulePlan,
+    ctx: &RunContext,
+    dry_run: bool,
+    images: Arc<std::sync::Mutex<Vec<ImageOutcome>>>,
+    errors: Arc<std::sync::Mutex<Vec<String>>>,
+) {
+    let mut pairs: Vec<(Reference, Reference)> = Vec::new();
+    for source in &rule.sources {
+        let transport = match ctx.connector.get(source.registry()) {
+            Ok(t) => t,
+            Err(e) => {
+                errors
+                    .lock()
+                    .expect("errors lock")
+                    .push(format!("{source}: {}", error_chain(&e)));
+                continue;
+            }
+        };
+        match rule.resolve(source, &*transport).await {
+            Ok(p) => pairs.extend(p),
+            Err(e) => errors.lock().expect("errors lock").push(error_chain(&e)),
+        }
+    }
+    let opts = CopyOptions {
+        platforms: rule.platforms.clone(),
+        force: rule.on_conflict == OnConflict::Overwrite,
+        dry_run,
+        referrers: rule.referrers,
+        ..CopyOptions::default()
+    };
+    let copies: Vec<_> = pairs
+        .into_iter()
+        .map(|(src, tgt)| {
+            let opts = &opts;
+            let images = images.clone();
+            async move {
+                let outcome = copy_one(ctx, &src, &tgt, opts).await;
+                images.lock().expect("images lock").push(outcome);
+            }
+        })
+        .collect();
+    stream::iter(copies)
+        .buffer_unordered(ctx.image_concurrency.max(1))
+        .collect::<Vec<()>>()
+        .await;
+}
+
+async fn copy_one(
+    ctx: &RunContext,
+    src: &Reference,
+    tgt: &Reference,
+    opts: &CopyOptions,
+) -> ImageOutcome {
+    let mut out = ImageOutcome {
+        source: src.to_string(),
+        target: tgt.to_string(),
+        state: "failed".into(),
+        digest: None,
+        bytes_copied: 0,
+        error: None,
+    };
+    let transports = ctx
+        .connector
+        .get(src.registry())
+        .and_then(|s| Ok((s, ctx.connector.get(tgt.registry())?)));
+    let (s, t) = match transports {
+        Ok(p) => p,
+        Err(e) => {
+            out.error = Some(error_chain(&e));
+            return out;
+        }
+    };
+    let reserve = (ctx.ratelimit_reserve)(src.registry());
+    if reserve > 0
+        && let Some(left) = s.ratelimit_remaining()
+        && left < i64::from(reserve)
+    {
+        out.state = "skipped".into();
+        out.error = Some(format!(
+            "{} has {left} pulls left, under the reserve of {reserve}: not pulling",
+            src.registry()
+        ));
+        return out;
+    }
+    let source = Source {
+        transport: s,
+        reference: src.clone(),
+    };
+    let target = Target {
+        transport: t,
+        reference: tgt.repository_only(),
+        tags: tgt.tag().map(str::to_string).into_iter().collect(),
+    };
+    match ctx.engine.copy(&source, &[target], opts).await {
+        Ok(r) => {
+            let t = &r.targets[0];
+            out.digest = Some(t.digest.to_string());
+            out.bytes_copied = t.bytes_copied;
+            out.state = match &t.status {
+                TargetStatus::Copied => "copied".into(),
+                TargetStatus::UpToDate => "up_to_date".into(),
+                TargetStatus::DryRun => "dry_run".into(),
+                TargetStatus::Failed(e) => {
+                    out.error = Some(e.clone());
+                    "failed".into()
+                }
+                TargetStatus::Pending => "failed".into(),
+            };
+        }
+        Err(CopyError::Conflict { existing, .. }) if !opts.force => {
+            out.state = "kept".into();
+            out.digest = Some(existing.to_string());
+        }
+        Err(e) => out.error = Some(error_chain(&e)),
+    }
+    out
+}
+
+/// A short one-line account of a run, for logs and `sync` output.
+pub fn summary_line(run: &RuleRun) -> String {
+    format!(
+        "rule {}: {} in {:.1}s — {} copied, {} up to date, {} kept, {} failed{}",
+        run.rule,
+        run.result.as_str(),
+        run.seconds,
+        run.count("copied") + run.count("dry_run"),
+        run.count("up_to_date"),
+        run.count("kept"),
+        run.count("failed"),
+        if run.count("skipped") > 0 {
+            format!(", {} skipped (rate limit reserve)", run.count("skipped"))
+        } else {
+            String::new()
+        }
+    )
+}

@@ -1,0 +1,107 @@
+//! One transport per registry, built from settings on first use and shared after.
+//!
+//! Sharing matters for more than sockets: a transport holds the registry's token cache, request
+//! limits and rate-limit state, so every image copied to or from a registry in this process must
+//! go through the same one. The CLI builds a [`Connector`] from its flags, the daemon from its
+//! configuration; both get credentials, in order, from explicit settings and then from Docker's
+//! `config.json`, and plain HTTP for loopback registries and those marked insecure.
+
+// RegistryError is large (URL, registry error body); it is built on failures only.
+#![allow(clippy::result_large_err)]
+
+use std::collections::{HashMap, HashSet};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+use super::auth::{self, Credentials};
+use super::http::{HttpOptions, HttpRegistry};
+use super::{ErrorKind, RegistryError, Transport};
+use crate::reference::is_loopback_registry;
+
+/// Builds and caches transports.
+pub struct Connector {
+    defaults: HttpOptions,
+    per_registry: HashMap<String, HttpOptions>,
+    insecure: HashSet<String>,
+    docker_config: Option<PathBuf>,
+    use_docker_config: bool,
+    cache: Mutex<HashMap<String, Arc<dyn Transport>>>,
+}
+
+impl Default for Connector {
+    fn default() -> Self {
+        Connector::new(HttpOptions::default())
+    }
+}
+
+impl Connector {
+    /// A connector giving every registry `defaults`, unless set otherwise.
+    pub fn new(defaults: HttpOptions) -> Self {
+        Connector {
+            defaults,
+            per_registry: HashMap::new(),
+            insecure: HashSet::new(),
+            docker_config: None,
+            use_docker_config: true,
+            cache: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Options for one registry (as named in references, e.g. `docker.io`, `localhost:5000`).
+    pub fn set_registry(&mut self, registry: &str, opts: HttpOptions) {
+        self.per_registry.insert(registry.to_string(), opts);
+    }
+
+    /// Speak plain HTTP to this registry (`--insecure-registry`).
+    pub fn add_insecure(&mut self, registry: &str) {
+        self.insecure.insert(registry.to_string());
+    }
+
+    /// Read credentials from this Docker `config.json` instead of the default location.
+    pub fn set_docker_config(&mut self, path: Option<PathBuf>) {
+        self.docker_config = path;
+    }
+
+    /// Whether to consult Docker's `config.json` at all.
+    pub fn use_docker_config(&mut self, yes: bool) {
+        self.use_docker_config = yes;
+    }
+
+    /// Sets credentials for one registry, keeping its other options.
+    pub fn set_credentials(&mut self, registry: &str, credentials: Credentials) {
+        let mut opts = self
+            .per_registry
+            .get(registry)
+            .cloned()
+            .unwrap_or_else(|| self.defaults.clone());
+        opts.credentials = Some(credentials);
+        self.per_registry.insert(registry.to_string(), opts);
+    }
+
+    /// The transport for `registry`, built on first use.
+    pub fn get(&self, registry: &str) -> Result<Arc<dyn Transport>, RegistryError> {
+        let mut cache = self.cache.lock().expect("connector cache lock");
+        if let Some(t) = cache.get(registry) {
+            return Ok(t.clone());
+        }
+        let mut opts = self
+            .per_registry
+            .get(registry)
+            .cloned()
+            .unwrap_or_else(|| self.defaults.clone());
+        if is_loopback_registry(registry) || self.insecure.contains(registry) {
+            opts.plain_http = true;
+        }
+        if opts.credentials.is_none() && self.use_docker_config {
+            opts.credentials =
+                auth::credentials_from_docker_config(self.docker_config.as_deref(), registry)
+                    .map_err(|e| {
+                        RegistryError::new(ErrorKind::Unauthorized, "reading credentials", registry)
+                            .with_message(e.to_string())
+                    })?;
+        }
+        let t: Arc<dyn Transport> = Arc::new(HttpRegistry::new(registry, opts)?);
+        cache.insert(registry.to_string(), t.clone());
+        Ok(t)
+    }
+}

@@ -1,0 +1,792 @@
+//! The Kubernetes manifests and the Dockerfile under `deploy/` against what the daemon serves
+//! and reads: probe paths, ports, the `--config` path and the mount that provides it, the
+//! credentials mount, the shutdown grace, the shard count, and the hardening every pod shares.
+//!
+//! Why a test and not only `deploy/check.sh`: kustomize and the schema validator prove the
+//! manifests are well-formed Kubernetes, not that they fit this program. A probe on `/health`
+//! or a port that differs from `[server] listen` validates fine and fails in the cluster, at
+//! the worst time. The daemon's side comes from the ConfigMap's own `config.toml` (the listen
+//! port, the shutdown grace) and from the server's path constants.
+//!
+//! The sources are read as written (plain YAML, no kustomize needed). `deploy/check.sh`
+//! also renders every kustomization and runs the ignored test `rendered_objects_agree` on the
+//! result (`CROSSDOCK_DEPLOY_RENDERED=DIR`), which sees what a cluster would: generated
+//! ConfigMap names, deleted objects, the component's additions.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+// The paths the daemon serves.
+use crossdock::server;
+use serde::Deserialize as _;
+use serde_json::Value;
+
+/// The only container of every crossdock pod.
+const CONTAINER: &str = "crossdock";
+/// The user of distroless' `nonroot` image, as the Dockerfile sets it.
+const NONROOT_UID: i64 = 65532;
+
+fn deploy_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy")
+}
+
+fn k8s_dir() -> PathBuf {
+    deploy_dir().join("kubernetes")
+}
+
+fn read(path: &Path) -> String {
+    std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+/// Every document of a YAML stream, as JSON values (empty documents left out).
+fn yaml_docs(text: &str, origin: &str) -> Vec<Value> {
+    serde_norway::Deserializer::from_str(text)
+        .map(|doc| Value::deserialize(doc).unwrap_or_else(|e| panic!("{origin}: {e}")))
+        .filter(|v| !v.is_null())
+        .collect()
+}
+
+/// A Kubernetes object and where it came from, for messages.
+struct Object {
+    origin: String,
+    value: Value,
+}
+
+impl Object {
+    fn kind(&self) -> &str {
+        self.value["kind"].as_str().unwrap_or("?")
+    }
+
+    fn name(&self) -> &str {
+        self.value["metadata"]["name"].as_str().unwrap_or("?")
+    }
+
+    fn at(&self) -> String {
+        format!("{} {}/{}", self.origin, self.kind(), self.name())
+    }
+
+    /// The pod template of a workload, with the path to it for messages.
+    fn pod_template(&self) -> Option<&Value> {
+        let t = match self.kind() {
+            "Deployment" | "StatefulSet" | "DaemonSet" | "Job" => &self.value["spec"]["template"],
+            "CronJob" => &self.value["spec"]["jobTemplate"]["spec"]["template"],
+            _ => return None,
+        };
+        Some(t)
+    }
+
+    /// The crossdock container of a workload.
+    fn container(&self) -> Option<&Value> {
+        self.pod_template()?["spec"]["containers"]
+            .as_array()?
+            .iter()
+            .find(|c| c["name"] == CONTAINER)
+    }
+}
+
+fn yaml_files(dir: &Path, out: &mut Vec<PathBuf>) {
+    for entry in std::fs::read_dir(dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display())) {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            yaml_files(&path, out);
+        } else if path.extension().is_some_and(|e| e == "yaml") {
+            out.push(path);
+        }
+    }
+    out.sort();
+}
+
+/// Every Kubernetes object written under deploy/kubernetes (kustomizations are not objects).
+fn source_objects() -> Vec<Object> {
+    let mut files = Vec::new();
+    yaml_files(&k8s_dir(), &mut files);
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    files
+        .iter()
+        .filter(|p| p.file_name().is_some_and(|n| n != "kustomization.yaml"))
+        .flat_map(|p| {
+            let origin = p.strip_prefix(root).unwrap().display().to_string();
+            yaml_docs(&read(p), &origin)
+                .into_iter()
+                .map(move |value| Object {
+                    origin: origin.clone(),
+                    value,
+                })
+        })
+        .collect()
+}
+
+fn rendered_objects(path: &Path) -> Vec<Object> {
+    let origin = path.display().to_string();
+    yaml_docs(&read(path), &origin)
+        .into_iter()
+        .map(|value| Object {
+            origin: origin.clone(),
+            value,
+        })
+        .collect()
+}
+
+/// What the pods must agree with: the daemon's configuration and where it is delivered.
+struct Expect {
+    /// The port of `[server] listen`.
+    listen_port: u16,
+    /// `[daemon] shutdown_grace`.
+    shutdown_grace: Duration,
+    /// The ConfigMap holding config.toml.
+    configmap: String,
+    /// Its key holding config.toml.
+    config_key: String,
+}
+
+impl Expect {
+    fn from_config(config_toml: &str, configmap: &str, config_key: &str) -> Expect {
+        let table: toml::Table = config_toml.parse().expect("config.toml parses as TOML");
+        let listen = table["server"]["listen"].as_str().expect(
+            "config.toml sets [server] listen: the default is loopback, unreachable for probes",
+        );
+        let listen: std::net::SocketAddr = listen.parse().expect("[server] listen is HOST:PORT");
+        assert!(
+            listen.ip().is_unspecified(),
+            "[server] listen is {listen}: in a pod it must be all addresses, or neither the \
+             kubelet's probes nor Prometheus reach it"
+        );
+        let grace = table["daemon"]["shutdown_grace"]
+            .as_str()
+            .expect("config.toml sets [daemon] shutdown_grace, to match the pods' grace period");
+        Expect {
+            listen_port: listen.port(),
+            shutdown_grace: humantime::parse_duration(grace).expect("shutdown_grace is a duration"),
+            configmap: configmap.to_string(),
+            config_key: config_key.to_string(),
+        }
+    }
+
+    /// From the sources: the base's configMapGenerator and the file it reads.
+    fn from_sources() -> Expect {
+        let base = k8s_dir().join("base");
+        let kustomization = &yaml_docs(&read(&base.join("kustomization.yaml")), "base")[0];
+        let generator = &kustomization["configMapGenerator"][0];
+        let name = generator["name"]
+            .as_str()
+            .expect("base has a configMapGenerator");
+        let file = generator["files"][0]
+            .as_str()
+            .expect("the generator reads a file");
+        // `key=path` or just `path`, whose file name is then the key.
+        let (key, path) = match file.split_once('=') {
+            Some((k, p)) => (k.to_string(), p),
+            None => (
+                Path::new(file)
+                    .file_name()
+                    .unwrap()
+                    .to_string_lossy()
+                    .into_owned(),
+                file,
+            ),
+        };
+        Expect::from_config(&read(&base.join(path)), name, &key)
+    }
+}
+
+fn str_of(v: &Value) -> Option<&str> {
+    v.as_str()
+}
+
+/// The `containerPort` a probe's or Service's port (a number or a port name) means.
+fn resolve_port(container: &Value, port: &Value) -> Option<i64> {
+    if let Some(n) = port.as_i64() {
+        return Some(n);
+    }
+    container["ports"]
+        .as_array()?
+        .iter()
+        .find(|p| p["name"] == *port)
+        .and_then(|p| p["containerPort"].as_i64())
+}
+
+fn args(container: &Value) -> Vec<&str> {
+    container["args"]
+        .as_array()
+        .map(|a| a.iter().filter_map(str_of).collect())
+        .unwrap_or_default()
+}
+
+/// The value following `flag` in an argument list.
+fn flag<'a>(args: &[&'a str], flag: &str) -> Option<&'a str> {
+    args.iter()
+        .position(|a| *a == flag)
+        .and_then(|i| args.get(i + 1).copied())
+}
+
+fn env_var<'a>(container: &'a Value, name: &str) -> Option<&'a Value> {
+    container["env"]
+        .as_array()?
+        .iter()
+        .find(|e| e["name"] == name)
+}
+
+/// The volume mounted at `dir` in the container, and that volume's definition.
+fn volume_at<'a>(pod_spec: &'a Value, container: &'a Value, dir: &str) -> Option<&'a Value> {
+    let mount = container["volumeMounts"]
+        .as_array()?
+        .iter()
+        .find(|m| m["mountPath"] == dir)?;
+    pod_spec["volumes"]
+        .as_array()?
+        .iter()
+        .find(|v| v["name"] == mount["name"])
+}
+
+fn parent_and_file(path: &str) -> (&str, &str) {
+    path.rsplit_once('/').expect("an absolute path")
+}
+
+/// Problems with one workload's pod against what the daemon needs; empty when it fits.
+fn pod_problems(obj: &Object, expect: &Expect) -> Vec<String> {
+    let at = obj.at();
+    let mut problems = Vec::new();
+    let mut problem = |p: String| problems.push(format!("{at}: {p}"));
+    let template = obj.pod_template().expect("a workload");
+    let spec = &template["spec"];
+    let Some(c) = obj.container() else {
+        problem(format!("no container named {CONTAINER}"));
+        return problems;
+    };
+    let args = args(c);
+
+    // The command, and the configuration file where the ConfigMap puts it.
+    match args.first().copied() {
+        Some("run") if obj.kind() == "Deployment" || obj.kind() == "StatefulSet" => {}
+        Some("sync") if obj.kind() == "CronJob" || obj.kind() == "Job" => {}
+        other => problem(format!(
+            "runs {other:?}: a {} runs `run` or `sync`",
+            obj.kind()
+        )),
+    }
+    match flag(&args, "--config") {
+        None => problem("no --config".into()),
+        Some(path) => {
+            let (dir, file) = parent_and_file(path);
+            match volume_at(spec, c, dir) {
+                None => problem(format!("--config {path}: nothing is mounted at {dir}")),
+                Some(v) => {
+                    if v["configMap"]["name"] != expect.configmap.as_str() {
+                        problem(format!(
+                            "--config {path}: {dir} holds {}, not the ConfigMap {}",
+                            v, expect.configmap
+                        ));
+                    }
+                    if file != expect.config_key {
+                        problem(format!(
+                            "--config {path}: the ConfigMap's key is {}",
+                            expect.config_key
+                        ));
+                    }
+                    if let Some(items) = v["configMap"]["items"].as_array()
+                        && !items.iter().any(|i| i["path"] == file)
+                    {
+                        problem(format!(
+                            "--config {path}: the mount's items leave {file} out"
+                        ));
+                    }
+                }
+            }
+        }
+    }
+
+    // Credentials: $DOCKER_CONFIG/config.json is the Secret's .dockerconfigjson.
+    match env_var(c, "DOCKER_CONFIG").and_then(|e| e["value"].as_str()) {
+        None => problem("no DOCKER_CONFIG".into()),
+        Some(dir) => match volume_at(spec, c, dir) {
+            None => problem(format!("DOCKER_CONFIG={dir}: nothing is mounted there")),
+            Some(v) => {
+                let secret = &v["secret"];
+                if secret["secretName"] != "crossdock-registry-credentials" {
+                    problem(format!("{dir}: not the credentials Secret: {v}"));
+                }
+                if secret["optional"] != true {
+                    problem(format!(
+                        "{dir}: the Secret must be optional (anonymous use)"
+                    ));
+                }
+                let item = secret["items"]
+                    .as_array()
+                    .and_then(|i| i.iter().find(|i| i["key"] == ".dockerconfigjson"));
+                if item.is_none_or(|i| i["path"] != "config.json") {
+                    problem(format!(
+                        "{dir}: .dockerconfigjson is not mounted as config.json"
+                    ));
+                }
+            }
+        },
+    }
+
+    // Shutdown: the daemon's drain fits in the kubelet's grace period, with room to exit.
+    let grace = spec["terminationGracePeriodSeconds"].as_u64().unwrap_or(30);
+    if Duration::from_secs(grace) < expect.shutdown_grace + Duration::from_secs(5) {
+        problem(format!(
+            "terminationGracePeriodSeconds {grace} leaves no room above shutdown_grace {:?}",
+            expect.shutdown_grace
+        ));
+    }
+
+    // Hardening, the same for every pod (Pod Security Standard "restricted" and more).
+    let psc = &spec["securityContext"];
+    let csc = &c["securityContext"];
+    let checks: [(&str, bool); 9] = [
+        ("runAsNonRoot", psc["runAsNonRoot"] == true),
+        ("runAsUser 65532", psc["runAsUser"] == NONROOT_UID),
+        (
+            "seccompProfile RuntimeDefault",
+            psc["seccompProfile"]["type"] == "RuntimeDefault",
+        ),
+        (
+            "allowPrivilegeEscalation false",
+            csc["allowPrivilegeEscalation"] == false,
+        ),
+        (
+            "readOnlyRootFilesystem",
+            csc["readOnlyRootFilesystem"] == true,
+        ),
+        (
+            "capabilities drop ALL",
+            csc["capabilities"]["drop"] == serde_json::json!(["ALL"]),
+        ),
+        (
+            "automountServiceAccountToken false",
+            spec["automountServiceAccountToken"] == false,
+        ),
+        (
+            "enableServiceLinks false",
+            spec["enableServiceLinks"] == false,
+        ),
+        (
+            "serviceAccountName crossdock",
+            spec["serviceAccountName"] == "crossdock",
+        ),
+    ];
+    for (what, ok) in checks {
+        if !ok {
+            problem(format!("not {what}"));
+        }
+    }
+    for r in ["requests", "limits"] {
+        for k in ["cpu", "memory"] {
+            if c["resources"][r][k].is_null() {
+                problem(format!("no resources.{r}.{k}"));
+            }
+        }
+    }
+    if volume_at(spec, c, "/tmp").is_none_or(|v| v["emptyDir"].is_null()) {
+        problem("no emptyDir at /tmp".into());
+    }
+
+    // Serving: only the daemon has a port and probes, and they are the server's.
+    if args.first() == Some(&"run") {
+        let ports = c["ports"].as_array().cloned().unwrap_or_default();
+        if !ports
+            .iter()
+            .any(|p| p["containerPort"] == i64::from(expect.listen_port))
+        {
+            problem(format!(
+                "no containerPort {} ([server] listen)",
+                expect.listen_port
+            ));
+        }
+        let probes = [
+            ("livenessProbe", server::HEALTHZ),
+            ("readinessProbe", server::READYZ),
+            ("startupProbe", server::HEALTHZ),
+        ];
+        for (probe, path) in probes {
+            let get = &c[probe]["httpGet"];
+            if c[probe].is_null() && probe == "startupProbe" {
+                continue;
+            }
+            if get["path"] != path {
+                problem(format!("{probe} path {} is not {path}", get["path"]));
+            }
+            let port = resolve_port(c, &get["port"]);
+            if port != Some(i64::from(expect.listen_port)) {
+                problem(format!(
+                    "{probe} port {} is {port:?}, not the listen port {}",
+                    get["port"], expect.listen_port
+                ));
+            }
+        }
+    }
+    problems
+}
+
+/// Problems with the Service (and ServiceMonitor) in front of the daemon.
+fn scrape_problems(objects: &[Object], expect: &Expect) -> Vec<String> {
+    let mut problems = Vec::new();
+    let daemon = objects
+        .iter()
+        .find(|o| o.kind() == "Deployment")
+        .expect("a Deployment");
+    let container = daemon.container().expect("the crossdock container");
+    let pod_labels = &daemon.pod_template().unwrap()["metadata"]["labels"];
+    let selects = |selector: &Value, labels: &Value| {
+        selector
+            .as_object()
+            .is_some_and(|s| !s.is_empty() && s.iter().all(|(k, v)| labels[k] == *v))
+    };
+    let services: Vec<&Object> = objects.iter().filter(|o| o.kind() == "Service").collect();
+    if services.is_empty() {
+        problems.push("no Service for the daemon".to_string());
+    }
+    for svc in &services {
+        let at = svc.at();
+        if !selects(&svc.value["spec"]["selector"], pod_labels) {
+            problems.push(format!("{at}: its selector misses the daemon's pods"));
+        }
+        let ports = svc.value["spec"]["ports"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        for p in &ports {
+            let target = resolve_port(container, &p["targetPort"]);
+            if target != Some(i64::from(expect.listen_port)) {
+                problems.push(format!(
+                    "{at}: port {} targets {target:?}, not the listen port {}",
+                    p["name"], expect.listen_port
+                ));
+            }
+        }
+        let ann = &svc.value["metadata"]["annotations"];
+        if ann["prometheus.io/scrape"] != "true" {
+            problems.push(format!("{at}: no prometheus.io/scrape: \"true\""));
+        }
+        if ann["prometheus.io/port"] != expect.listen_port.to_string().as_str() {
+            problems.push(format!(
+                "{at}: prometheus.io/port is {}",
+                ann["prometheus.io/port"]
+            ));
+        }
+        if ann["prometheus.io/path"] != server::METRICS {
+            problems.push(format!(
+                "{at}: prometheus.io/path is {}",
+                ann["prometheus.io/path"]
+            ));
+        }
+        for sm in objects.iter().filter(|o| o.kind() == "ServiceMonitor") {
+            let at = sm.at();
+            if !selects(
+                &sm.value["spec"]["selector"]["matchLabels"],
+                &svc.value["metadata"]["labels"],
+            ) {
+                problems.push(format!("{at}: its selector misses Service/{}", svc.name()));
+            }
+            for ep in sm.value["spec"]["endpoints"]
+                .as_array()
+                .into_iter()
+                .flatten()
+            {
+                if !ports.iter().any(|p| p["name"] == ep["port"]) {
+                    problems.push(format!("{at}: no Service port named {}", ep["port"]));
+                }
+                if ep["path"] != server::METRICS {
+                    problems.push(format!(
+                        "{at}: path {} is not {}",
+                        ep["path"],
+                        server::METRICS
+                    ));
+                }
+            }
+        }
+    }
+    problems
+}
+
+/// Problems with the shard setup of Indexed Jobs: N pods, each told it is one of N.
+fn shard_problems(obj: &Object) -> Vec<String> {
+    let at = obj.at();
+    let mut problems = Vec::new();
+    let job = match obj.kind() {
+        "CronJob" => &obj.value["spec"]["jobTemplate"]["spec"],
+        "Job" => &obj.value["spec"],
+        _ => return problems,
+    };
+    if obj.kind() == "CronJob" && obj.value["spec"]["concurrencyPolicy"] != "Forbid" {
+        problems.push(format!(
+            "{at}: concurrencyPolicy is not Forbid: runs would overlap"
+        ));
+    }
+    let c = obj.container().expect("the crossdock container");
+    let args = args(c);
+    // Every $(VAR) in the arguments is declared, or the kubelet passes it on literally.
+    for a in &args {
+        for var in a.split("$(").skip(1).filter_map(|s| s.split_once(')')) {
+            if env_var(c, var.0).is_none() {
+                problems.push(format!(
+                    "{at}: argument {a} uses $({}), not declared",
+                    var.0
+                ));
+            }
+        }
+    }
+    let count = env_var(c, "CROSSDOCK_SHARD_COUNT").and_then(|e| e["value"].as_str());
+    if job["completionMode"] != "Indexed" {
+        if count.is_some() || flag(&args, "--shard").is_some() {
+            problems.push(format!("{at}: sharded but not an Indexed Job"));
+        }
+        return problems;
+    }
+    let Some(count) = count.and_then(|n| n.parse::<i64>().ok()) else {
+        problems.push(format!(
+            "{at}: an Indexed Job without CROSSDOCK_SHARD_COUNT"
+        ));
+        return problems;
+    };
+    if job["completions"] != count || job["parallelism"] != count {
+        problems.push(format!(
+            "{at}: completions {} and parallelism {} must both be CROSSDOCK_SHARD_COUNT {count}",
+            job["completions"], job["parallelism"]
+        ));
+    }
+    if flag(&args, "--shard") != Some("$(JOB_COMPLETION_INDEX)/$(CROSSDOCK_SHARD_COUNT)") {
+        problems.push(format!(
+            "{at}: --shard is {:?}, not the completion index of the count",
+            flag(&args, "--shard")
+        ));
+    }
+    let index = env_var(c, "JOB_COMPLETION_INDEX");
+    if index.is_none_or(|e| {
+        e["valueFrom"]["fieldRef"]["fieldPath"]
+            != "metadata.annotations['batch.kubernetes.io/job-completion-index']"
+    }) {
+        problems.push(format!(
+            "{at}: JOB_COMPLETION_INDEX is not the Job's completion index"
+        ));
+    }
+    problems
+}
+
+fn assert_none(problems: Vec<String>) {
+    assert!(problems.is_empty(), "\n{}", problems.join("\n"));
+}
+
+#[test]
+fn every_pod_fits_the_daemon() {
+    let expect = Expect::from_sources();
+    let objects = source_objects();
+    let workloads: Vec<&Object> = objects
+        .iter()
+        .filter(|o| o.pod_template().is_some())
+        .collect();
+    let kinds: BTreeSet<&str> = workloads.iter().map(|o| o.kind()).collect();
+    assert_eq!(
+        kinds,
+        BTreeSet::from(["CronJob", "Deployment"]),
+        "the daemon and the CronJob overlays"
+    );
+    assert_none(
+        workloads
+            .iter()
+            .flat_map(|o| pod_problems(o, &expect))
+            .collect(),
+    );
+}
+
+#[test]
+fn pods_run_one_image_in_one_way() {
+    // The pod spec is repeated in each overlay: what should not differ, does not.
+    let objects = source_objects();
+    let mut seen: BTreeMap<&str, BTreeSet<String>> = BTreeMap::new();
+    for o in objects.iter().filter(|o| o.pod_template().is_some()) {
+        let c = o.container().unwrap();
+        let spec = &o.pod_template().unwrap()["spec"];
+        let mut note = |what, v: &Value| seen.entry(what).or_default().insert(v.to_string());
+        note("image", &c["image"]);
+        note("resources", &c["resources"]);
+        note("securityContext", &c["securityContext"]);
+        note("volumeMounts", &c["volumeMounts"]);
+        note("pod securityContext", &spec["securityContext"]);
+        note("volumes", &spec["volumes"]);
+        note(
+            "terminationGracePeriodSeconds",
+            &spec["terminationGracePeriodSeconds"],
+        );
+        note("--config", &Value::from(flag(&args(c), "--config")));
+    }
+    let differing: Vec<String> = seen
+        .iter()
+        .filter(|(_, values)| values.len() != 1)
+        .map(|(what, values)| format!("{what} differs between pods: {values:?}"))
+        .collect();
+    assert_none(differing);
+}
+
+#[test]
+fn service_and_servicemonitor_reach_the_metrics() {
+    let expect = Expect::from_sources();
+    let objects = source_objects();
+    assert!(
+        objects.iter().any(|o| o.kind() == "ServiceMonitor"),
+        "the servicemonitor component"
+    );
+    assert_none(scrape_problems(&objects, &expect));
+}
+
+#[test]
+fn shards_agree_on_their_count() {
+    let objects = source_objects();
+    let sharded = objects
+        .iter()
+        .filter(|o| o.value["spec"]["jobTemplate"]["spec"]["completionMode"] == "Indexed")
+        .count();
+    assert_eq!(sharded, 1, "overlays/sharded has one Indexed CronJob");
+    assert_none(objects.iter().flat_map(shard_problems).collect());
+}
+
+#[test]
+fn secret_example_is_what_the_pods_mount() {
+    let objects = source_objects();
+    let secret = objects
+        .iter()
+        .find(|o| o.kind() == "Secret")
+        .expect("secret.example.yaml");
+    assert!(
+        secret.origin.ends_with("secret.example.yaml"),
+        "{}",
+        secret.at()
+    );
+    assert_eq!(secret.name(), "crossdock-registry-credentials");
+    assert_eq!(secret.value["type"], "kubernetes.io/dockerconfigjson");
+    let json = secret.value["stringData"][".dockerconfigjson"]
+        .as_str()
+        .expect("the .dockerconfigjson key");
+    let config: Value = serde_json::from_str(json).expect("a Docker config.json");
+    assert!(config["auths"].as_object().is_some_and(|a| !a.is_empty()));
+}
+
+#[test]
+fn kustomizations_list_every_manifest() {
+    // A manifest written but not listed would never be applied, nor rendered and validated.
+    let mut files = Vec::new();
+    yaml_files(&k8s_dir(), &mut files);
+    let mut problems = Vec::new();
+    for k in files
+        .iter()
+        .filter(|p| p.file_name().is_some_and(|n| n == "kustomization.yaml"))
+    {
+        let dir = k.parent().unwrap();
+        let doc = &yaml_docs(&read(k), &k.display().to_string())[0];
+        let listed: BTreeSet<&str> = doc["resources"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(str_of)
+            .collect();
+        for entry in &listed {
+            if !dir.join(entry).exists() {
+                problems.push(format!(
+                    "{}: lists {entry}, which does not exist",
+                    k.display()
+                ));
+            }
+        }
+        for f in std::fs::read_dir(dir).unwrap() {
+            let name = f.unwrap().file_name().to_string_lossy().into_owned();
+            let example = name.ends_with(".example.yaml");
+            if name.ends_with(".yaml")
+                && name != "kustomization.yaml"
+                && !example
+                && !listed.contains(name.as_str())
+            {
+                problems.push(format!("{}: does not list {name}", k.display()));
+            }
+        }
+    }
+    assert_none(problems);
+}
+
+#[test]
+fn dockerfile_runs_the_daemon_as_the_manifests_expect() {
+    let expect = Expect::from_sources();
+    let dockerfile = read(&deploy_dir().join("Dockerfile"));
+    let instruction = |name: &str| -> &str {
+        dockerfile
+            .lines()
+            .rev()
+            .find_map(|l| l.strip_prefix(name).and_then(|r| r.strip_prefix(' ')))
+            .unwrap_or_else(|| panic!("Dockerfile has no {name}"))
+    };
+    let exec = |name: &str| -> Vec<String> {
+        serde_json::from_str(instruction(name))
+            .unwrap_or_else(|e| panic!("{name} in exec form (no shell in the image): {e}"))
+    };
+    assert_eq!(exec("ENTRYPOINT"), ["crossdock"]);
+    let cmd = exec("CMD");
+    let cmd: Vec<&str> = cmd.iter().map(String::as_str).collect();
+    assert_eq!(cmd[0], "run");
+    let deployment = source_objects()
+        .into_iter()
+        .find(|o| o.kind() == "Deployment")
+        .unwrap();
+    let c = deployment.container().unwrap();
+    assert_eq!(
+        flag(&cmd, "--config"),
+        flag(&args(c), "--config"),
+        "the image's default --config is where the manifests mount it"
+    );
+    assert_eq!(instruction("EXPOSE"), expect.listen_port.to_string());
+    assert_eq!(instruction("USER"), format!("{NONROOT_UID}:{NONROOT_UID}"));
+}
+
+/// Each kustomization rendered by deploy/check.sh, and what it must hold.
+const RENDERS: [(&str, &[&str]); 4] = [
+    (
+        "base",
+        &["ConfigMap", "Deployment", "Service", "ServiceAccount"],
+    ),
+    ("cronjob", &["ConfigMap", "CronJob", "ServiceAccount"]),
+    ("sharded", &["ConfigMap", "CronJob", "ServiceAccount"]),
+    (
+        "monitored",
+        &[
+            "ConfigMap",
+            "Deployment",
+            "Service",
+            "ServiceAccount",
+            "ServiceMonitor",
+        ],
+    ),
+];
+
+#[test]
+#[ignore = "needs the output of deploy/check.sh: CROSSDOCK_DEPLOY_RENDERED=DIR"]
+fn rendered_objects_agree() {
+    let dir = std::env::var_os("CROSSDOCK_DEPLOY_RENDERED")
+        .map(PathBuf::from)
+        .expect("CROSSDOCK_DEPLOY_RENDERED: the directory deploy/check.sh renders into");
+    let source = Expect::from_sources();
+    let mut problems = Vec::new();
+    for (name, kinds) in RENDERS {
+        let objects = rendered_objects(&dir.join(format!("{name}.yaml")));
+        let found: BTreeSet<&str> = objects.iter().map(|o| o.kind()).collect();
+        if found != kinds.iter().copied().collect() {
+            problems.push(format!("{name}: renders {found:?}, expected {kinds:?}"));
+            continue;
+        }
+        // The generated ConfigMap (its name now carries a hash) is what the pods mount, and
+        // its config.toml is what the pods must fit.
+        let configmap = objects.iter().find(|o| o.kind() == "ConfigMap").unwrap();
+        let Some(config) = configmap.value["data"][source.config_key.as_str()].as_str() else {
+            problems.push(format!("{}: no {}", configmap.at(), source.config_key));
+            continue;
+        };
+        let expect = Expect::from_config(config, configmap.name(), &source.config_key);
+        for o in objects.iter().filter(|o| o.pod_template().is_some()) {
+            problems.extend(pod_problems(o, &expect));
+            problems.extend(shard_problems(o));
+        }
+        if found.contains("Deployment") {
+            problems.extend(scrape_problems(&objects, &expect));
+        }
+    }
+    assert_none(problems);
+}

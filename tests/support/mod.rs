@@ -1,0 +1,22 @@
+//! End-to-end test harness shared by every file in `tests/` (each does `mod support;`).
+//!
+//! It owns the *peer* side of every end-to-end test: real CNCF distribution 2.8 registries
+//! (`docker-registry`) started as child processes on free loopback ports ([`TestRegistry`]),
+//! deterministic image fixtures ([`fixtures`]), a deliberately independent raw HTTP client for
+//! seeding and checking registries ([`raw`]) and a wrapper around the peer tool `skopeo`
+//! ([`skopeo`]). None of it uses crossdock's own transport: a test that seeds or checks a
+//! registry with the code under test would prove nothing.
+//!
+//! Why real registries and not mocks: distribution has quirks (Accept negotiation, upload
+//! Location tokens, unsorted tag lists, …, see `/work/shared/regbench/RESULTS.md` §4) that a
+//! mock would only reproduce if we already knew them.
+#![allow(dead_code, unused_imports)]
+
+pub mod fixtures;
+pub mod raw;
+pub mod registry;
+pub mod skopeo;
+
+pub use fixtures::{BuiltImage, Format, ImageSpec, RawManifest, sha256_digest};
+pub use raw::{FetchedManifest, RawClient};
+pub use registry::{LoggedRequest, RequestKind, RequestMark, TestRegistry, TestRegistryBuilder};
