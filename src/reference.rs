@@ -6,10 +6,20 @@
 //! image is on Docker Hub (`docker.io`), where one-component names live under `library/`. Docker
 //! Hub's API is served at `registry-1.docker.io`, which [`Reference::api_host`] gives.
 //!
-//! Parsing does no I/O. Errors name the part that is wrong.
+//! A second form names an OCI image-layout folder: `oci:PATH[:TAG][@DIGEST]` (see
+//! [`Reference::layout`]). It parses into the same type so that every place taking a registry
+//! reference takes a layout too: its [`Reference::registry`] is the pseudo-registry
+//! `oci:<absolute path>` (so code keyed by registry name keeps one transport per folder, and two
+//! folders never share one) and its repository is empty (a layout holds one repository). The
+//! `oci:` prefix always means a layout, so a registry host literally named `oci` cannot be
+//! written with a port (`oci:5000/x` is the layout `5000/x`).
+//!
+//! Parsing does no I/O beyond reading the working directory to make a layout path absolute.
+//! Errors name the part that is wrong.
 
 use std::fmt;
 use std::net::IpAddr;
+use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
 use crate::digest::{Digest, DigestError};
@@ -22,6 +32,8 @@ pub const DOCKER_HUB_API: &str = "registry-1.docker.io";
 pub const MAX_TAG_LEN: usize = 128;
 /// Longest repository name (registry excluded), as distribution.
 pub const MAX_NAME_LEN: usize = 255;
+/// The prefix of a layout reference (`oci:PATH[:TAG][@DIGEST]`) and of its pseudo-registry name.
+pub const LAYOUT_PREFIX: &str = "oci:";
 
 /// Why a reference was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -67,6 +79,14 @@ pub enum ReferenceError {
         /// Why the digest was refused.
         #[source]
         source: DigestError,
+    },
+    /// An `oci:` layout reference is malformed.
+    #[error("invalid OCI layout reference {input:?}: {reason}")]
+    Layout {
+        /// Whole input.
+        input: String,
+        /// What is wrong.
+        reason: &'static str,
     },
     /// The repository name is too long.
     #[error("repository name in reference {input:?} is {len} characters, over {MAX_NAME_LEN}")]
@@ -207,6 +227,9 @@ impl Reference {
         if input.is_empty() {
             return Err(ReferenceError::Empty);
         }
+        if let Some(rest) = input.strip_prefix(LAYOUT_PREFIX) {
+            return parse_layout(input, rest);
+        }
         let (rest, digest) = match input.split_once('@') {
             Some((r, d)) => (
                 r,
@@ -278,12 +301,16 @@ impl Reference {
 
     /// A reference from parts that are already valid (registry and repository from another
     /// reference, a checked tag): used by the engine when re-targeting. Validates all parts.
+    /// For a layout pseudo-registry (`oci:PATH`) the repository is ignored.
     pub fn from_parts(
         registry: &str,
         repository: &str,
         tag: Option<&str>,
         digest: Option<&Digest>,
     ) -> Result<Self, ReferenceError> {
+        if let Some(path) = layout_path_of(registry) {
+            return Reference::layout(path, tag, digest.cloned());
+        }
         let mut s = format!("{registry}/{repository}");
         if let Some(t) = tag {
             s.push(':');
@@ -294,6 +321,23 @@ impl Reference {
             s.push_str(&d.to_string());
         }
         Reference::parse(&s)
+    }
+
+    /// A reference to the OCI image layout in folder `path` (relative to the working directory
+    /// unless absolute), optionally to one tag (an `org.opencontainers.image.ref.name` of its
+    /// `index.json`) and/or digest. The path is made absolute (`.` components and trailing `/`
+    /// removed, `..` and symlinks kept as they are: resolving them needs the file system).
+    pub fn layout(
+        path: &Path,
+        tag: Option<&str>,
+        digest: Option<Digest>,
+    ) -> Result<Self, ReferenceError> {
+        layout_reference(&path.to_string_lossy(), path, tag, digest)
+    }
+
+    /// The layout folder, when this reference names an OCI image layout.
+    pub fn layout_path(&self) -> Option<&Path> {
+        layout_path_of(&self.registry)
     }
 
     /// Checks a tag on its own (e.g. from `--tag`).
@@ -383,6 +427,67 @@ impl Reference {
     }
 }
 
+/// `oci:PATH[:TAG][@DIGEST]`, `rest` being what follows `oci:`. The digest is after the last
+/// `@` when no `/` follows it; the tag is after the last `:` that follows the last `/`. A path
+/// whose last component holds `:` or `@` is written with a trailing `/` (`oci:/d/a:b/:tag`).
+fn parse_layout(input: &str, rest: &str) -> Result<Reference, ReferenceError> {
+    let (rest, digest) = match rest.rsplit_once('@') {
+        Some((r, d)) if !d.contains('/') => (
+            r,
+            Some(Digest::parse(d).map_err(|source| ReferenceError::Digest {
+                input: input.to_string(),
+                source,
+            })?),
+        ),
+        _ => (rest, None),
+    };
+    let last_slash = rest.rfind('/').map(|i| i + 1).unwrap_or(0);
+    let (path, tag) = match rest[last_slash..].rfind(':') {
+        Some(i) => (&rest[..last_slash + i], Some(&rest[last_slash + i + 1..])),
+        None => (rest, None),
+    };
+    layout_reference(input, Path::new(path), tag, digest)
+}
+
+fn layout_reference(
+    input: &str,
+    path: &Path,
+    tag: Option<&str>,
+    digest: Option<Digest>,
+) -> Result<Reference, ReferenceError> {
+    let bad = |reason| ReferenceError::Layout {
+        input: input.to_string(),
+        reason,
+    };
+    if path.as_os_str().is_empty() {
+        return Err(bad("empty path: write oci:PATH[:TAG], e.g. oci:./layout:v1"));
+    }
+    if let Some(t) = tag {
+        check_tag(t).map_err(|reason| ReferenceError::Tag {
+            input: input.to_string(),
+            tag: t.to_string(),
+            reason,
+        })?;
+    }
+    let absolute: PathBuf = std::path::absolute(path)
+        .map_err(|_| bad("cannot make the path absolute (is the working directory gone?)"))?
+        .components()
+        .collect();
+    let absolute = absolute.to_str().ok_or_else(|| bad("path is not UTF-8"))?;
+    Ok(Reference {
+        registry: format!("{LAYOUT_PREFIX}{absolute}"),
+        repository: String::new(),
+        tag: tag.map(str::to_string),
+        digest,
+    })
+}
+
+/// The layout folder a pseudo-registry name (`oci:PATH`, from [`Reference::registry`]) stands
+/// for; `None` for a real registry.
+pub fn layout_path_of(registry: &str) -> Option<&Path> {
+    registry.strip_prefix(LAYOUT_PREFIX).map(Path::new)
+}
+
 /// The host to connect to for a registry name: Docker Hub's API host for `docker.io`.
 pub fn api_host(registry: &str) -> &str {
     if registry == DOCKER_HUB {
@@ -404,7 +509,18 @@ pub fn is_loopback_registry(registry: &str) -> bool {
 
 impl fmt::Display for Reference {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}/{}", self.registry, self.repository)?;
+        if let Some(path) = self.layout_path() {
+            write!(f, "{LAYOUT_PREFIX}{}", path.display())?;
+            // A last component holding ':' or '@' would read back as a tag or digest.
+            if path
+                .file_name()
+                .is_some_and(|n| n.to_string_lossy().contains([':', '@']))
+            {
+                f.write_str("/")?;
+            }
+        } else {
+            write!(f, "{}/{}", self.registry, self.repository)?;
+        }
         if let Some(t) = &self.tag {
             write!(f, ":{t}")?;
         }
@@ -492,6 +608,61 @@ mod tests {
         assert!(Reference::parse("a/b...c").is_err());
         assert!(Reference::parse("").is_err());
         assert!(Reference::parse(&format!("x/{}", "a".repeat(300))).is_err());
+    }
+
+    #[test]
+    fn layout_references() {
+        let r = Reference::parse("oci:/media/usb/repo:v1").unwrap();
+        assert_eq!(r.layout_path(), Some(Path::new("/media/usb/repo")));
+        assert_eq!(r.registry(), "oci:/media/usb/repo");
+        assert_eq!((r.repository(), r.tag()), ("", Some("v1")));
+        assert_eq!(r.to_string(), "oci:/media/usb/repo:v1");
+        assert_eq!(r.repository_only().to_string(), "oci:/media/usb/repo");
+        assert!(!r.is_loopback());
+        // Relative paths become absolute; '.' and trailing '/' go, '..' stays.
+        let r = Reference::parse("oci:./a/./b/").unwrap();
+        let cwd = std::env::current_dir().unwrap();
+        assert_eq!(r.layout_path().unwrap(), cwd.join("a/b"));
+        assert_eq!(r.tag(), None);
+        let r = Reference::parse("oci:/x/../y:t").unwrap();
+        assert_eq!(r.registry(), "oci:/x/../y");
+        // The tag is after the last ':' after the last '/'.
+        let r = Reference::parse("oci:/d/a:b/c:t").unwrap();
+        assert_eq!((r.registry(), r.tag()), ("oci:/d/a:b/c", Some("t")));
+        let r = Reference::parse("oci:/d/a:b/").unwrap();
+        assert_eq!((r.registry(), r.tag()), ("oci:/d/a:b", None));
+        assert_eq!(r.to_string(), "oci:/d/a:b/");
+        assert_eq!(Reference::parse(&r.to_string()).unwrap(), r);
+        // Digest, with and without tag; '@' inside a directory stays in the path.
+        let r = Reference::parse(&format!("oci:/d/l:v1@{D}")).unwrap();
+        assert_eq!((r.tag(), r.digest().unwrap().to_string()), (Some("v1"), D.into()));
+        assert_eq!(r.manifest_reference(), D);
+        assert_eq!(r.to_string(), format!("oci:/d/l:v1@{D}"));
+        let r = Reference::parse("oci:/u@h/l").unwrap();
+        assert_eq!((r.registry(), r.digest()), ("oci:/u@h/l", None));
+        // Re-targeting keeps the layout.
+        let again = Reference::from_parts(r.registry(), r.repository(), Some("x"), None).unwrap();
+        assert_eq!(again.to_string(), "oci:/u@h/l:x");
+        let again = Reference::layout(Path::new("/u@h/l"), Some("x"), None).unwrap();
+        assert_eq!(again.registry(), "oci:/u@h/l");
+    }
+
+    #[test]
+    fn layout_errors() {
+        for bad in ["oci:", "oci::v1", &format!("oci:@{D}")] {
+            assert!(
+                matches!(Reference::parse(bad), Err(ReferenceError::Layout { .. })),
+                "{bad}"
+            );
+        }
+        let e = Reference::parse("oci:/d/l:..").unwrap_err();
+        assert!(matches!(e, ReferenceError::Tag { .. }), "{e}");
+        let e = Reference::parse("oci:/d/l@sha256:zz").unwrap_err();
+        assert!(matches!(e, ReferenceError::Digest { .. }), "{e}");
+        assert!(Reference::layout(Path::new("/d"), Some("a/b"), None).is_err());
+        // Not a registry any more: `oci:` always means a layout.
+        let r = Reference::parse("oci:5000/x").unwrap();
+        assert!(r.layout_path().is_some());
     }
 
     #[test]

@@ -47,7 +47,11 @@ use raw::RawConfig;
 
 /// Loads and checks the file at `path` with overrides from the process environment.
 pub fn load(path: &Path) -> Result<Plan, ConfigErrors> {
-    load_with_env(path, std::env::vars())
+    // `std::env::vars` panics on a variable that is not Unicode; such a variable cannot be an
+    // override or a password crossdock could send anyway, so it is skipped.
+    let env = std::env::vars_os()
+        .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)));
+    load_with_env(path, env)
 }
 
 /// Loads and checks the file at `path` with overrides (and `password_env` values) from `env`.

@@ -5,8 +5,6 @@
 //! image limit; one failing image does not stop the others. A tag that differs at the target is
 //! moved (`on_conflict = "overwrite"`) or left alone and counted as kept (`"keep"`).
 
-// RegistryError is large (URL, registry error body); it is built on failures only.
-#![allow(clippy::result_large_err)]
 
 use std::sync::Arc;
 use std::time::Instant;

@@ -6,8 +6,6 @@
 //! configuration; both get credentials, in order, from explicit settings and then from Docker's
 //! `config.json`, and plain HTTP for loopback registries and those marked insecure.
 
-// RegistryError is large (URL, registry error body); it is built on failures only.
-#![allow(clippy::result_large_err)]
 
 use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;

@@ -75,13 +75,13 @@ pub struct RegistryError {
     /// The classification.
     pub kind: ErrorKind,
     /// What was being done, e.g. `GET manifest` (no secrets).
-    pub operation: String,
+    pub operation: &'static str,
     /// The URL or path concerned (never with credentials in it).
     pub url: String,
     /// HTTP status, if a response arrived.
     pub status: Option<u16>,
     /// The registry's error entries, if it sent a spec error body.
-    pub errors: Vec<RegistryErrorBody>,
+    pub errors: Box<[RegistryErrorBody]>,
     /// Extra explanation (a non-JSON body excerpt, our own finding).
     pub message: String,
     /// How long the registry asked us to wait (Retry-After).
@@ -92,13 +92,13 @@ pub struct RegistryError {
 
 impl RegistryError {
     /// A new error of `kind` for `operation` on `url`.
-    pub fn new(kind: ErrorKind, operation: impl Into<String>, url: impl Into<String>) -> Self {
+    pub fn new(kind: ErrorKind, operation: &'static str, url: impl Into<String>) -> Self {
         RegistryError {
             kind,
-            operation: operation.into(),
+            operation,
             url: url.into(),
             status: None,
-            errors: Vec::new(),
+            errors: Box::default(),
             message: String::new(),
             retry_after: None,
             source: None,
@@ -140,14 +140,14 @@ impl RegistryError {
     }
 
     /// An error for content that failed verification.
-    pub fn from_digest(operation: &str, url: &str, e: DigestError) -> Self {
+    pub fn from_digest(operation: &'static str, url: &str, e: DigestError) -> Self {
         RegistryError::new(ErrorKind::DigestInvalid, operation, url)
             .with_message(e.to_string())
             .with_source(e)
     }
 
     /// An error for a manifest that could not be read.
-    pub fn from_manifest(operation: &str, url: &str, e: ManifestError) -> Self {
+    pub fn from_manifest(operation: &'static str, url: &str, e: ManifestError) -> Self {
         let kind = match &e {
             ManifestError::Digest(_) => ErrorKind::DigestInvalid,
             ManifestError::Schema1 { .. } | ManifestError::UnsupportedMediaType { .. } => {

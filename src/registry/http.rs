@@ -14,9 +14,6 @@
 //! elsewhere (object storage behind a blob GET), or an upload `Location` or pagination `Link`
 //! pointing elsewhere, is followed without them.
 
-// `RegistryError` is ~136 bytes (URL, registry error entries, message, cause). Errors here are
-// rare next to the network round trip that produced them; boxing would buy nothing measurable.
-#![allow(clippy::result_large_err)]
 
 mod blob;
 mod exchange;

@@ -229,7 +229,7 @@ impl HttpRegistry {
                     let mut err =
                         RegistryError::new(ErrorKind::NotFound, call.op, display_url(&url))
                             .with_status(page.status);
-                    err.errors = errors;
+                    err.errors = errors.into();
                     return Err(err);
                 }
                 return Ok(None);

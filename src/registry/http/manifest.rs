@@ -22,7 +22,7 @@ use crate::registry::{ErrorKind, ManifestHead, RegistryError, Result};
 pub(super) const DOCKER_CONTENT_DIGEST: &str = "docker-content-digest";
 
 /// What a manifest reference is: a digest (content-addressed, verifiable) or a tag.
-fn digest_reference(op: &str, url: &str, reference: &str) -> Result<Option<Digest>> {
+fn digest_reference(op: &'static str, url: &str, reference: &str) -> Result<Option<Digest>> {
     if !reference.contains(':') {
         return Ok(None);
     }
@@ -33,7 +33,7 @@ fn digest_reference(op: &str, url: &str, reference: &str) -> Result<Option<Diges
 }
 
 /// The `Docker-Content-Digest` of an answer, if it sent one.
-pub(super) fn content_digest(op: &str, answer: &Answer) -> Result<Option<Digest>> {
+pub(super) fn content_digest(op: &'static str, answer: &Answer) -> Result<Option<Digest>> {
     let Some(value) = answer.header(DOCKER_CONTENT_DIGEST) else {
         return Ok(None);
     };

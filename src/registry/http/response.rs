@@ -112,7 +112,7 @@ pub(super) struct Bounded {
 
 /// Reads `resp`'s body, at most `limit` bytes, waiting at most `idle` for each chunk.
 pub(super) async fn read_bounded(
-    op: &str,
+    op: &'static str,
     resp: &mut reqwest::Response,
     limit: usize,
     idle: Duration,
@@ -148,7 +148,7 @@ pub(super) async fn read_bounded(
 /// The error for a response whose status the call did not expect. Reads at most
 /// [`ERROR_BODY_LIMIT`] of the body.
 pub(super) async fn error_from_response(
-    op: &str,
+    op: &'static str,
     mut resp: reqwest::Response,
     idle: Duration,
 ) -> RegistryError {
@@ -170,7 +170,7 @@ pub(super) async fn error_from_response(
     if errors.is_empty() && !body.is_empty() {
         err.message = excerpt(&body);
     }
-    err.errors = errors;
+    err.errors = errors.into();
     err
 }
 
@@ -208,7 +208,7 @@ fn chain_text(err: &(dyn StdError + 'static)) -> String {
 
 /// The error for a request that got no usable response: a content error when our own body
 /// stream refused the content, else a transport error (connect, TLS, reset, timeout).
-pub(super) fn request_error(op: &str, url: &Url, e: reqwest::Error) -> RegistryError {
+pub(super) fn request_error(op: &'static str, url: &Url, e: reqwest::Error) -> RegistryError {
     // reqwest's Display would print the full URL, query included.
     let e = e.without_url();
     if let Some(d) = find_digest_error(&e) {
@@ -232,7 +232,7 @@ pub(super) fn request_error(op: &str, url: &Url, e: reqwest::Error) -> RegistryE
 
 /// The error for a blob body stream (ours to upload) that failed: the digest or size mismatch
 /// when a verifying stream refused it, else the read error (a transport fault at the source).
-pub(super) fn body_error(op: &str, url: &Url, e: io::Error) -> RegistryError {
+pub(super) fn body_error(op: &'static str, url: &Url, e: io::Error) -> RegistryError {
     if let Some(d) = find_digest_error(&e) {
         return RegistryError::new(ErrorKind::DigestInvalid, op, display_url(url))
             .with_message(d.to_string())

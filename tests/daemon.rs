@@ -1,0 +1,496 @@
+//! The daemon and `sync` end to end, against real registries (issue 4).
+
+mod support;
+
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use support::{Format, ImageSpec, TestRegistry};
+
+fn bin() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_crossdock"));
+    c.env_remove("RUST_LOG")
+        .env("DOCKER_CONFIG", "/nonexistent-crossdock-test")
+        .env_remove("CROSSDOCK_SHARD")
+        .env_remove("CROSSDOCK_SHARD_COUNT");
+    c
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn write_config(dir: &Path, text: &str) -> PathBuf {
+    let p = dir.join("config.toml");
+    std::fs::File::create(&p)
+        .unwrap()
+        .write_all(text.as_bytes())
+        .unwrap();
+    p
+}
+
+fn sync(config: &Path, extra: &[&str]) -> Output {
+    bin()
+        .args(["sync", "--config", config.to_str().unwrap(), "--json"])
+        .args(extra)
+        .output()
+        .unwrap()
+}
+
+fn sync_json(config: &Path, extra: &[&str]) -> Value {
+    let out = sync(config, extra);
+    assert!(
+        out.status.success(),
+        "sync failed: {}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+fn states(report: &Value) -> Vec<(String, String)> {
+    let mut v: Vec<(String, String)> = report
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|run| run["images"].as_array().unwrap().clone())
+        .map(|i| {
+            (
+                i["target"].as_str().unwrap().to_string(),
+                i["state"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    v.sort();
+    v
+}
+
+fn image(seed: u64) -> support::BuiltImage {
+    ImageSpec::multi(Format::Oci, &["linux/amd64", "linux/arm64/v8"])
+        .seed(seed)
+        .build()
+}
+
+#[tokio::test]
+async fn sync_selects_tags_and_second_sync_is_a_no_op() {
+    let (a, b) = (TestRegistry::start(), TestRegistry::start());
+    let c = a.client();
+    let tags = [
+        "1.0.0",
+        "1.1.0",
+        "1.2.0",
+        "1.2.1",
+        "2.0.0",
+        "2.0.0-rc1",
+        "latest",
+        "edge",
+        "v0.9",
+    ];
+    for (i, t) in tags.iter().enumerate() {
+        c.push_image("app", t, &image(100 + i as u64)).await;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = write_config(
+        dir.path(),
+        &format!(
+            r#"
+[defaults]
+schedule = "@every 1h"
+[[rules]]
+name = "newest-two"
+source = "{a}/app"
+target = "{b}/newest/{{name}}"
+[rules.tags]
+semver = ">=1.0"
+newest = 2
+[[rules]]
+name = "regex"
+source = "{a}/app"
+target = "{b}/regex/{{repo}}"
+[rules.tags]
+include = ["^1\\."]
+exclude = ["^1\\.2\\.1$"]
+[[rules]]
+name = "listed"
+source = "{a}/app"
+target = "{b}/listed/app"
+tags = ["latest", "edge"]
+"#,
+            a = a.host(),
+            b = b.host()
+        ),
+    );
+    let first = sync_json(&cfg, &[]);
+    let got = states(&first);
+    let want: Vec<(String, String)> = [
+        "listed/app:edge",
+        "listed/app:latest",
+        "newest/app:1.2.1",
+        "newest/app:2.0.0",
+        "regex/app:1.0.0",
+        "regex/app:1.1.0",
+        "regex/app:1.2.0",
+    ]
+    .iter()
+    .map(|t| (format!("{}/{t}", b.host()), "copied".to_string()))
+    .collect();
+    assert_eq!(got, want);
+    let bc = b.client();
+    assert_eq!(
+        bc.head_manifest("newest/app", "2.0.0").await.as_deref(),
+        Some(image(104).digest())
+    );
+
+    // Nothing changed: every image up to date, and only HEADs (plus the tag lists) at the source.
+    let mark = a.request_mark();
+    let bmark = b.request_mark();
+    let second = sync_json(&cfg, &[]);
+    assert!(
+        states(&second).iter().all(|(_, s)| s == "up_to_date"),
+        "{second}"
+    );
+    let ra = a.requests_since(mark);
+    assert!(
+        ra.iter().all(|r| r.method == "HEAD"
+            || r.kind() == support::RequestKind::TagList { repo: "app".into() }),
+        "{ra:?}"
+    );
+    let rb = b.requests_since(bmark);
+    assert_eq!(rb.len(), 7, "one HEAD per target tag: {rb:?}");
+
+    // A source tag moves: the mirror follows on the next sync.
+    c.push_image("app", "latest", &image(999)).await;
+    let third = sync_json(&cfg, &["--rule", "listed"]);
+    assert!(states(&third).contains(&(format!("{}/listed/app:latest", b.host()), "copied".into())));
+    assert_eq!(
+        bc.head_manifest("listed/app", "latest").await.as_deref(),
+        Some(image(999).digest())
+    );
+}
+
+#[tokio::test]
+async fn keep_leaves_a_differing_tag_alone_and_unknown_rule_is_a_usage_error() {
+    let (a, b) = (TestRegistry::start(), TestRegistry::start());
+    a.client().push_image("app", "1.0", &image(1)).await;
+    b.client().push_image("app", "1.0", &image(2)).await;
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = write_config(
+        dir.path(),
+        &format!(
+            r#"
+[[rules]]
+name = "pinned"
+source = "{}/app"
+target = "{}/app"
+tags = ["1.0"]
+on_conflict = "keep"
+"#,
+            a.host(),
+            b.host()
+        ),
+    );
+    let report = sync_json(&cfg, &[]);
+    assert_eq!(states(&report)[0].1, "kept");
+    assert_eq!(
+        b.client().head_manifest("app", "1.0").await.as_deref(),
+        Some(image(2).digest())
+    );
+    let out = sync(&cfg, &["--rule", "nope"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("pinned"));
+}
+
+#[tokio::test]
+async fn two_shards_cover_every_rule_exactly_once() {
+    let (a, b) = (TestRegistry::start(), TestRegistry::start());
+    a.client().push_image("app", "v1", &image(5)).await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut text = String::new();
+    for i in 0..8 {
+        text.push_str(&format!(
+            "[[rules]]\nname = \"rule-{i}\"\nsource = \"{}/app\"\ntarget = \"{}/r{i}/app\"\ntags = [\"v1\"]\n",
+            a.host(),
+            b.host()
+        ));
+    }
+    let cfg = write_config(dir.path(), &text);
+    let mut seen = Vec::new();
+    for shard in ["0/2", "1/2"] {
+        let report = sync_json(&cfg, &["--shard", shard]);
+        let rules: Vec<String> = report
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["rule"].as_str().unwrap().to_string())
+            .collect();
+        assert!(!rules.is_empty(), "shard {shard} got no rule");
+        seen.extend(rules);
+    }
+    seen.sort();
+    let all: Vec<String> = (0..8).map(|i| format!("rule-{i}")).collect();
+    assert_eq!(seen, all, "every rule exactly once");
+    // The environment selects a shard too, as a Kubernetes Indexed Job does.
+    let out = bin()
+        .args([
+            "sync",
+            "--config",
+            cfg.to_str().unwrap(),
+            "--json",
+            "--dry-run",
+        ])
+        .env("CROSSDOCK_SHARD_COUNT", "2")
+        .env("JOB_COMPLETION_INDEX", "1")
+        .output()
+        .unwrap();
+    let r: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let n = r.as_array().unwrap().len();
+    assert!(n > 0 && n < 8, "{r}");
+}
+
+#[test]
+fn bad_config_exits_2_before_binding_the_port() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let cfg = write_config(
+        dir.path(),
+        &format!(
+            "[server]\nlisten = \"127.0.0.1:{port}\"\n[[rules]]\nname = \"x\"\nsource = \"localhost:5000/a\"\ntarget = \"localhost:5001/{{repo}}\"\ntags = [\"v1\"]\nshedule = \"@hourly\"\n"
+        ),
+    );
+    let out = bin()
+        .args(["run", "--config", cfg.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("shedule") && err.contains("schedule"), "{err}");
+}
+
+struct Daemon {
+    child: Child,
+    port: u16,
+    stderr: PathBuf,
+}
+
+impl Daemon {
+    fn start(config: &Path, port: u16, dir: &Path) -> Daemon {
+        let stderr = dir.join("daemon.log");
+        let child = bin()
+            .args([
+                "run",
+                "--config",
+                config.to_str().unwrap(),
+                "--log-level",
+                "info",
+            ])
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&stderr).unwrap())
+            .spawn()
+            .unwrap();
+        let d = Daemon {
+            child,
+            port,
+            stderr,
+        };
+        d.wait_for(Duration::from_secs(20), "ready", |d| {
+            d.get("/readyz").is_some_and(|(s, _)| s == 200)
+        });
+        d
+    }
+
+    fn get(&self, path: &str) -> Option<(u16, String)> {
+        // A plain HTTP/1.0 GET: the daemon's server is the thing under test, not a client.
+        use std::io::Read as _;
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", self.port)).ok()?;
+        s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+        write!(s, "GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").ok()?;
+        let mut text = String::new();
+        s.read_to_string(&mut text).ok()?;
+        let status = text.split(' ').nth(1)?.parse().ok()?;
+        let body = text.split_once("\r\n\r\n")?.1.to_string();
+        Some((status, body))
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.stderr).unwrap_or_default()
+    }
+
+    fn wait_for(&self, timeout: Duration, what: &str, mut f: impl FnMut(&Daemon) -> bool) {
+        let start = Instant::now();
+        while start.elapsed() < timeout {
+            if f(self) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        panic!("timed out waiting for {what}; daemon log:\n{}", self.log());
+    }
+
+    fn signal(&self, sig: &str) {
+        let st = Command::new("kill")
+            .args([&format!("-{sig}"), &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(st.success());
+    }
+
+    fn wait_exit(&mut self, timeout: Duration) -> std::process::ExitStatus {
+        let start = Instant::now();
+        loop {
+            if let Some(st) = self.child.try_wait().unwrap() {
+                return st;
+            }
+            assert!(
+                start.elapsed() < timeout,
+                "daemon did not exit:\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn metric(text: &str, prefix: &str) -> f64 {
+    text.lines()
+        .filter(|l| l.starts_with(prefix))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+#[test]
+fn daemon_mirrors_on_schedule_follows_moves_reloads_and_counts() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let (a, b) = (TestRegistry::start(), TestRegistry::start());
+    rt.block_on(a.client().push_image("app", "latest", &image(10)));
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let rule = |name: &str| {
+        format!(
+            "[server]\nlisten = \"127.0.0.1:{port}\"\n[daemon]\nshutdown_grace = \"10s\"\n[[rules]]\nname = \"{name}\"\nsource = \"{}/app\"\ntarget = \"{}/mirror/app\"\ntags = [\"latest\"]\nschedule = \"@every 1s\"\n",
+            a.host(),
+            b.host()
+        )
+    };
+    let cfg = write_config(dir.path(), &rule("app"));
+    let mut d = Daemon::start(&cfg, port, dir.path());
+    let bc = b.client();
+    let head = |tag: &str| rt.block_on(bc.head_manifest("mirror/app", tag));
+    d.wait_for(Duration::from_secs(20), "first mirror", |_| {
+        head("latest").as_deref() == Some(image(10).digest())
+    });
+    // The source tag moves; the mirror follows within a few runs.
+    rt.block_on(a.client().push_image("app", "latest", &image(11)));
+    d.wait_for(Duration::from_secs(20), "mirror follows", |_| {
+        head("latest").as_deref() == Some(image(11).digest())
+    });
+    let (_, metrics) = d.get("/metrics").unwrap();
+    assert!(
+        metric(
+            &metrics,
+            "crossdock_rule_runs_total{rule=\"app\",result=\"ok\"}"
+        ) >= 2.0,
+        "{metrics}"
+    );
+    assert!(
+        metric(&metrics, "crossdock_blobs_total{outcome=\"copied\"}") >= 4.0,
+        "{metrics}"
+    );
+    assert!(metric(&metrics, "crossdock_registry_requests_total") > 0.0);
+    assert!(
+        metric(
+            &metrics,
+            "crossdock_rule_last_success_timestamp_seconds{rule=\"app\"}"
+        ) > 1.7e9
+    );
+    let (_, status) = d.get("/status").unwrap();
+    let status: Value = serde_json::from_str(&status).unwrap();
+    assert_eq!(
+        status["rules"]["app"]["last_run"]["result"], "ok",
+        "{status}"
+    );
+    assert!(status["rules"]["app"]["next_run"].is_string());
+
+    // SIGHUP with a bad file: refused, the old rule keeps running.
+    std::fs::write(&cfg, "[[rules]]\nname = 3\n").unwrap();
+    d.signal("HUP");
+    d.wait_for(Duration::from_secs(10), "reload refused", |d| {
+        d.log().contains("reload refused")
+    });
+    let (_, status) = d.get("/status").unwrap();
+    assert!(status.contains("\"app\""), "{status}");
+    // SIGHUP with a good file: the new rule replaces the old.
+    std::fs::write(&cfg, rule("renamed")).unwrap();
+    d.signal("HUP");
+    d.wait_for(Duration::from_secs(10), "reloaded", |d| {
+        d.get("/status")
+            .is_some_and(|(_, s)| s.contains("\"renamed\"") && !s.contains("\"app\""))
+    });
+    d.signal("TERM");
+    let st = d.wait_exit(Duration::from_secs(20));
+    assert!(st.success(), "{st:?}\n{}", d.log());
+}
+
+#[test]
+fn sigterm_during_a_large_copy_leaves_the_target_consistent() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let (a, b) = (TestRegistry::start(), TestRegistry::start());
+    let big = ImageSpec::multi(Format::Oci, &["linux/amd64", "linux/arm64/v8"])
+        .layers(4)
+        .layer_size(24 * 1024 * 1024)
+        .seed(77)
+        .build();
+    rt.block_on(a.client().push_image("big", "v1", &big));
+    let dir = tempfile::tempdir().unwrap();
+    for (grace, name) in [("30s", "drained"), ("0s", "cut")] {
+        let port = free_port();
+        let cfg = write_config(
+            dir.path(),
+            &format!(
+                "[server]\nlisten = \"127.0.0.1:{port}\"\n[daemon]\nshutdown_grace = \"{grace}\"\n[[rules]]\nname = \"big\"\nsource = \"{}/big\"\ntarget = \"{}/{name}/big\"\ntags = [\"v1\"]\nschedule = \"@every 1h\"\n",
+                a.host(),
+                b.host()
+            ),
+        );
+        let mark = b.request_mark();
+        let mut d = Daemon::start(&cfg, port, dir.path());
+        // Wait until blobs are moving, then stop.
+        d.wait_for(Duration::from_secs(30), "upload started", |_| {
+            b.requests_since(mark).iter().any(|r| r.method == "POST")
+        });
+        d.signal("TERM");
+        let st = d.wait_exit(Duration::from_secs(60));
+        assert!(st.success(), "{st:?}");
+        let repo = format!("{name}/big");
+        let tag = rt.block_on(b.client().head_manifest(&repo, "v1"));
+        if name == "drained" {
+            assert_eq!(
+                tag.as_deref(),
+                Some(big.digest()),
+                "grace let the copy finish"
+            );
+        }
+        // Either way: a tag, if present, points at a complete image.
+        if tag.is_some() {
+            for d in big.blobs.keys() {
+                assert!(
+                    rt.block_on(b.client().blob_exists(&repo, d)),
+                    "{d} missing under a tag"
+                );
+            }
+        }
+    }
+}
