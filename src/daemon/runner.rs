@@ -5,7 +5,6 @@
 //! image limit; one failing image does not stop the others. A tag that differs at the target is
 //! moved (`on_conflict = "overwrite"`) or left alone and counted as kept (`"keep"`).
 
-
 use std::sync::Arc;
 use std::time::Instant;
 

@@ -14,7 +14,6 @@
 //! elsewhere (object storage behind a blob GET), or an upload `Location` or pagination `Link`
 //! pointing elsewhere, is followed without them.
 
-
 mod blob;
 mod exchange;
 mod listing;
