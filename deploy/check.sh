@@ -4,7 +4,8 @@
 #  2. validates every rendered object: Kubernetes' own kinds with `kubernetes-validate --strict`
 #     against the oldest and the newest Kubernetes version we support, the ServiceMonitor
 #     against the prometheus-operator schema (deploy/rendered.py);
-#  3. runs `crossdock check-config` on the config.toml of every rendered ConfigMap;
+#  3. runs `crossdock check-config` on the config.toml of every rendered ConfigMap, and has
+#     crossdock's own parser accept the arguments of every rendered crossdock container;
 #  4. runs tests/deploy.rs, including its checks of the rendered objects;
 #  5. lints deploy/Dockerfile with hadolint, and checks the assumptions of its build (Cargo.lock
 #     satisfies `--locked`) and of its runtime image (the binary needs no library that
@@ -17,10 +18,10 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-# The oldest Kubernetes release the manifests promise to work on (backoffLimitPerIndex is on by
-# default from 1.29; 1.30 is the oldest schema set we keep), and the newest that
-# kubernetes-validate knows.
-K8S_VERSIONS=(1.30.0 1.37.0)
+# The oldest Kubernetes release the manifests are for (the sharded overlay's
+# backoffLimitPerIndex is on by default from 1.29; older releases drop the field), and the
+# newest that kubernetes-validate knows.
+K8S_VERSIONS=(1.29.0 1.37.0)
 # Every kustomization a user may apply, by the name of its rendered file.
 declare -A KUSTOMIZATIONS=(
   [base]=deploy/kubernetes/base
@@ -71,24 +72,36 @@ for name in $(printf '%s\n' "${!KUSTOMIZATIONS[@]}" | sort); do
   dir=${KUSTOMIZATIONS[$name]}
   echo "==> deploy: kustomize $dir"
   "$bin/kubectl" kustomize "$dir" >"$out/$name.yaml"
-  # Built-in kinds to $out/$name.builtin.yaml, custom resources checked here, and each
-  # ConfigMap's config.toml to $out/$name.config/.
-  "$bin/python" deploy/rendered.py "$out/$name.yaml" "$out/$name.builtin.yaml" "$out/$name.config"
+  # Built-in kinds to $name.builtin.yaml, custom resources checked here, and into $name.d/
+  # each ConfigMap's config.toml and each crossdock container's arguments.
+  "$bin/python" deploy/rendered.py "$out/$name.yaml" "$out/$name.builtin.yaml" "$out/$name.d"
   for version in "${K8S_VERSIONS[@]}"; do
     "$bin/kubernetes-validate" --strict --quiet --kubernetes-version "$version" "$out/$name.builtin.yaml"
   done
   echo "    valid against Kubernetes ${K8S_VERSIONS[*]} (strict)"
-  configs=("$out/$name.config"/*.toml)
-  if [ ! -e "${configs[0]}" ]; then
-    echo "error: $dir renders no ConfigMap with a config.toml" >&2
-    exit 1
-  fi
-  for config in "${configs[@]}"; do
-    # Any failure here, including a binary without the check-config command, fails the check.
-    if ! "$crossdock" check-config "$config"; then
-      echo "error: crossdock check-config $config failed (the ConfigMap of $dir)" >&2
+  for kind in toml args; do
+    found=("$out/$name.d"/*."$kind")
+    if [ ! -e "${found[0]}" ]; then
+      echo "error: $dir renders no crossdock ${kind/toml/config.toml}" >&2
       exit 1
     fi
+  done
+  for config in "$out/$name.d"/*.toml; do
+    # Any failure here, including a binary without the check-config command, fails the check.
+    if ! "$crossdock" check-config "$config" | sed 's/^/    /'; then
+      echo "error: crossdock check-config failed on the ConfigMap of $dir ($config)" >&2
+      exit 1
+    fi
+  done
+  for argv in "$out/$name.d"/*.args; do
+    mapfile -d '' -t args <"$argv"
+    # clap parses in order and acts on --help where it meets it: a command, flag or value it
+    # does not accept before that is an error (exit 2), as it would be in the pod.
+    if ! "$crossdock" "${args[@]}" --help >/dev/null; then
+      echo "error: crossdock refuses the arguments of $(basename "$argv" .args) in $dir: ${args[*]}" >&2
+      exit 1
+    fi
+    echo "    $(basename "$argv" .args): crossdock accepts ${args[*]}"
   done
 done
 

@@ -1,5 +1,5 @@
-"""Sorts the objects of one rendered kustomization for deploy/check.sh, and checks the ones that
-kubernetes-validate cannot.
+"""Sorts the objects of one rendered kustomization for deploy/check.sh, checks the ones that
+kubernetes-validate cannot, and extracts what the crossdock binary itself should check.
 
 kubernetes-validate bundles the schemas of Kubernetes' own kinds only: it passes a custom
 resource such as the Prometheus Operator's ServiceMonitor with a mere warning, so a typo there
@@ -9,13 +9,17 @@ would go unnoticed. This script therefore
   (the pydantic models of PyPI `cloudcoil.models.prometheus_operator`, made strict: an unknown
   field is an error, as with `--strict`);
 - refuses any other kind it does not know, so that a new custom resource gets a check too;
-- writes the `config.toml` of every ConfigMap to a directory, for `crossdock check-config`.
+- writes into OUT_DIR the `config.toml` of every ConfigMap (NAME.toml, for
+  `crossdock check-config`) and the arguments of every crossdock container (KIND-NAME.args,
+  NUL-separated, with the kubelet's `$(VAR)` expansion done from the container's env), so that
+  check.sh can have the binary's own parser accept them.
 
-Usage: rendered.py RENDERED.yaml BUILTIN_OUT.yaml CONFIG_DIR
+Usage: rendered.py RENDERED.yaml BUILTIN_OUT.yaml OUT_DIR
 Exit status 0 when all is well, 1 with the problems on stderr.
 """
 
 import pathlib
+import re
 import sys
 
 import jsonschema
@@ -23,6 +27,10 @@ import yaml
 
 # API groups whose schemas kubernetes-validate bundles ("" is the core group, `v1`).
 BUILTIN_GROUPS = {"", "apps", "batch", "policy", "rbac.authorization.k8s.io", "networking.k8s.io"}
+
+# What a downward-API variable stands for when the arguments are checked offline: the first
+# pod of an Indexed Job.
+FIELD_EXAMPLES = {"metadata.annotations['batch.kubernetes.io/job-completion-index']": "0"}
 
 
 def group_of(api_version: str) -> str:
@@ -51,12 +59,42 @@ def servicemonitor_validator():
     return jsonschema.Draft202012Validator(make_strict(schema))
 
 
-def main(rendered: str, builtin_out: str, config_dir: str) -> int:
+def pod_spec(doc):
+    spec = doc.get("spec", {})
+    if doc["kind"] == "CronJob":
+        spec = spec.get("jobTemplate", {}).get("spec", {})
+    template = spec.get("template")
+    return template.get("spec") if template else None
+
+
+def expanded_args(container, where, problems):
+    """The container's arguments as the kubelet passes them: `$(VAR)` replaced by the value of
+    the container's variable VAR."""
+    env = {}
+    for var in container.get("env", []):
+        if "value" in var:
+            env[var["name"]] = var["value"]
+        else:
+            field = var.get("valueFrom", {}).get("fieldRef", {}).get("fieldPath")
+            if field in FIELD_EXAMPLES:
+                env[var["name"]] = FIELD_EXAMPLES[field]
+
+    def expand(match):
+        name = match.group(1)
+        if name not in env:
+            problems.append(f"{where}: $({name}) in the arguments has no value to check with")
+            return match.group(0)
+        return env[name]
+
+    return [re.sub(r"\$\(([A-Za-z_][A-Za-z0-9_]*)\)", expand, a) for a in container.get("args", [])]
+
+
+def main(rendered: str, builtin_out: str, out_dir: str) -> int:
     docs = [d for d in yaml.safe_load_all(pathlib.Path(rendered).read_text()) if d]
     problems = []
     builtin = []
-    configs = pathlib.Path(config_dir)
-    configs.mkdir(parents=True, exist_ok=True)
+    out = pathlib.Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
     sm_validator = None
 
     for doc in docs:
@@ -66,9 +104,12 @@ def main(rendered: str, builtin_out: str, config_dir: str) -> int:
         if group_of(api_version) in BUILTIN_GROUPS:
             builtin.append(doc)
             if kind == "ConfigMap" and "config.toml" in doc.get("data", {}):
-                out = configs / f"{name}.toml"
-                out.write_text(doc["data"]["config.toml"])
-                print(f"{where}: config.toml -> {out}")
+                (out / f"{name}.toml").write_text(doc["data"]["config.toml"])
+            spec = pod_spec(doc)
+            for container in (spec or {}).get("containers", []):
+                if container.get("name") == "crossdock":
+                    args = expanded_args(container, where, problems)
+                    (out / f"{kind}-{name}.args").write_text("".join(a + "\0" for a in args))
         elif (api_version, kind) == ("monitoring.coreos.com/v1", "ServiceMonitor"):
             sm_validator = sm_validator or servicemonitor_validator()
             errors = sorted(sm_validator.iter_errors(doc), key=lambda e: list(e.absolute_path))
@@ -76,7 +117,7 @@ def main(rendered: str, builtin_out: str, config_dir: str) -> int:
                 path = ".".join(str(p) for p in e.absolute_path) or "(root)"
                 problems.append(f"{where}: {path}: {e.message}")
             if not errors:
-                print(f"{where}: valid against the prometheus-operator v0.80 ServiceMonitor schema")
+                print(f"    {kind}/{name}: valid against prometheus-operator v0.80's schema (strict)")
         else:
             problems.append(f"{where}: no schema known for {api_version} {kind}; add a check")
 

@@ -476,3 +476,66 @@ async fn bad_references_are_usage_errors() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("UPPER") && err.contains("lowercase"), "{err}");
 }
+
+#[tokio::test]
+async fn three_targets_read_each_blob_once_and_a_failing_target_spares_the_others() {
+    let (a, b, c) = (
+        TestRegistry::start(),
+        TestRegistry::start(),
+        TestRegistry::start(),
+    );
+    let locked = TestRegistry::start_with_auth("u", "p");
+    let image = ImageSpec::multi(Format::Oci, &PLATFORMS)
+        .layer_size(128 * 1024)
+        .seed(51)
+        .build();
+    a.client().push_image("app", "v1", &image).await;
+    let mark = a.request_mark();
+    let report = json(&crossdock(&[
+        "import",
+        &a.image_ref("app", "v1"),
+        &b.image_ref("one/app", "v1"),
+        &b.image_ref("two/app", "v1"),
+        &c.image_ref("app", "v1"),
+        "--json",
+    ]));
+    for t in 0..3 {
+        assert_eq!(
+            report["targets"][t]["status"]["state"], "copied",
+            "{report}"
+        );
+    }
+    assert_complete(&b, "one/app", &image).await;
+    assert_complete(&b, "two/app", &image).await;
+    assert_complete(&c, "app", &image).await;
+    let blob_gets: Vec<_> = a
+        .requests_since(mark)
+        .into_iter()
+        .filter(|r| r.is("GET", RequestKind::is_blob))
+        .collect();
+    assert_eq!(
+        blob_gets.len(),
+        image.blobs.len(),
+        "each blob read once for three targets: {blob_gets:?}"
+    );
+
+    // A target that refuses us fails alone; the others are written and the exit code says so.
+    let out = crossdock(&[
+        "import",
+        &a.image_ref("app", "v1"),
+        &locked.image_ref("app", "v1"),
+        &c.image_ref("again/app", "v1"),
+        "--json",
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        report["targets"][0]["status"]["state"], "failed",
+        "{report}"
+    );
+    assert_eq!(
+        report["targets"][1]["status"]["state"], "copied",
+        "{report}"
+    );
+    assert_complete(&c, "again/app", &image).await;
+}

@@ -118,39 +118,18 @@ pub async fn run(args: InspectArgs) -> anyhow::Result<u8> {
     Ok(0)
 }
 
-/// Reads `os/arch[/variant]` from an image config blob (small; read whole, verified).
+/// `os/arch[/variant]` of a single image, read from its config blob (see
+/// [`crate::copy::compose::read_platform`]), or `-` when it cannot be read.
 pub async fn read_platform(
     t: &dyn crate::registry::Transport,
     repo: &str,
     config: &crate::manifest::Descriptor,
 ) -> String {
-    use futures_util::TryStreamExt;
-    if config.size > 1024 * 1024 {
-        return "-".into();
-    }
-    let Ok(body) = t.blob_get(repo, &config.digest).await else {
-        return "-".into();
-    };
-    let verified =
-        crate::digest::VerifyingStream::new(body.stream, config.digest.clone(), Some(config.size));
-    let Ok(chunks) = verified.try_collect::<Vec<_>>().await else {
-        return "-".into();
-    };
-    let bytes: Vec<u8> = chunks.concat();
-    #[derive(serde::Deserialize)]
-    struct Cfg {
-        #[serde(default)]
-        os: String,
-        #[serde(default)]
-        architecture: String,
-        #[serde(default)]
-        variant: Option<String>,
-    }
-    match serde_json::from_slice::<Cfg>(&bytes) {
-        Ok(c) if !c.os.is_empty() => match c.variant {
-            Some(v) => format!("{}/{}/{v}", c.os, c.architecture),
-            None => format!("{}/{}", c.os, c.architecture),
-        },
-        _ => "-".into(),
+    match crate::copy::compose::read_platform(t, repo, config).await {
+        Ok(p) => p.to_string(),
+        Err(e) => {
+            tracing::debug!(error = %e, "platform unknown");
+            "-".into()
+        }
     }
 }

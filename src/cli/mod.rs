@@ -6,7 +6,10 @@
 
 mod daemon;
 mod import;
+mod index;
 mod inspect;
+mod login;
+mod ls;
 mod progress;
 
 use std::path::PathBuf;
@@ -77,16 +80,23 @@ pub struct RegistryFlags {
     /// proxies that limit request size).
     #[arg(long, value_name = "BYTES")]
     pub chunk_size: Option<u64>,
+    /// Fail a request when the registry sends nothing (or takes none of an upload) for this
+    /// many seconds; a slow transfer that keeps moving is never cut off. Default 120.
+    #[arg(long, value_name = "SECS", value_parser = clap::value_parser!(u64).range(1..))]
+    pub read_timeout: Option<u64>,
 }
 
 impl RegistryFlags {
     /// A connector for these flags; `source` and `targets` name the registries the credentials
     /// flags apply to.
     pub fn connector(&self, source: Option<&str>, targets: &[&str]) -> anyhow::Result<Connector> {
-        let defaults = HttpOptions {
+        let mut defaults = HttpOptions {
             chunk_size: self.chunk_size,
             ..HttpOptions::default()
         };
+        if let Some(secs) = self.read_timeout {
+            defaults.read_timeout = std::time::Duration::from_secs(secs);
+        }
         let mut c = Connector::new(defaults);
         for r in &self.insecure_registry {
             c.add_insecure(r);
@@ -123,12 +133,20 @@ pub enum Command {
     Import(import::ImportArgs),
     /// Show a manifest as the registry serves it, or its platforms.
     Inspect(inspect::InspectArgs),
+    /// Compose a multi-platform index from single-platform images (`index create`).
+    Index(index::IndexArgs),
     /// Run the mirroring daemon: every rule on its schedule, with health and metrics.
     Run(daemon::RunArgs),
     /// Run every rule (or one) once, then exit: 0 if all succeeded.
     Sync(daemon::SyncArgs),
     /// Check a configuration file and report every problem.
     CheckConfig(daemon::CheckArgs),
+    /// List a repository's tags (with --digests, --platforms).
+    Ls(ls::LsArgs),
+    /// Check credentials against a registry and store them in Docker's config.json.
+    Login(login::LoginArgs),
+    /// Remove stored credentials for a registry.
+    Logout(login::LogoutArgs),
 }
 
 /// Runs the parsed command line and returns the process exit code.
@@ -136,9 +154,13 @@ pub async fn run(cli: Cli) -> anyhow::Result<u8> {
     match cli.command {
         Command::Import(a) => import::run(a).await,
         Command::Inspect(a) => inspect::run(a).await,
+        Command::Index(a) => index::run(a).await,
         Command::Run(a) => daemon::run(a).await,
         Command::Sync(a) => daemon::sync(a).await,
         Command::CheckConfig(a) => daemon::check_config(a),
+        Command::Ls(a) => ls::run(a).await,
+        Command::Login(a) => login::login(a).await,
+        Command::Logout(a) => login::logout(a),
     }
 }
 

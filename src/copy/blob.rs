@@ -62,7 +62,7 @@ impl BlobJob {
             digest: self.descriptor.digest.clone(),
             source_repo: format!("{}/{}", self.source.name(), self.source_repo),
             target_repo: format!("{}/{}", self.target.name(), self.target_repo),
-            error,
+            error: Box::new(error),
         }
     }
 

@@ -18,6 +18,8 @@
 //! remembers where it put blobs so later copies into the same registry mount instead of upload.
 
 mod blob;
+pub mod compose;
+mod fanout;
 mod referrers;
 mod report;
 mod walk;
@@ -50,7 +52,7 @@ pub enum CopyError {
         reference: String,
         /// The transport error.
         #[source]
-        error: RegistryError,
+        error: Box<RegistryError>,
     },
     /// Checking or writing a target failed outside a blob transfer.
     #[error("target {target}: {error}")]
@@ -59,7 +61,7 @@ pub enum CopyError {
         target: String,
         /// The transport error.
         #[source]
-        error: RegistryError,
+        error: Box<RegistryError>,
     },
     /// A target tag points at another image and the copy was not forced.
     #[error(
@@ -85,7 +87,7 @@ pub enum CopyError {
         target_repo: String,
         /// The transport error (DigestInvalid for content that failed verification).
         #[source]
-        error: RegistryError,
+        error: Box<RegistryError>,
     },
     /// The platform filter matched nothing.
     #[error("no platform of the source matches {wanted:?}; it has {available:?}")]
@@ -152,7 +154,7 @@ impl CopyError {
     fn source(what: impl std::fmt::Display, error: RegistryError) -> Self {
         CopyError::Source {
             reference: what.to_string(),
-            error,
+            error: Box::new(error),
         }
     }
 }
@@ -343,33 +345,33 @@ impl Engine {
         let repo = source.reference.repository();
         let src_display = source.reference.to_string();
 
-        // 1. Resolve the source to a digest, once.
-        let (source_digest, mut root) = match source.reference.digest() {
-            Some(d) => (d.clone(), None),
+        // 1. Resolve the source to a digest, once. With a platform filter the target digest is
+        // that of the filtered index, which needs the source index: one GET (by tag, verified
+        // against its own bytes) then serves both; without a filter one HEAD does.
+        let mut root: Option<Manifest> = None;
+        let source_digest = match source.reference.digest() {
+            Some(d) => d.clone(),
             None => {
                 let tag = source.reference.manifest_reference();
-                match src.manifest_head(repo, &tag).await {
-                    Ok(Some(head)) => (head.digest, None),
-                    Ok(None) => {
-                        return Err(CopyError::source(
-                            &src_display,
-                            RegistryError::new(
-                                crate::registry::ErrorKind::NotFound,
-                                "HEAD manifest",
-                                &src_display,
-                            )
-                            .with_message("no such tag at the source"),
-                        ));
-                    }
-                    // Some registries answer HEAD without a digest: read the manifest instead.
-                    Err(e) if e.kind == crate::registry::ErrorKind::Invalid => {
+                let head = if opts.platforms.is_empty() {
+                    src.manifest_head(repo, &tag)
+                        .await
+                        .map_err(|e| CopyError::source(&src_display, e))?
+                        .map(|h| h.digest)
+                } else {
+                    None
+                };
+                match head {
+                    Some(d) => d,
+                    None => {
                         let m = src
                             .manifest_get(repo, &tag)
                             .await
                             .map_err(|e| CopyError::source(&src_display, e))?;
-                        (m.digest().clone(), Some(m))
+                        let d = m.digest().clone();
+                        root = Some(m);
+                        d
                     }
-                    Err(e) => return Err(CopyError::source(&src_display, e)),
                 }
             }
         };
@@ -382,17 +384,14 @@ impl Engine {
                     .map_err(|e| CopyError::source(&src_display, e)),
             }
         };
-
-        // With a platform filter the target digest is that of the filtered index, which needs
-        // the source index; without one it is the source digest and no read is needed yet.
-        let mut image: Option<SourceImage> = None;
+        let mut selected: Option<(Manifest, bool)> = None;
         let wanted = if opts.platforms.is_empty() {
             source_digest.clone()
         } else {
             let m = fetch_root(root.take()).await?;
-            let walked = walk::walk(src, repo, m, &self.walk_opts(opts)).await?;
-            let d = walked.root.digest().clone();
-            image = Some(walked);
+            let (top, filtered) = walk::select_platforms(m, &opts.platforms)?;
+            let d = top.digest().clone();
+            selected = Some((top, filtered));
             d
         };
 
@@ -407,7 +406,7 @@ impl Engine {
                 Err(error) => {
                     report.fail(CopyError::Target {
                         target: t.display(),
-                        error,
+                        error: Box::new(error),
                     });
                 }
                 Ok(state) => {
@@ -457,13 +456,14 @@ impl Engine {
         }
 
         // 3. Read the source tree (once for all targets).
-        let image = match image {
-            Some(i) => i,
-            None => {
-                let m = fetch_root(root.take()).await?;
-                walk::walk(src, repo, m, &self.walk_opts(opts)).await?
-            }
+        let (top, filtered) = match selected {
+            Some(sel) => sel,
+            None => (fetch_root(root.take()).await?, false),
         };
+        let walk_opts = walk::WalkOptions {
+            include_foreign: opts.include_foreign,
+        };
+        let image = walk::walk(src, repo, source_digest.clone(), top, filtered, &walk_opts).await?;
         report.media_type = image.root.media_type().to_string();
         report.filtered = image.filtered;
         report.platforms = image.platforms.clone();
@@ -480,18 +480,33 @@ impl Engine {
             Vec::new()
         };
 
+        // Several targets: each blob is read from the source once and teed to every target
+        // that needs it ([`fanout`]); a target whose blobs failed gets no manifest.
+        let fanned = pending.len() > 1;
+        let mut blob_failures: Vec<Option<CopyError>> = pending.iter().map(|_| None).collect();
+        let all_counters: Vec<Counters> = pending.iter().map(|_| Counters::default()).collect();
+        if fanned {
+            let ts: Vec<&Target> = pending.iter().map(|&i| &targets[i]).collect();
+            self.fan_out_blobs(source, &ts, &image, opts, &all_counters, &mut blob_failures)
+                .await;
+        }
+
         // Futures are collected before they are polled: a stream adapter holding a closure
         // across an await makes the whole copy future !Send (rust-lang/rust#102211).
         let futs: Vec<_> = pending
             .into_iter()
-            .map(|i| {
+            .zip(blob_failures)
+            .zip(all_counters)
+            .map(|((i, failure), counters)| {
                 let image = &image;
                 let t = &targets[i];
                 let referrer_items = &referrer_items;
                 async move {
-                    let counters = Counters::default();
+                    if let Some(e) = failure {
+                        return (i, Err(e));
+                    }
                     let r = self
-                        .push_image(source, t, image, opts, &counters)
+                        .push_image(source, t, image, opts, &counters, fanned)
                         .await
                         .and(Ok(()));
                     let r = match r {
@@ -530,13 +545,6 @@ impl Engine {
         report.targets = reports;
         report.seconds = started.elapsed().as_secs_f64();
         Ok(report)
-    }
-
-    fn walk_opts<'a>(&self, opts: &'a CopyOptions) -> walk::WalkOptions<'a> {
-        walk::WalkOptions {
-            platforms: &opts.platforms,
-            include_foreign: opts.include_foreign,
-        }
     }
 
     /// HEADs each target tag (or the digest when there are no tags).
@@ -580,7 +588,107 @@ impl Engine {
         image: &SourceImage,
         opts: &CopyOptions,
         counters: &Counters,
+        blobs_done: bool,
     ) -> Result<Digest, CopyError> {
+        if !blobs_done {
+            self.push_blobs(source, t, image, opts, counters).await?;
+        }
+        self.push_manifests(t, image, opts, counters).await
+    }
+
+    /// Counts a blob outcome for a target.
+    fn count_blob(
+        counters: &Counters,
+        opts: &CopyOptions,
+        target_name: &str,
+        d: &crate::manifest::Descriptor,
+        outcome: BlobOutcome,
+    ) {
+        let (n, bytes) = match outcome {
+            BlobOutcome::Skipped => (&counters.blobs_skipped, &counters.bytes_skipped),
+            BlobOutcome::Mounted | BlobOutcome::WouldMount => {
+                (&counters.blobs_mounted, &counters.bytes_mounted)
+            }
+            BlobOutcome::Copied | BlobOutcome::WouldCopy => {
+                (&counters.blobs_copied, &counters.bytes_copied)
+            }
+        };
+        n.fetch_add(1, Ordering::Relaxed);
+        bytes.fetch_add(d.size, Ordering::Relaxed);
+        crate::metrics::record_blob(outcome, d.size);
+        opts.progress
+            .blob_done(target_name, &d.digest, d.size, outcome);
+    }
+
+    /// Every blob of `image` to several targets, each read from the source once.
+    async fn fan_out_blobs(
+        &self,
+        source: &Source,
+        targets: &[&Target],
+        image: &SourceImage,
+        opts: &CopyOptions,
+        counters: &[Counters],
+        failures: &mut [Option<CopyError>],
+    ) {
+        let names: Vec<String> = targets.iter().map(|t| t.display()).collect();
+        for n in &names {
+            opts.progress.target_started(
+                n,
+                image.blobs.len(),
+                image.blobs.iter().map(|d| d.size).sum(),
+            );
+        }
+        let jobs: Vec<_> = image
+            .blobs
+            .iter()
+            .map(|d| {
+                let job = fanout::GroupJob {
+                    source: source.transport.clone(),
+                    source_repo: source.reference.repository().to_string(),
+                    descriptor: d.clone(),
+                    branches: targets
+                        .iter()
+                        .map(|t| fanout::Branch {
+                            target: t.transport.clone(),
+                            repo: t.repo().to_string(),
+                            mount_from: self.mount_source(source, t, &d.digest),
+                        })
+                        .collect(),
+                    dry_run: opts.dry_run,
+                };
+                let permits = self.inner.blob_permits.clone();
+                async move {
+                    let _permit = permits.acquire_owned().await;
+                    (d, job.run(&opts.progress).await)
+                }
+            })
+            .collect();
+        for (d, outcomes) in futures_util::future::join_all(jobs).await {
+            for (k, r) in outcomes.into_iter().enumerate() {
+                match r {
+                    Ok(outcome) => {
+                        if !opts.dry_run {
+                            self.remember(targets[k], &d.digest);
+                        }
+                        Self::count_blob(&counters[k], opts, &names[k], d, outcome);
+                    }
+                    Err(e) => {
+                        failures[k].get_or_insert(e);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Every blob of `image` to one target.
+    async fn push_blobs(
+        &self,
+        source: &Source,
+        t: &Target,
+        image: &SourceImage,
+        opts: &CopyOptions,
+        counters: &Counters,
+    ) -> Result<(), CopyError> {
         let target_name = t.display();
         opts.progress.target_started(
             &target_name,
@@ -595,30 +703,29 @@ impl Engine {
                 let target_name = &target_name;
                 async move {
                     let outcome = self.ensure_blob(source, t, d, opts).await?;
-                    let (n, bytes) = match outcome {
-                        BlobOutcome::Skipped => (&counters.blobs_skipped, &counters.bytes_skipped),
-                        BlobOutcome::Mounted | BlobOutcome::WouldMount => {
-                            (&counters.blobs_mounted, &counters.bytes_mounted)
-                        }
-                        BlobOutcome::Copied | BlobOutcome::WouldCopy => {
-                            (&counters.blobs_copied, &counters.bytes_copied)
-                        }
-                    };
-                    n.fetch_add(1, Ordering::Relaxed);
-                    bytes.fetch_add(d.size, Ordering::Relaxed);
-                    crate::metrics::record_blob(outcome, d.size);
-                    opts.progress
-                        .blob_done(target_name, &d.digest, d.size, outcome);
+                    Self::count_blob(counters, opts, target_name, d, outcome);
                     Ok::<_, CopyError>(())
                 }
             })
             .collect();
         // Every blob is polled at once; the engine's blob permits bound the transfers.
         futures_util::future::try_join_all(blob_futs).await?;
+        Ok(())
+    }
+
+    /// The manifests of `image` to one target whose blobs are all present: image manifests
+    /// (all independent), then indexes deepest first, then the root — under its tags last.
+    async fn push_manifests(
+        &self,
+        t: &Target,
+        image: &SourceImage,
+        opts: &CopyOptions,
+        counters: &Counters,
+    ) -> Result<Digest, CopyError> {
         if opts.dry_run {
             return Ok(image.root.digest().clone());
         }
-        // Image manifests (all independent), then indexes deepest first, then the root.
+        let target_name = t.display();
         let put = |m: &Manifest, reference: String| {
             let tr = t.transport.clone();
             let m = m.clone();
@@ -628,7 +735,7 @@ impl Engine {
                     .await
                     .map_err(|error| CopyError::Target {
                         target: format!("{target_name}@{}", m.digest()),
-                        error,
+                        error: Box::new(error),
                     })?;
                 counters.manifests_pushed.fetch_add(1, Ordering::Relaxed);
                 Ok::<_, CopyError>(())

@@ -58,50 +58,58 @@ impl SourceImage {
 }
 
 /// Walk options.
-pub struct WalkOptions<'a> {
-    /// Platforms wanted; empty means all.
-    pub platforms: &'a [Platform],
+pub struct WalkOptions {
     /// Copy foreign layers too.
     pub include_foreign: bool,
 }
 
-/// Fetches the tree under `root` (already fetched and verified).
+/// What the target gets at the top for `root` under a platform filter: `root` itself, or a
+/// new index holding only the wanted entries (`true`: it is new, its digest differs). Needs no
+/// request, so a filtered no-op costs only the source index read and the target HEAD.
+pub fn select_platforms(
+    root: Manifest,
+    platforms: &[Platform],
+) -> Result<(Manifest, bool), CopyError> {
+    let ManifestView::Index(index) = root.view() else {
+        return Ok((root, false));
+    };
+    if platforms.is_empty() {
+        return Ok((root, false));
+    }
+    let keep = |d: &Descriptor| {
+        d.platform
+            .as_ref()
+            .is_some_and(|p| platforms.iter().any(|w| p.matches(w)))
+    };
+    if !index.manifests.iter().any(keep) {
+        return Err(CopyError::NoPlatformMatch {
+            wanted: platforms.iter().map(|p| p.to_string()).collect(),
+            available: index
+                .manifests
+                .iter()
+                .filter_map(|d| d.platform.as_ref().map(|p| p.to_string()))
+                .collect(),
+        });
+    }
+    if index.manifests.iter().all(keep) {
+        return Ok((root, false));
+    }
+    let filtered = root.filter_index(keep).ok_or_else(|| CopyError::Internal {
+        message: "could not rewrite the index for the platform filter".into(),
+    })?;
+    Ok((filtered, true))
+}
+
+/// Fetches the tree under `root`, the manifest the target gets at the top (after
+/// [`select_platforms`]); `source_digest` is what the source reference resolved to.
 pub async fn walk(
     source: &Arc<dyn Transport>,
     repo: &str,
+    source_digest: Digest,
     root: Manifest,
-    opts: &WalkOptions<'_>,
+    filtered: bool,
+    opts: &WalkOptions,
 ) -> Result<SourceImage, CopyError> {
-    let source_digest = root.digest().clone();
-    let (root, filtered) = match (root.view(), opts.platforms.is_empty()) {
-        (ManifestView::Index(index), false) => {
-            let keep = |d: &Descriptor| {
-                d.platform
-                    .as_ref()
-                    .is_some_and(|p| opts.platforms.iter().any(|w| p.matches(w)))
-            };
-            if !index.manifests.iter().any(keep) {
-                return Err(CopyError::NoPlatformMatch {
-                    wanted: opts.platforms.iter().map(|p| p.to_string()).collect(),
-                    available: index
-                        .manifests
-                        .iter()
-                        .filter_map(|d| d.platform.as_ref().map(|p| p.to_string()))
-                        .collect(),
-                });
-            }
-            if index.manifests.iter().all(keep) {
-                (root, false)
-            } else {
-                let f = root.filter_index(keep).ok_or_else(|| CopyError::Internal {
-                    message: "could not rewrite the index for the platform filter".into(),
-                })?;
-                (f, true)
-            }
-        }
-        _ => (root, false),
-    };
-
     let mut out = SourceImage {
         source_digest,
         root: root.clone(),

@@ -27,6 +27,7 @@
 
 pub mod challenge;
 pub mod docker_config;
+pub mod login;
 mod scope;
 mod token;
 

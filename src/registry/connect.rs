@@ -13,8 +13,9 @@ use std::sync::{Arc, Mutex};
 
 use super::auth::{self, Credentials};
 use super::http::{HttpOptions, HttpRegistry};
+use super::layout::LayoutTransport;
 use super::{ErrorKind, RegistryError, Transport};
-use crate::reference::is_loopback_registry;
+use crate::reference::{is_loopback_registry, layout_path_of};
 
 /// Builds and caches transports.
 pub struct Connector {
@@ -81,6 +82,12 @@ impl Connector {
         let mut cache = self.cache.lock().expect("connector cache lock");
         if let Some(t) = cache.get(registry) {
             return Ok(t.clone());
+        }
+        // `oci:PATH` (a layout reference's pseudo-registry): a folder, no HTTP options.
+        if let Some(path) = layout_path_of(registry) {
+            let t: Arc<dyn Transport> = Arc::new(LayoutTransport::new(path));
+            cache.insert(registry.to_string(), t.clone());
+            return Ok(t);
         }
         let mut opts = self
             .per_registry

@@ -1,9 +1,9 @@
 //! The transport: "a place images live", and its backends.
 //!
 //! The copy engine talks only to [`Transport`]; it never sees HTTP. One transport value serves
-//! one registry host (or, later, one OCI layout folder), and every call names the repository.
+//! one registry host (or one OCI layout folder), and every call names the repository.
 //! Backends: [`http::HttpRegistry`] (the OCI distribution API over reqwest, with [`auth`] and
-//! [`retry`] beneath it).
+//! [`retry`] beneath it) and [`layout::LayoutTransport`] (an OCI image-layout folder).
 //!
 //! Contract every backend keeps:
 //! - manifests are returned with their exact bytes and verified against the digest asked for
@@ -17,6 +17,7 @@ pub mod auth;
 pub mod connect;
 pub mod error;
 pub mod http;
+pub mod layout;
 pub mod retry;
 
 use std::io;

@@ -13,6 +13,7 @@
 #![allow(dead_code, unused_imports)]
 
 pub mod fixtures;
+pub mod proxy;
 pub mod raw;
 pub mod registry;
 pub mod skopeo;

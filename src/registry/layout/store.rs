@@ -78,7 +78,10 @@ pub enum LayoutError {
 }
 
 /// Maps an I/O error to a [`LayoutError`] naming the file.
-pub fn io_error(what: &'static str, path: &Path) -> impl FnOnce(io::Error) -> LayoutError + '_ {
+pub fn io_error<'a>(
+    what: &'static str,
+    path: &'a Path,
+) -> impl FnOnce(io::Error) -> LayoutError + 'a {
     move |source| LayoutError::Io {
         what,
         path: path.to_path_buf(),
@@ -145,7 +148,12 @@ impl Drop for TempFile {
 }
 
 /// Writes `bytes` to `dest` atomically (temporary file, fsync, rename).
-pub fn write_atomic(root: &Path, dest: &Path, purpose: &str, bytes: &[u8]) -> Result<(), LayoutError> {
+pub fn write_atomic(
+    root: &Path,
+    dest: &Path,
+    purpose: &str,
+    bytes: &[u8],
+) -> Result<(), LayoutError> {
     let (temp, mut file) = TempFile::create(root, purpose)?;
     file.write_all(bytes)
         .and_then(|()| file.sync_all())
@@ -320,7 +328,8 @@ impl IndexFile {
     }
 
     /// Points `name` at `descriptor`: the first entry of that name is replaced in place (so the
-    /// index keeps its order), any further ones are removed; else an entry is appended.
+    /// index keeps its order), any further ones are removed; else an entry is appended. An
+    /// untagged entry for the same digest goes: the tag now keeps it.
     pub fn set(&mut self, name: &str, descriptor: &Descriptor) {
         let mut entry = json!({
             "mediaType": descriptor.media_type,
@@ -331,6 +340,7 @@ impl IndexFile {
         if let Some(p) = &descriptor.platform {
             entry["platform"] = serde_json::to_value(p).expect("platform serializes");
         }
+        self.drop_untagged(std::slice::from_ref(&descriptor.digest));
         let entries = self.entries_mut();
         let mut slot = None;
         let mut i = 0;
@@ -352,6 +362,37 @@ impl IndexFile {
         }
     }
 
+    /// Lists `descriptor` without a name, as skopeo does for an image copied without a tag,
+    /// unless some entry already lists its digest.
+    pub fn add_untagged(&mut self, descriptor: &Descriptor) {
+        let digest = descriptor.digest.to_string();
+        if self
+            .entries()
+            .iter()
+            .any(|e| entry_digest(e) == Some(&digest))
+        {
+            return;
+        }
+        self.entries_mut().push(json!({
+            "mediaType": descriptor.media_type,
+            "digest": descriptor.digest,
+            "size": descriptor.size,
+        }));
+    }
+
+    /// Removes the entries without a name that list one of `digests` (children of an index
+    /// being listed, which the index keeps reachable).
+    pub fn drop_untagged(&mut self, digests: &[Digest]) {
+        if digests.is_empty() {
+            return;
+        }
+        let digests: Vec<String> = digests.iter().map(Digest::to_string).collect();
+        self.entries_mut().retain(|e| {
+            entry_name(e).is_some()
+                || !entry_digest(e).is_some_and(|d| digests.iter().any(|x| x == d))
+        });
+    }
+
     /// Replaces `index.json` with this content (atomically; the caller holds the lock).
     pub fn write(&self, root: &Path) -> Result<(), LayoutError> {
         write_atomic(
@@ -365,6 +406,10 @@ impl IndexFile {
 
 fn entry_name(entry: &Value) -> Option<&str> {
     entry.get("annotations")?.get(REF_NAME)?.as_str()
+}
+
+fn entry_digest(entry: &Value) -> Option<&str> {
+    entry.get("digest")?.as_str()
 }
 
 /// Under the index lock: reads `index.json`, lets `change` edit it, writes it back.
@@ -414,12 +459,38 @@ mod tests {
     }
 
     #[test]
+    fn untagged_entries_list_top_level_manifests_only() {
+        let mut index = IndexFile::parse(serialize_index(&empty_index()).as_slice()).unwrap();
+        // The engine puts an index's children by digest, then the index.
+        index.add_untagged(&descriptor(1));
+        index.add_untagged(&descriptor(2));
+        index.add_untagged(&descriptor(2));
+        assert_eq!(index.entries().len(), 2);
+        index.drop_untagged(&[descriptor(1).digest, descriptor(2).digest]);
+        index.add_untagged(&descriptor(3));
+        assert_eq!(index.entries().len(), 1);
+        assert_eq!(index.names(), Vec::<String>::new());
+        // Tagging it later replaces the untagged entry.
+        index.set("v1", &descriptor(3));
+        assert_eq!(index.entries().len(), 1);
+        assert_eq!(index.find("v1").unwrap().digest, descriptor(3).digest);
+        // A tagged entry is never dropped as a child, nor duplicated by an untagged one.
+        index.drop_untagged(&[descriptor(3).digest]);
+        index.add_untagged(&descriptor(3));
+        assert_eq!(index.entries().len(), 1);
+    }
+
+    #[test]
     fn refuses_malformed_index_and_versions() {
         assert!(IndexFile::parse(b"{}").is_err());
         assert!(IndexFile::parse(b"[]").is_err());
         let dir = tempfile::tempdir().unwrap();
         assert!(!check_layout_file(dir.path()).unwrap());
-        fs::write(dir.path().join(LAYOUT_FILE), r#"{"imageLayoutVersion":"2.0.0"}"#).unwrap();
+        fs::write(
+            dir.path().join(LAYOUT_FILE),
+            r#"{"imageLayoutVersion":"2.0.0"}"#,
+        )
+        .unwrap();
         assert!(matches!(
             check_layout_file(dir.path()),
             Err(LayoutError::Version { .. })
