@@ -460,7 +460,9 @@ fn layout_reference(
         reason,
     };
     if path.as_os_str().is_empty() {
-        return Err(bad("empty path: write oci:PATH[:TAG], e.g. oci:./layout:v1"));
+        return Err(bad(
+            "empty path: write oci:PATH[:TAG], e.g. oci:./layout:v1",
+        ));
     }
     if let Some(t) = tag {
         check_tag(t).map_err(|reason| ReferenceError::Tag {
@@ -635,7 +637,10 @@ mod tests {
         assert_eq!(Reference::parse(&r.to_string()).unwrap(), r);
         // Digest, with and without tag; '@' inside a directory stays in the path.
         let r = Reference::parse(&format!("oci:/d/l:v1@{D}")).unwrap();
-        assert_eq!((r.tag(), r.digest().unwrap().to_string()), (Some("v1"), D.into()));
+        assert_eq!(
+            (r.tag(), r.digest().unwrap().to_string()),
+            (Some("v1"), D.into())
+        );
         assert_eq!(r.manifest_reference(), D);
         assert_eq!(r.to_string(), format!("oci:/d/l:v1@{D}"));
         let r = Reference::parse("oci:/u@h/l").unwrap();

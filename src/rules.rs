@@ -309,6 +309,8 @@ pub struct RulePlan {
     pub schedule: Schedule,
     /// Time limit for one run of the rule.
     pub timeout: Duration,
+    /// Backup tag template: before a tag moves off another image, that image is tagged with it.
+    pub backup_tag: Option<String>,
 }
 
 impl RulePlan {
@@ -542,6 +544,7 @@ mod tests {
             tags: TagSelector::default(),
             platforms: vec![],
             referrers: true,
+            backup_tag: None,
             on_conflict: OnConflict::Keep,
             schedule: Schedule::Every(Duration::from_secs(60)),
             timeout: Duration::from_secs(60),

@@ -494,3 +494,31 @@ fn sigterm_during_a_large_copy_leaves_the_target_consistent() {
         }
     }
 }
+
+#[tokio::test]
+async fn a_rule_with_a_backup_tag_keeps_the_image_a_moving_tag_left() {
+    let (a, b) = (TestRegistry::start(), TestRegistry::start());
+    a.client().push_image("app", "latest", &image(20)).await;
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = write_config(
+        dir.path(),
+        &format!(
+            "[[rules]]\nname = \"moving\"\nsource = \"{}/app\"\ntarget = \"{}/app\"\ntags = [\"latest\"]\nbackup_tag = \"{{tag}}-prev-{{digest}}\"\n",
+            a.host(),
+            b.host()
+        ),
+    );
+    sync_json(&cfg, &[]);
+    a.client().push_image("app", "latest", &image(21)).await;
+    sync_json(&cfg, &[]);
+    let backup = format!("latest-prev-{}", &image(20).digest()[7..19]);
+    let c = b.client();
+    assert_eq!(
+        c.head_manifest("app", "latest").await.as_deref(),
+        Some(image(21).digest())
+    );
+    assert_eq!(
+        c.head_manifest("app", &backup).await.as_deref(),
+        Some(image(20).digest())
+    );
+}

@@ -292,7 +292,7 @@ async fn platform_filter_writes_a_new_index_and_says_so() {
     ]));
     assert!(out.contains("platform filter wrote a new index"), "{out}");
     // The filtered index is deterministic: the same filter again is a no-op.
-    let mark = b.request_mark();
+    let (amark, mark) = (a.request_mark(), b.request_mark());
     let out = ok(&crossdock(&[
         "import",
         &src,
@@ -301,6 +301,12 @@ async fn platform_filter_writes_a_new_index_and_says_so() {
         "linux/amd64,linux/arm/v7",
     ]));
     assert!(out.contains("nothing to do"), "{out}");
+    // Cheap: the source index read once, one HEAD at the target.
+    let (ra, rb) = (a.requests_since(amark), b.requests_since(mark));
+    assert_eq!(ra.len(), 1, "{ra:?}");
+    assert!(ra[0].is("GET", RequestKind::is_manifest), "{ra:?}");
+    assert_eq!(rb.len(), 1, "{rb:?}");
+    assert!(rb[0].is("HEAD", RequestKind::is_manifest), "{rb:?}");
     let writes: Vec<_> = b
         .requests_since(mark)
         .into_iter()
@@ -538,4 +544,51 @@ async fn three_targets_read_each_blob_once_and_a_failing_target_spares_the_other
         "{report}"
     );
     assert_complete(&c, "again/app", &image).await;
+}
+
+#[tokio::test]
+async fn force_with_a_backup_tag_keeps_the_old_image_reachable() {
+    let (a, b) = (TestRegistry::start(), TestRegistry::start());
+    let old = ImageSpec::multi(Format::Docker, &PLATFORMS[..2])
+        .seed(61)
+        .build();
+    let new = ImageSpec::multi(Format::Docker, &PLATFORMS[..2])
+        .seed(62)
+        .build();
+    a.client().push_image("app", "latest", &new).await;
+    b.client().push_image("app", "latest", &old).await;
+    let report = json(&crossdock(&[
+        "import",
+        &a.image_ref("app", "latest"),
+        &b.image_ref("app", "latest"),
+        "--force",
+        "--backup-tag",
+        "{tag}-was-{digest}",
+        "--json",
+    ]));
+    let backup = format!("latest-was-{}", &old.digest()["sha256:".len()..][..12]);
+    assert_eq!(
+        report["targets"][0]["backups"][0][0],
+        backup.as_str(),
+        "{report}"
+    );
+    let c = b.client();
+    assert_eq!(
+        c.head_manifest("app", "latest").await.as_deref(),
+        Some(new.digest())
+    );
+    assert_eq!(
+        c.head_manifest("app", &backup).await.as_deref(),
+        Some(old.digest())
+    );
+    // A bad template is a usage error before anything is done.
+    let out = crossdock(&[
+        "import",
+        &a.image_ref("app", "latest"),
+        &b.image_ref("app", "latest"),
+        "--backup-tag",
+        "{tag}-{when}",
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("unknown placeholder"));
 }

@@ -54,9 +54,13 @@ fn skopeo_raw(image: &str) -> (Value, String) {
 
 /// `(platform, digest)` rows of `crossdock inspect --platforms --json`.
 fn platforms(reference: &str) -> Vec<(String, String)> {
-    let rows: Value =
-        serde_json::from_str(&ok(&crossdock(&["inspect", "--platforms", "--json", reference])))
-            .expect("JSON rows");
+    let rows: Value = serde_json::from_str(&ok(&crossdock(&[
+        "inspect",
+        "--platforms",
+        "--json",
+        reference,
+    ])))
+    .expect("JSON rows");
     rows.as_array()
         .expect("rows")
         .iter()
@@ -203,7 +207,10 @@ async fn composes_an_annotated_oci_index_from_three_registries_and_a_layout() {
     let report: Value = serde_json::from_str(&out).unwrap();
     let (raw, digest) = skopeo_raw(&target.image_ref("release/app", "1.2"));
     assert_eq!(report["digest"], digest);
-    assert_eq!(report["media_type"], "application/vnd.oci.image.index.v1+json");
+    assert_eq!(
+        report["media_type"],
+        "application/vnd.oci.image.index.v1+json"
+    );
     assert_eq!(report["mixed"], false);
     let copied: Vec<&Value> = report["children"]
         .as_array()
@@ -239,9 +246,17 @@ async fn composes_an_annotated_oci_index_from_three_registries_and_a_layout() {
     assert_eq!(platforms(&target.image_ref("release/app", "1.2")).len(), 3);
     // The peer tool copies the composed index whole.
     let other = TestRegistry::start();
-    skopeo::copy_all(
-        &target.image_ref("release/app", "1.2"),
-        &other.image_ref("app", "1.2"),
+    skopeo::run(
+        "copy the composed index",
+        &[
+            "copy",
+            "--all",
+            "--preserve-digests",
+            "--src-tls-verify=false",
+            "--dest-tls-verify=false",
+            &format!("docker://{}", target.image_ref("release/app", "1.2")),
+            &format!("docker://{}", other.image_ref("app", "1.2")),
+        ],
     );
     assert_eq!(
         other.client().head_manifest("app", "1.2").await.as_deref(),
@@ -303,9 +318,12 @@ async fn composes_into_a_layout_skopeo_reads() {
 }
 
 fn layout_has_no_temp_files(dir: &Path) -> bool {
-    std::fs::read_dir(dir)
-        .unwrap()
-        .all(|e| !e.unwrap().file_name().to_string_lossy().starts_with(".crossdock-"))
+    std::fs::read_dir(dir).unwrap().all(|e| {
+        !e.unwrap()
+            .file_name()
+            .to_string_lossy()
+            .starts_with(".crossdock-")
+    })
 }
 
 #[tokio::test]
@@ -332,7 +350,10 @@ async fn docker_children_take_annotations_only_in_an_oci_index() {
     assert!(failed(&refused).contains("--oci"), "{}", failed(&refused));
     assert!(a.client().head_manifest("app", "latest").await.is_none());
     ok(&crossdock(
-        &args(&["--oci"]).iter().map(String::as_str).collect::<Vec<_>>(),
+        &args(&["--oci"])
+            .iter()
+            .map(String::as_str)
+            .collect::<Vec<_>>(),
     ));
     let (raw, _) = skopeo_raw(&a.image_ref("app", "latest"));
     assert_eq!(raw["mediaType"], "application/vnd.oci.image.index.v1+json");
@@ -404,7 +425,10 @@ async fn duplicate_platforms_and_index_sources_are_refused_before_writing() {
         &a.image_ref("app", "one"),
         &a.image_ref("app", "multi"),
     ]));
-    assert!(err.contains("multi-platform OCI index (2 entries)"), "{err}");
+    assert!(
+        err.contains("multi-platform OCI index (2 entries)"),
+        "{err}"
+    );
     assert!(err.contains("inspect --platforms"), "{err}");
 
     let err = failed(&crossdock(&[
@@ -417,7 +441,12 @@ async fn duplicate_platforms_and_index_sources_are_refused_before_writing() {
 
     // Nothing reached the target: no index, no children.
     assert!(target.client().tags("app").await.is_empty());
-    assert!(!target.client().blob_exists("app", &one.images[0].config_digest).await);
+    assert!(
+        !target
+            .client()
+            .blob_exists("app", &one.images[0].config_digest)
+            .await
+    );
     // A usage error exits 2.
     let out = crossdock(&["index", "create", &dest, "a:1", "--annotation", "novalue"]);
     assert_eq!(out.status.code(), Some(2));

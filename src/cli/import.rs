@@ -30,6 +30,10 @@ pub struct ImportArgs {
         value_name = "OS/ARCH[/VARIANT]"
     )]
     pub platforms: Vec<String>,
+    /// Before moving a target tag off another image, tag that image with this template so it
+    /// stays reachable: {tag}, {date}, {datetime}, {digest}; e.g. '{tag}-backup-{date}'.
+    #[arg(long, value_name = "TEMPLATE")]
+    pub backup_tag: Option<String>,
     /// Show what would be copied; write nothing.
     #[arg(long)]
     pub dry_run: bool,
@@ -84,6 +88,11 @@ fn plan(args: &ImportArgs) -> anyhow::Result<Plan> {
         }
         targets.push((r.repository_only(), tags));
     }
+    if let Some(t) = &args.backup_tag {
+        crate::copy::backup::check_template(t)
+            .map_err(anyhow::Error::msg)
+            .context("--backup-tag")?;
+    }
     let platforms = args
         .platforms
         .iter()
@@ -134,6 +143,7 @@ pub async fn run(args: ImportArgs) -> anyhow::Result<u8> {
         include_foreign: args.include_foreign,
         referrers: !args.no_referrers,
         progress: bars.clone(),
+        backup_tag: args.backup_tag.clone(),
         source_tags: None,
     };
     let engine = Engine::new(EngineOptions {
@@ -208,6 +218,9 @@ fn print_summary(r: &CopyReport) {
                 }
                 for (tag, old) in &t.previous {
                     println!("    moved tag {tag} (was {old})");
+                }
+                for (backup, old) in &t.backups {
+                    println!("    kept the old image {old} as tag {backup}");
                 }
             }
         }

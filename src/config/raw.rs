@@ -67,6 +67,8 @@ pub struct RawDefaults {
     pub schedule: Option<String>,
     /// Time limit per run.
     pub timeout: Option<String>,
+    /// Backup tag template used before moving a tag.
+    pub backup_tag: Option<String>,
 }
 
 /// A password as written in the file: never printed.
@@ -265,6 +267,8 @@ pub struct RawRule {
     pub schedule: Option<String>,
     /// Time limit per run.
     pub timeout: Option<String>,
+    /// Backup tag template used before moving a tag.
+    pub backup_tag: Option<String>,
 }
 
 #[cfg(test)]

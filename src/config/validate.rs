@@ -77,6 +77,18 @@ struct Defaults {
     on_conflict: OnConflict,
     schedule: Schedule,
     timeout: Duration,
+    backup_tag: Option<String>,
+}
+
+fn backup_tag(raw: Option<&String>, path: &KeyPath, problems: &mut Problems<'_>) -> Option<String> {
+    let t = raw?;
+    match crate::copy::backup::check_template(t) {
+        Ok(()) => Some(t.clone()),
+        Err(e) => {
+            problems.add(path, e);
+            None
+        }
+    }
 }
 
 fn defaults(raw: &RawDefaults, problems: &mut Problems<'_>) -> Defaults {
@@ -105,6 +117,7 @@ fn defaults(raw: &RawDefaults, problems: &mut Problems<'_>) -> Defaults {
         on_conflict: raw.on_conflict.unwrap_or_default(),
         schedule,
         timeout,
+        backup_tag: backup_tag(raw.backup_tag.as_ref(), &path.key("backup_tag"), problems),
     }
 }
 
@@ -469,6 +482,10 @@ fn rule(
         on_conflict: raw.on_conflict.unwrap_or(defaults.on_conflict),
         schedule: schedule?,
         timeout,
+        backup_tag: match &raw.backup_tag {
+            Some(_) => backup_tag(raw.backup_tag.as_ref(), &path.key("backup_tag"), problems),
+            None => defaults.backup_tag.clone(),
+        },
     })
 }
 

@@ -17,6 +17,7 @@
 //! transferred once however many images or platforms need it at the same time, and the engine
 //! remembers where it put blobs so later copies into the same registry mount instead of upload.
 
+pub mod backup;
 mod blob;
 pub mod compose;
 mod fanout;
@@ -221,6 +222,9 @@ pub struct CopyOptions {
     pub referrers: bool,
     /// Progress sink.
     pub progress: Arc<dyn Progress>,
+    /// Before a target tag is moved off another image, tag that image with this template
+    /// (see [`backup`]) so it stays reachable.
+    pub backup_tag: Option<String>,
     /// The source repository's tags, when the caller has listed them already (saves the tag
     /// list that finding tag-attached signatures needs).
     pub source_tags: Option<Arc<std::collections::HashSet<String>>>,
@@ -235,6 +239,7 @@ impl Default for CopyOptions {
             include_foreign: false,
             referrers: true,
             progress: Arc::new(NoProgress),
+            backup_tag: None,
             source_tags: None,
         }
     }
@@ -295,6 +300,7 @@ struct Counters {
     bytes_skipped: AtomicU64,
     manifests_pushed: AtomicU64,
     referrers_copied: AtomicU64,
+    backups: Mutex<Vec<(String, Digest)>>,
 }
 
 impl Engine {
@@ -491,6 +497,8 @@ impl Engine {
                 .await;
         }
 
+        let previous: Vec<Vec<(String, Digest)>> =
+            reports.iter().map(|r| r.previous.clone()).collect();
         // Futures are collected before they are polled: a stream adapter holding a closure
         // across an await makes the whole copy future !Send (rust-lang/rust#102211).
         let futs: Vec<_> = pending
@@ -501,14 +509,20 @@ impl Engine {
                 let image = &image;
                 let t = &targets[i];
                 let referrer_items = &referrer_items;
+                let previous = &previous[i];
                 async move {
                     if let Some(e) = failure {
                         return (i, Err(e));
                     }
-                    let r = self
-                        .push_image(source, t, image, opts, &counters, fanned)
-                        .await
-                        .and(Ok(()));
+                    let r = async {
+                        if !fanned {
+                            self.push_blobs(source, t, image, opts, &counters).await?;
+                        }
+                        self.push_manifests(t, image, opts, &counters, previous)
+                            .await
+                            .map(|_| ())
+                    }
+                    .await;
                     let r = match r {
                         Ok(()) if !referrer_items.is_empty() && !opts.dry_run => {
                             referrers::copy_all(self, source, t, referrer_items, opts, &counters)
@@ -538,6 +552,7 @@ impl Engine {
                     tr.bytes_skipped = c.bytes_skipped.load(Ordering::Relaxed);
                     tr.manifests_pushed = c.manifests_pushed.load(Ordering::Relaxed);
                     tr.referrers_copied = c.referrers_copied.load(Ordering::Relaxed);
+                    tr.backups = c.backups.into_inner().expect("backups lock");
                 }
                 Err(e) => tr.fail(e),
             }
@@ -578,22 +593,6 @@ impl Engine {
             }
         }
         Ok(state)
-    }
-
-    /// Writes one image (blobs, manifests, tags) to one target.
-    async fn push_image(
-        &self,
-        source: &Source,
-        t: &Target,
-        image: &SourceImage,
-        opts: &CopyOptions,
-        counters: &Counters,
-        blobs_done: bool,
-    ) -> Result<Digest, CopyError> {
-        if !blobs_done {
-            self.push_blobs(source, t, image, opts, counters).await?;
-        }
-        self.push_manifests(t, image, opts, counters).await
     }
 
     /// Counts a blob outcome for a target.
@@ -721,6 +720,7 @@ impl Engine {
         image: &SourceImage,
         opts: &CopyOptions,
         counters: &Counters,
+        previous: &[(String, Digest)],
     ) -> Result<Digest, CopyError> {
         if opts.dry_run {
             return Ok(image.root.digest().clone());
@@ -751,6 +751,12 @@ impl Engine {
         for m in image.children.iter().filter(|m| m.is_index()) {
             put(m, m.digest().to_string()).await?;
         }
+        // Tags about to move keep their old image reachable under a backup tag first.
+        if let Some(template) = &opts.backup_tag {
+            for (tag, old) in previous {
+                self.backup(t, template, tag, old, counters).await?;
+            }
+        }
         // The root goes up under its tags — each PUT by tag both stores the manifest and moves
         // the tag, after every part it refers to is present. Without tags, by digest.
         if t.tags.is_empty() {
@@ -762,6 +768,38 @@ impl Engine {
         }
         crate::metrics::record_image();
         Ok(image.root.digest().clone())
+    }
+
+    /// Tags the image `tag` points at (`old`) with the expanded backup template.
+    async fn backup(
+        &self,
+        t: &Target,
+        template: &str,
+        tag: &str,
+        old: &Digest,
+        counters: &Counters,
+    ) -> Result<(), CopyError> {
+        let name = backup::expand(template, tag, old, chrono::Utc::now())
+            .map_err(|message| CopyError::Internal { message })?;
+        let target_err = |error| CopyError::Target {
+            target: format!("{}:{name} (backup of {tag})", t.display()),
+            error: Box::new(error),
+        };
+        let m = t
+            .transport
+            .manifest_get(t.repo(), &old.to_string())
+            .await
+            .map_err(target_err)?;
+        t.transport
+            .manifest_put(t.repo(), &name, &m)
+            .await
+            .map_err(target_err)?;
+        counters
+            .backups
+            .lock()
+            .expect("backups lock")
+            .push((name, old.clone()));
+        Ok(())
     }
 
     /// Gets one blob into the target, sharing the transfer with any concurrent request for the

@@ -50,6 +50,8 @@ pub struct TargetReport {
     pub manifests_pushed: u64,
     /// Referrer artifacts copied (signatures, SBOMs, attestations).
     pub referrers_copied: u64,
+    /// Backup tags written before tags moved, and the image each keeps.
+    pub backups: Vec<(String, Digest)>,
 }
 
 impl TargetReport {
@@ -68,6 +70,7 @@ impl TargetReport {
             bytes_skipped: 0,
             manifests_pushed: 0,
             referrers_copied: 0,
+            backups: Vec::new(),
         }
     }
 

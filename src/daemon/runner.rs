@@ -153,6 +153,7 @@ async fn run_inner(
         force: rule.on_conflict == OnConflict::Overwrite,
         dry_run,
         referrers: rule.referrers,
+        backup_tag: rule.backup_tag.clone(),
         ..CopyOptions::default()
     };
     let copies: Vec<_> = pairs

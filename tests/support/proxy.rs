@@ -634,9 +634,13 @@ impl Head {
             .trim_end()
             .to_string();
         out.push_str("\r\n");
+        // Without a body (HEAD answers, bodyless requests) the framing headers stay as they
+        // are: a HEAD answer's Content-Length is the size of what a GET would bring.
+        let reframe = framing != Framing::None;
         for (n, v) in &self.headers {
-            if n.eq_ignore_ascii_case("content-length")
-                || n.eq_ignore_ascii_case("transfer-encoding")
+            if reframe
+                && (n.eq_ignore_ascii_case("content-length")
+                    || n.eq_ignore_ascii_case("transfer-encoding"))
             {
                 continue;
             }
