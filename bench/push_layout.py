@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Push tags of an OCI image layout into a registry, fast: the seeder for the many-tag cases.
 
-    push_layout.py OCIDIR HOST:PORT/REPO [-j JOBS] [--tags T1,T2,...]
+    push_layout.py OCIDIR HOST:PORT/REPO [-j JOBS] [--tags T1,T2,...] [--auth USER:PASS]
 
 Why not regbench's seed.sh: it runs one `skopeo copy` per tag (~0.4 s each), which is fine for
 the 50-tag repository but takes minutes for case g's 1,000 tags. This does the same work with
@@ -10,9 +10,11 @@ monolithic PUT when missing), then every child manifest by digest, then each tag
 manifest by tag (children before parents, as the registry requires), and finally checks with a
 HEAD per tag that the registry serves the layout's exact digest and media type — the same check
 seed.sh makes. Works on layouts written by regbench's make-image.py (OCI index per tag). Prints
-one JSON line. Stdlib only; plain HTTP, no auth (the benchmark registries are loopback).
+one JSON line. Stdlib only; plain HTTP (the benchmark registries are loopback), with HTTP basic
+auth on every request when --auth is given (htpasswd registries).
 """
 import argparse
+import base64
 import concurrent.futures as cf
 import http.client
 import json
@@ -29,6 +31,7 @@ ACCEPT = ", ".join([
     "application/vnd.docker.distribution.manifest.v2+json",
 ])
 _local = threading.local()
+AUTH = {}
 
 
 def conn(hostport):
@@ -41,15 +44,16 @@ def conn(hostport):
 
 
 def req(hostport, method, url, body=None, headers=None, ok=(200,)):
+    headers = dict(headers or {}, **AUTH)
     c = conn(hostport)
     try:
-        c.request(method, url, body=body, headers=headers or {})
+        c.request(method, url, body=body, headers=headers)
         r = c.getresponse()
         data = r.read()
     except (http.client.HTTPException, OSError):
         # a keep-alive connection the registry closed: one fresh attempt
         c.close()
-        c.request(method, url, body=body, headers=headers or {})
+        c.request(method, url, body=body, headers=headers)
         r = c.getresponse()
         data = r.read()
     if r.status not in ok:
@@ -63,7 +67,10 @@ def main():
     ap.add_argument("dst", help="HOST:PORT/REPO")
     ap.add_argument("-j", "--jobs", type=int, default=8)
     ap.add_argument("--tags", help="comma-separated tags (default: every tag of the layout)")
+    ap.add_argument("--auth", help="USER:PASS for HTTP basic auth")
     args = ap.parse_args()
+    if args.auth:
+        AUTH["Authorization"] = "Basic " + base64.b64encode(args.auth.encode()).decode()
     hp, repo = args.dst.split("/", 1)
     blobdir = os.path.join(args.layout, "blobs", "sha256")
 

@@ -326,19 +326,38 @@ impl RulePlan {
         source: &Reference,
         transport: &dyn Transport,
     ) -> Result<Vec<(Reference, Reference)>, ResolveError> {
-        let available = if self.tags.needs_tag_list() {
+        Ok(self.resolve_listing(source, transport).await?.0)
+    }
+
+    /// [`RulePlan::resolve`], also giving the tag list when one was fetched, so that the copies
+    /// can reuse it (finding signature tags needs it too) instead of listing again per image.
+    pub async fn resolve_listing(
+        &self,
+        source: &Reference,
+        transport: &dyn Transport,
+    ) -> Result<(Vec<(Reference, Reference)>, Option<Vec<String>>), ResolveError> {
+        if !self.tags.needs_tag_list() {
+            return Ok((self.pairs(source, &[])?, None));
+        }
+        let available =
             transport
                 .tags(source.repository())
                 .await
                 .map_err(|e| ResolveError::Tags {
                     repository: source.to_string(),
                     source: Box::new(e),
-                })?
-        } else {
-            Vec::new()
-        };
+                })?;
+        Ok((self.pairs(source, &available)?, Some(available)))
+    }
+
+    /// The pairs for the tags [`TagSelector::select`] picks out of `available`.
+    fn pairs(
+        &self,
+        source: &Reference,
+        available: &[String],
+    ) -> Result<Vec<(Reference, Reference)>, ResolveError> {
         self.tags
-            .select(&available)
+            .select(available)
             .into_iter()
             .map(|tag| {
                 let err = |e| ResolveError::Reference {

@@ -559,18 +559,18 @@ async fn a_source_tag_moving_mid_copy_gives_one_whole_image() {
 #[tokio::test]
 async fn kill_9_in_the_middle_of_an_import_then_the_same_import_completes() {
     let p = Pair::start();
-    // 3 platforms × 3 layers of 1 MiB.
-    let img = image(16, 3, 3, 1024 * 1024);
+    // 3 platforms × 2 layers of 256 KiB: a dozen blobs in flight at once.
+    let img = image(16, 3, 2, 256 * 1024);
     p.a.client().push_image("app", "v1", &img).await;
     // One layer crawls, so the kill lands while it is being copied and the others are done.
-    let slow_layer = img.images[2].layer_digests[2].clone();
+    let slow_layer = img.images[2].layer_digests[1].clone();
     p.pa.add(
         Rule::new(
             "GET",
             &format!("^/v2/app/blobs/{slow_layer}$"),
             Fault::Slow {
-                piece: 8 * 1024,
-                every: Duration::from_millis(50),
+                piece: 4 * 1024,
+                every: Duration::from_millis(100),
             },
         )
         .always(),
@@ -672,4 +672,72 @@ async fn copies_within_one_registry_never_deadlock_on_its_request_limit() {
     failed_with(&out, &["max_concurrency"]);
     assert!(!text(&out).contains("time limit"), "{}", text(&out));
     assert_untagged(&a, "one/app").await;
+}
+
+#[tokio::test]
+async fn fan_out_to_three_repositories_of_one_registry_completes() {
+    let (a, b) = (TestRegistry::start(), TestRegistry::start());
+    let img = image(18, 3, 3, 256 * 1024);
+    a.client().push_image("app", "v1", &img).await;
+    let out = import(
+        &a.image_ref("app", "v1"),
+        &b.image_ref("x/app", "v1"),
+        &[&b.image_ref("y/app", "v1"), &b.image_ref("z/app", "v1")],
+    );
+    ok(&out);
+    for repo in ["x/app", "y/app", "z/app"] {
+        assert_copied(&b, repo, "v1", &img).await;
+    }
+}
+
+#[tokio::test]
+async fn copies_in_opposite_directions_never_deadlock_on_request_limits() {
+    let (a, b) = (TestRegistry::start(), TestRegistry::start());
+    let (pa, pb) = (FaultProxy::start(&a), FaultProxy::start(&b));
+    let (one, two) = (image(19, 3, 2, 64 * 1024), image(20, 3, 2, 64 * 1024));
+    a.client().push_image("one", "v1", &one).await;
+    b.client().push_image("two", "v1", &two).await;
+    // Each rule streams out of one registry into the other while the other rule does the
+    // reverse, with one request allowed at each.
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("crossdock.toml");
+    std::fs::write(
+        &config,
+        format!(
+            r#"[registries."{a}"]
+max_concurrency = 1
+[registries."{b}"]
+max_concurrency = 1
+
+[[rules]]
+name = "a-to-b"
+source = "{a}/one"
+target = "{b}/one"
+tags = ["v1"]
+timeout = "30s"
+
+[[rules]]
+name = "b-to-a"
+source = "{b}/two"
+target = "{a}/two"
+tags = ["v1"]
+timeout = "30s"
+"#,
+            a = pa.host(),
+            b = pb.host()
+        ),
+    )
+    .unwrap();
+    let report = ok(&crossdock(&[
+        "sync",
+        "--config",
+        config.to_str().unwrap(),
+        "--json",
+    ]));
+    for run in report.as_array().unwrap() {
+        assert_eq!(run["result"], "ok", "{report}");
+    }
+    assert_copied(&b, "one", "v1", &one).await;
+    assert_copied(&a, "two", "v1", &two).await;
+    assert_eq!((pa.peak_in_flight(), pb.peak_in_flight()), (1, 1));
 }

@@ -9,11 +9,23 @@
 //!
 //! Transient failures (connection reset, 5xx, 429) retry the whole transfer from a fresh source
 //! stream and a fresh upload session: an upload is never replayed blindly.
+//!
+//! A streamed transfer holds requests open at two registries at once — the source GET for as
+//! long as the upload runs — and each registry bounds its requests in flight. Taking those
+//! request permits one by one deadlocked: with the source and target in the same registry and
+//! `max_concurrency = 2`, two transfers each held a GET and waited forever for the permit of
+//! their upload; and copies in opposite directions between two registries could hold one each
+//! and wait for the other's. So before opening anything, a transfer reserves, all at once and
+//! in a fixed order of registries, a slot for every request it will hold open
+//! ([`reserve_streams`]). Slots number as many as the registry's request limit, so whatever
+//! transfers hold, a request they still need can always get a permit once the short requests
+//! (HEADs, session starts) ahead of it finish.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::StreamExt;
+use tokio::sync::OwnedSemaphorePermit;
 
 use super::{CopyError, Progress};
 use crate::digest::VerifyingStream;
@@ -60,8 +72,8 @@ impl BlobJob {
     fn blob_error(&self, error: RegistryError) -> CopyError {
         CopyError::Blob {
             digest: self.descriptor.digest.clone(),
-            source_repo: format!("{}/{}", self.source.name(), self.source_repo),
-            target_repo: format!("{}/{}", self.target.name(), self.target_repo),
+            source_repo: super::location(&*self.source, &self.source_repo),
+            target_repo: super::location(&*self.target, &self.target_repo),
             error: Box::new(error),
         }
     }
@@ -125,7 +137,21 @@ impl BlobJob {
         progress: &Arc<dyn Progress>,
     ) -> Result<(), RegistryError> {
         let d = &self.descriptor;
-        let body = match self.source.blob_get(&self.source_repo, &d.digest).await {
+        let (_slots, body) = match reserve_streams(&[]).await {
+            Ok(slots) => (
+                slots,
+                self.source.blob_get(&self.source_repo, &d.digest).await,
+            ),
+            Err(mut e) => {
+                e.message = format!(
+                    "{}; {}",
+                    e.message,
+                    limit_message(&self.source, &self.target)
+                );
+                (Vec::new(), Err(e))
+            }
+        };
+        let body = match body {
             Ok(b) => b,
             Err(e) => {
                 if let Some(s) = session {
@@ -143,7 +169,11 @@ impl BlobJob {
             return Err(RegistryError::new(
                 ErrorKind::DigestInvalid,
                 "GET blob",
-                format!("{}/{}@{}", self.source.name(), self.source_repo, d.digest),
+                format!(
+                    "{}@{}",
+                    super::location(&*self.source, &self.source_repo),
+                    d.digest
+                ),
             )
             .with_message(format!(
                 "the source serves {len} bytes but the manifest declares {} bytes",
@@ -166,5 +196,59 @@ impl BlobJob {
                 session,
             )
             .await
+    }
+}
+
+/// Reserves a stream slot for each of `parties` (a transport listed twice needs two: a blob
+/// streamed within one registry holds a download and an upload there), all at once, in order of
+/// registry name so that two transfers never wait for each other. Fails when a registry's limit
+/// is below what the transfer needs: that transfer could never run without exceeding it.
+pub(super) async fn reserve_streams(
+    parties: &[&Arc<dyn Transport>],
+) -> Result<Vec<OwnedSemaphorePermit>, RegistryError> {
+    // (registry name, semaphore, limit, slots needed), one entry per distinct semaphore.
+    let mut needs: Vec<(String, Arc<tokio::sync::Semaphore>, usize, u32)> = Vec::new();
+    for t in parties {
+        let Some((slots, limit)) = t.stream_slots() else {
+            continue;
+        };
+        match needs.iter_mut().find(|n| Arc::ptr_eq(&n.1, &slots)) {
+            Some(n) => n.3 += 1,
+            None => needs.push((t.name().to_string(), slots, limit, 1)),
+        }
+    }
+    needs.sort_by(|a, b| {
+        (a.0.as_str(), Arc::as_ptr(&a.1) as usize).cmp(&(b.0.as_str(), Arc::as_ptr(&b.1) as usize))
+    });
+    let mut held = Vec::with_capacity(needs.len());
+    for (name, slots, limit, need) in needs {
+        if need as usize > limit {
+            return Err(
+                RegistryError::new(ErrorKind::Unsupported, "stream blob", name.clone())
+                    .with_message(format!(
+                        "it needs {need} requests open at once at {name}, whose max_concurrency is \
+                     {limit}"
+                    )),
+            );
+        }
+        held.push(slots.acquire_many_owned(need).await.map_err(|_| {
+            RegistryError::new(ErrorKind::Transport, "stream blob", name.clone())
+                .with_message("the registry's request slots are closed")
+        })?);
+    }
+    Ok(held)
+}
+
+/// What to do about a registry limit that is too low for a transfer.
+fn limit_message(source: &Arc<dyn Transport>, target: &Arc<dyn Transport>) -> String {
+    if source.name() == target.name() {
+        format!(
+            "copying a blob within {} needs a download and an upload open at once; raise \
+             max_concurrency for it to 2 or more (or use a registry that mounts blobs across \
+             repositories)",
+            source.name()
+        )
+    } else {
+        "raise max_concurrency for the registries involved".to_string()
     }
 }

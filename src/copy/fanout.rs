@@ -103,8 +103,8 @@ impl GroupJob {
     fn blob_error(&self, b: &Branch, error: RegistryError) -> CopyError {
         CopyError::Blob {
             digest: self.descriptor.digest.clone(),
-            source_repo: format!("{}/{}", self.source.name(), self.source_repo),
-            target_repo: format!("{}/{}", b.target.name(), b.repo),
+            source_repo: super::location(&*self.source, &self.source_repo),
+            target_repo: super::location(&*b.target, &b.repo),
             error: Box::new(error),
         }
     }
@@ -188,6 +188,18 @@ impl GroupJob {
         let d = &self.descriptor;
         let taken: Vec<Option<UploadSession>> =
             pending.iter().map(|&i| sessions[i].take()).collect();
+        // The GET and every upload stay open together: reserve them all first (see
+        // `blob::reserve_streams` for the deadlock this prevents).
+        let parties: Vec<&Arc<dyn Transport>> = std::iter::once(&self.source)
+            .chain(pending.iter().map(|&i| &self.branches[i].target))
+            .collect();
+        let _slots = match super::blob::reserve_streams(&parties).await {
+            Ok(slots) => slots,
+            Err(e) => {
+                self.cancel(pending, taken).await;
+                return pending.iter().map(|_| Err(clone_error(&e))).collect();
+            }
+        };
         let body = match self.source.blob_get(&self.source_repo, &d.digest).await {
             Ok(b) => b,
             Err(e) => {
@@ -202,7 +214,11 @@ impl GroupJob {
             let e = RegistryError::new(
                 ErrorKind::DigestInvalid,
                 "GET blob",
-                format!("{}/{}@{}", self.source.name(), self.source_repo, d.digest),
+                format!(
+                    "{}@{}",
+                    super::location(&*self.source, &self.source_repo),
+                    d.digest
+                ),
             )
             .with_message(format!(
                 "the source serves {len} bytes but the manifest declares {} bytes",

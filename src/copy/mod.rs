@@ -199,11 +199,16 @@ impl Target {
         self.reference.repository()
     }
     fn display(&self) -> String {
-        format!(
-            "{}/{}",
-            self.reference.registry(),
-            self.reference.repository()
-        )
+        self.reference.repository_only().to_string()
+    }
+}
+
+/// `registry/repository` for messages; an OCI layout (whose repository is empty) is its path.
+pub(crate) fn location(transport: &dyn Transport, repo: &str) -> String {
+    if repo.is_empty() {
+        transport.name().to_string()
+    } else {
+        format!("{}/{repo}", transport.name())
     }
 }
 

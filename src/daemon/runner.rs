@@ -5,6 +5,7 @@
 //! image limit; one failing image does not stop the others. A tag that differs at the target is
 //! moved (`on_conflict = "overwrite"`) or left alone and counted as kept (`"keep"`).
 
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -131,7 +132,11 @@ async fn run_inner(
     images: Arc<std::sync::Mutex<Vec<ImageOutcome>>>,
     errors: Arc<std::sync::Mutex<Vec<String>>>,
 ) {
-    let mut pairs: Vec<(Reference, Reference)> = Vec::new();
+    // Each pair carries its source's tag list when resolving fetched one: the copy needs it to
+    // find signature tags, and listing once per source instead of once per image is what keeps
+    // a sync of many tags cheap (1,000 tags: 1 listing instead of 1,001).
+    type Listed = Option<Arc<HashSet<String>>>;
+    let mut pairs: Vec<(Reference, Reference, Listed)> = Vec::new();
     for source in &rule.sources {
         let transport = match ctx.connector.get(source.registry()) {
             Ok(t) => t,
@@ -143,8 +148,11 @@ async fn run_inner(
                 continue;
             }
         };
-        match rule.resolve(source, &*transport).await {
-            Ok(p) => pairs.extend(p),
+        match rule.resolve_listing(source, &*transport).await {
+            Ok((p, listed)) => {
+                let listed: Listed = listed.map(|t| Arc::new(t.into_iter().collect()));
+                pairs.extend(p.into_iter().map(|(s, t)| (s, t, listed.clone())));
+            }
             Err(e) => errors.lock().expect("errors lock").push(error_chain(&e)),
         }
     }
@@ -158,11 +166,14 @@ async fn run_inner(
     };
     let copies: Vec<_> = pairs
         .into_iter()
-        .map(|(src, tgt)| {
-            let opts = &opts;
+        .map(|(src, tgt, listed)| {
+            let opts = CopyOptions {
+                source_tags: listed,
+                ..opts.clone()
+            };
             let images = images.clone();
             async move {
-                let outcome = copy_one(ctx, &src, &tgt, opts).await;
+                let outcome = copy_one(ctx, &src, &tgt, &opts).await;
                 images.lock().expect("images lock").push(outcome);
             }
         })

@@ -6,7 +6,6 @@
 //! configuration; both get credentials, in order, from explicit settings and then from Docker's
 //! `config.json`, and plain HTTP for loopback registries and those marked insecure.
 
-
 use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};

@@ -56,8 +56,13 @@ pub struct HttpRegistry {
     auth: Auth,
     opts: HttpOptions,
     permits: Arc<Semaphore>,
+    /// As many as `permits`: reserved by blob transfers for the requests they hold open (see
+    /// [`Transport::stream_slots`]); the requests themselves still take `permits`.
+    stream_slots: Arc<Semaphore>,
     pacer: Option<options::Pacer>,
     ratelimit_remaining: AtomicI64,
+    /// Repositories whose answer to the Referrers API was "no such API", and when.
+    no_referrers_api: listing::ReferrersMemo,
 }
 
 impl std::fmt::Debug for HttpRegistry {
@@ -93,9 +98,11 @@ impl HttpRegistry {
             upload_client,
             auth,
             permits: Arc::new(Semaphore::new(opts.max_concurrent_requests.max(1))),
+            stream_slots: Arc::new(Semaphore::new(opts.max_concurrent_requests.max(1))),
             pacer: opts.requests_per_second.and_then(options::Pacer::new),
             opts,
             ratelimit_remaining: AtomicI64::new(NO_RATELIMIT),
+            no_referrers_api: listing::ReferrersMemo::default(),
         })
     }
 
@@ -188,6 +195,17 @@ impl Transport for HttpRegistry {
 
     async fn referrers(&self, repo: &str, digest: &Digest) -> Result<Option<Vec<Descriptor>>> {
         self.list_referrers(repo, digest).await
+    }
+
+    fn ratelimit_remaining(&self) -> Option<i64> {
+        HttpRegistry::ratelimit_remaining(self)
+    }
+
+    fn stream_slots(&self) -> Option<(Arc<Semaphore>, usize)> {
+        Some((
+            self.stream_slots.clone(),
+            self.opts.max_concurrent_requests.max(1),
+        ))
     }
 }
 

@@ -121,4 +121,13 @@ pub trait Transport: Send + Sync {
     fn ratelimit_remaining(&self) -> Option<i64> {
         None
     }
+
+    /// Reservations for requests held open through a whole blob transfer (a GET being
+    /// streamed, an upload), and how many there are (the backend's request limit); `None` when
+    /// the backend has no request limit. A transfer reserves every such request it will hold,
+    /// at every registry involved, before it opens any, so that transfers never wait for each
+    /// other's requests in a circle (see `copy::blob::reserve_streams`).
+    fn stream_slots(&self) -> Option<(std::sync::Arc<tokio::sync::Semaphore>, usize)> {
+        None
+    }
 }

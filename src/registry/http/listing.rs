@@ -8,9 +8,13 @@
 //!
 //! The Referrers API is optional: distribution 2.8 answers `404 page not found` (plain text) for
 //! it, others 405. Both mean "not implemented" (`Ok(None)`), and the caller falls back to the
-//! `sha256-<hex>` tag scheme.
+//! `sha256-<hex>` tag scheme. That answer is remembered per repository for a while
+//! ([`ReferrersMemo`]): a sync of 1,000 tags of one repository otherwise asks 1,000 times for an
+//! API the registry has already said it lacks.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use reqwest::Method;
@@ -33,6 +37,32 @@ const PAGE_LIMIT: usize = 16 * 1024 * 1024;
 const MAX_EMPTY_PAGES: usize = 2;
 /// Page size asked of registries that paginate.
 const TAGS_PAGE_SIZE: &str = "1000";
+
+/// How long a "no Referrers API" answer is trusted: long enough to cover a sync run, short
+/// enough that a daemon notices a registry upgraded under it.
+const NO_REFERRERS_TTL: Duration = Duration::from_secs(15 * 60);
+/// Most repositories remembered (the memo is cleared past this).
+const NO_REFERRERS_MAX: usize = 10_000;
+
+/// Repositories that answered "no such API" to a referrers request, with when they did.
+#[derive(Debug, Default)]
+pub(super) struct ReferrersMemo(Mutex<HashMap<String, Instant>>);
+
+impl ReferrersMemo {
+    fn lacks_api(&self, repo: &str) -> bool {
+        let memo = self.0.lock().expect("referrers memo lock");
+        memo.get(repo)
+            .is_some_and(|at| at.elapsed() < NO_REFERRERS_TTL)
+    }
+
+    fn note_no_api(&self, repo: &str) {
+        let mut memo = self.0.lock().expect("referrers memo lock");
+        if memo.len() >= NO_REFERRERS_MAX {
+            memo.clear();
+        }
+        memo.insert(repo.to_string(), Instant::now());
+    }
+}
 
 /// One page of a listing.
 struct Page {
@@ -213,6 +243,9 @@ impl HttpRegistry {
         repo: &str,
         digest: &Digest,
     ) -> Result<Option<Vec<Descriptor>>> {
+        if self.no_referrers_api.lacks_api(repo) {
+            return Ok(None);
+        }
         let scopes = pull(repo);
         let mut url = self.url(&format!("/v2/{repo}/referrers/{digest}"));
         let mut pager = Pager::new("GET referrers", &url);
@@ -232,6 +265,7 @@ impl HttpRegistry {
                     err.errors = errors.into();
                     return Err(err);
                 }
+                self.no_referrers_api.note_no_api(repo);
                 return Ok(None);
             }
             let index: ImageIndex = serde_json::from_slice(&page.body).map_err(|e| {
@@ -256,6 +290,23 @@ impl HttpRegistry {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_missing_referrers_api_is_remembered_per_repository() {
+        let memo = ReferrersMemo::default();
+        assert!(!memo.lacks_api("app"));
+        memo.note_no_api("app");
+        assert!(memo.lacks_api("app"));
+        assert!(
+            !memo.lacks_api("other"),
+            "another repository is asked again"
+        );
+        // An old answer is not trusted any more (when the clock goes back that far).
+        if let Some(old) = Instant::now().checked_sub(NO_REFERRERS_TTL + Duration::from_secs(1)) {
+            memo.0.lock().unwrap().insert("app".into(), old);
+            assert!(!memo.lacks_api("app"));
+        }
+    }
 
     #[test]
     fn finds_the_next_link() {

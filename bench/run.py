@@ -1,0 +1,553 @@
+#!/usr/bin/env python3
+"""crossdock against skopeo and the raw-upload limit, on two loopback registries (issue 5).
+
+    bench/run.sh [RUNS] [options]          (or: python3 bench/run.py --runs RUNS [options])
+
+What it does, in order:
+ 1. `cargo build --release` (skip with --no-build or name a binary with --bin);
+ 2. starts two private CNCF distribution 2.8 registries (`docker-registry`) on free loopback
+    ports with regbench's start-registries.sh, in a fresh temporary directory under --tmp: A is
+    the source, B the destination;
+ 3. generates the images with regbench's make-image.py (deterministic: same arguments, same
+    digests; cached under --img so a second run skips this) and seeds A — seed.sh (skopeo) for
+    the one-tag images, bench/push_layout.py for the many-tag repositories;
+ 4. runs every case, crossdock and its peers **alternately** (the order rotates each round), each
+    run into a never-used destination repository; skopeo's blob-info cache is deleted before each
+    skopeo copy/sync (regbench's copy-fresh.sh / sync-fresh.sh), and crossdock keeps no state
+    between processes;
+ 5. records per run the wall time, CPU (user+sys) and peak RSS of the process (wait4), the HTTP
+    requests each registry wrote to its access log meanwhile (regbench's reqcount.py) and each
+    registry process's CPU seconds; prints medians, ranges and paired ratios (the median of the
+    per-round ratios), and writes results.md + results.json into --out.
+
+Cases (issue 5): a 3 platforms x 4 layers x 16 MiB; b 5 x 10 x 2 MiB; c 1 layer of --c-size
+(1 GiB); d no-op re-import of a, b, c; e 50 tags (2 platforms each) fresh `sync`; f the same 50
+tags no-op; g 1,000 tags x 1 platform, 5 of them changed between two syncs.
+Everything generated goes under --tmp (registries) and --img (images); the registries are
+stopped (by PID) and their storage deleted at the end, even on failure (--keep keeps it).
+Needs: docker-registry, skopeo, python3 (stdlib) and cargo. The regbench scripts it calls
+(start/stop-registries.sh, make-image.py, seed.sh, copy-fresh.sh, sync-fresh.sh, raw-copy.py,
+reqcount.py) are copies in bench/regbench/ of ../shared/regbench, unchanged, so that a clone
+alone reproduces the figures; --regbench DIR (or $REGBENCH) runs another copy.
+"""
+import argparse
+import datetime
+import importlib.util
+import json
+import os
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+REPO = os.path.dirname(HERE)
+
+# make-image.py arguments per case (all tar-gzip, gzip level 0: see regbench's README).
+SPECS = {
+    "a": ["-p", "3", "-l", "4", "-s", "16M", "--tag", "v1"],
+    "b": ["-p", "5", "-l", "10", "-s", "2M", "--tag", "v1"],
+    "sync": ["-p", "2", "-l", "1", "-s", "64K", "--tag", "t", "--tags", "50"],
+}
+G_LAYER = "4K"
+
+
+def log(msg):
+    print(msg, file=sys.stderr, flush=True)
+
+
+def free_ports(n):
+    socks, ports = [], []
+    for _ in range(n):
+        s = socket.socket()
+        s.bind(("127.0.0.1", 0))
+        socks.append(s)
+        ports.append(s.getsockname()[1])
+    for s in socks:
+        s.close()
+    return [str(p) for p in ports]
+
+
+def parse_size(s):
+    s = s.strip().upper().rstrip("B").rstrip("I")
+    mult = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30}.get(s[-1:], 1)
+    return int(float(s[:-1] if s[-1:] in "KMG" else s) * mult)
+
+
+def med(xs):
+    return statistics.median(xs) if xs else float("nan")
+
+
+def fmt_range(xs, digits=3):
+    if not xs:
+        return "–"
+    f = "%%.%df" % digits
+    return "%s [%s–%s]" % (f % med(xs), f % min(xs), f % max(xs))
+
+
+class Bench:
+    def __init__(self, args):
+        self.args = args
+        self.regbench = os.path.abspath(args.regbench)
+        for f in ("start-registries.sh", "stop-registries.sh", "make-image.py", "seed.sh",
+                  "copy-fresh.sh", "sync-fresh.sh", "raw-copy.py", "reqcount.py"):
+            if not os.path.exists(os.path.join(self.regbench, f)):
+                sys.exit("regbench not found: %s/%s is missing (use --regbench DIR)" % (self.regbench, f))
+        spec = importlib.util.spec_from_file_location("reqcount", os.path.join(self.regbench, "reqcount.py"))
+        self.rc = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(self.rc)
+        self.work = tempfile.mkdtemp(prefix="crossdock-bench-", dir=args.tmp)
+        self.base = os.path.join(self.work, "registries")
+        self.logs = os.path.join(self.work, "logs")
+        os.makedirs(self.logs)
+        self.ports = free_ports(2)
+        self.A = "127.0.0.1:" + self.ports[0]
+        self.B = "127.0.0.1:" + self.ports[1]
+        self.env = dict(os.environ, REGBENCH_BASE=self.base, REGBENCH_COUNTER=os.path.join(self.work, "counter"))
+        self.runs = []      # every measured run
+        self.seq = 0
+        self.cd = None
+
+    # ---- set-up -------------------------------------------------------------------------
+    def rb(self, name):
+        return os.path.join(self.regbench, name)
+
+    def sh(self, cmd, **kw):
+        return subprocess.run(cmd, env=self.env, check=True, **kw)
+
+    def build(self):
+        if self.args.bin:
+            self.cd = os.path.abspath(self.args.bin)
+            return
+        target = os.environ.get("CARGO_TARGET_DIR", os.path.join(REPO, "target"))
+        self.cd = os.path.join(target, "release", "crossdock")
+        if self.args.no_build:
+            return
+        log("== cargo build --release")
+        t0 = time.monotonic()
+        subprocess.run(["cargo", "build", "--release", "--bin", "crossdock"], cwd=REPO, check=True)
+        log("   built in %.0f s" % (time.monotonic() - t0))
+
+    def check_disk(self):
+        need = self.args.c_bytes * 4 + (2 << 30) if "c" in self.cases else 2 << 30
+        for path in (self.args.tmp, self.args.img):
+            os.makedirs(path, exist_ok=True)
+            free = shutil.disk_usage(path).free
+            if free < need:
+                sys.exit("%s has %.1f GiB free; the cases need about %.1f GiB (smaller case c: --c-size)"
+                         % (path, free / 2**30, need / 2**30))
+
+    def start(self):
+        self.sh([self.rb("start-registries.sh"), "-d", self.base] + self.ports, stdout=subprocess.DEVNULL)
+        log("== registries: A (source) %s, B (destination) %s, under %s" % (self.A, self.B, self.base))
+
+    def stop(self):
+        subprocess.run([self.rb("stop-registries.sh"), "-d", self.base] + ([] if self.args.keep else ["--purge"])
+                       + self.ports, env=self.env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        if not self.args.keep:
+            shutil.rmtree(self.work, ignore_errors=True)
+
+    def image(self, name, spec):
+        """A layout under --img, made once (make-image.py is deterministic)."""
+        d = os.path.join(self.args.img, name)
+        if not os.path.exists(os.path.join(d, "index.json")):
+            log("   make-image.py %s %s" % (name, " ".join(spec)))
+            shutil.rmtree(d, ignore_errors=True)
+            self.sh(["python3", self.rb("make-image.py"), d] + spec, stdout=subprocess.DEVNULL)
+        return d
+
+    def seed(self, layout, repo, tag=None, fast=False):
+        if fast:
+            self.sh(["python3", os.path.join(HERE, "push_layout.py"), layout, "%s/%s" % (self.A, repo)]
+                    + (["--tags", tag] if tag else []), stdout=subprocess.DEVNULL)
+        else:
+            self.sh([self.rb("seed.sh"), layout, self.A, repo] + ([tag] if tag else []), stdout=subprocess.DEVNULL)
+
+    def layout_bytes(self, layout, tag):
+        out = subprocess.run(["python3", self.rb("raw-copy.py"), "--src-layout", layout, "--tag", tag,
+                              "--dst", "x/y", "--count-only"], check=True, capture_output=True, text=True).stdout
+        return json.loads(out)
+
+    # ---- one measured run ---------------------------------------------------------------
+    def settle(self, offsets):
+        """Waits until the registries stop writing log lines (the access log line of the last
+        request can land a moment after the client has its answer)."""
+        time.sleep(0.25)
+        last = None
+        for _ in range(40):
+            now = self.rc.sizes(self.base, self.ports)
+            if now == last:
+                return
+            last = now
+            time.sleep(0.1)
+
+    def measure(self, case, tool, cmd, **extra):
+        self.seq += 1
+        offs = self.rc.sizes(self.base, self.ports)
+        cpu0 = {p: self.rc.cpu_s(self.base, p) for p in self.ports}
+        out = os.path.join(self.logs, "%04d-%s-%s.log" % (self.seq, case, tool))
+        with open(out, "wb") as f:
+            t0 = time.monotonic()
+            p = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=f, stderr=f, env=self.env)
+            _, status, ru = os.wait4(p.pid, 0)
+            wall = time.monotonic() - t0
+        rcode = os.waitstatus_to_exitcode(status)
+        self.settle(offs)
+        counts = self.rc.count(self.base, offs)
+        regs = {}
+        for role, port in zip("AB", self.ports):
+            c1 = self.rc.cpu_s(self.base, port)
+            regs[role] = dict(counts[port], cpu_s=round(c1 - cpu0[port], 3))
+        r = dict(case=case, tool=tool, wall_s=round(wall, 4), cpu_s=round(ru.ru_utime + ru.ru_stime, 3),
+                 peak_mib=round(ru.ru_maxrss / 1024, 1), rc=rcode, registries=regs, cmd=cmd, **extra)
+        if rcode != 0:
+            with open(out, "rb") as f:
+                tail = f.read()[-2000:].decode("utf-8", "replace")
+            sys.exit("%s/%s failed (exit %d): %s\n%s" % (case, tool, rcode, " ".join(cmd), tail))
+        log("   %-2s %-10s %7.3f s  cpu %5.2f s  rss %5.1f MiB  req A %4d  B %4d" % (
+            case, tool, wall, r["cpu_s"], r["peak_mib"], regs["A"]["total"], regs["B"]["total"]))
+        return r
+
+    def alternate(self, case, tools, rounds, warmup=0):
+        """Runs each tool once per round, rotating the order; returns {tool: [runs]}."""
+        res = {t: [] for t, _ in tools}
+        for i in range(warmup + rounds):
+            order = tools[i % len(tools):] + tools[:i % len(tools)]
+            for name, make in order:
+                r = self.measure(case, name, make())
+                if i >= warmup:
+                    r["round"] = i - warmup
+                    res[name].append(r)
+                    self.runs.append(r)
+        return res
+
+    # ---- commands -------------------------------------------------------------------------
+    def fresh(self, prefix):
+        n = int(open(self.env["REGBENCH_COUNTER"]).read()) + 1 if os.path.exists(self.env["REGBENCH_COUNTER"]) else 1
+        with open(self.env["REGBENCH_COUNTER"], "w") as f:
+            f.write(str(n))
+        return "%s-%d" % (prefix, n)
+
+    def cd_import(self, src, dst):
+        return [self.cd, "import", src, dst]
+
+    def sync_config(self, src_repo, target):
+        path = os.path.join(self.work, "sync-%d.toml" % (self.seq + 1))
+        with open(path, "w") as f:
+            f.write('[[rules]]\nname = "bench"\nsource = "%s/%s"\ntarget = "%s"\n[rules.tags]\nall = true\n'
+                    % (self.A, src_repo, target))
+        return path
+
+    def cd_sync(self, src_repo, target):
+        return [self.cd, "sync", "--config", self.sync_config(src_repo, target)]
+
+    def skopeo_copy(self, src, dst):
+        return ["skopeo", "copy", "-q", "--all", "--preserve-digests", "--src-tls-verify=false",
+                "--dest-tls-verify=false", "docker://" + src, "docker://" + dst]
+
+    def skopeo_sync(self, src_repo, dst):
+        return ["skopeo", "sync", "--all", "--preserve-digests", "--src", "docker", "--dest", "docker",
+                "--src-tls-verify=false", "--dest-tls-verify=false", "%s/%s" % (self.A, src_repo), dst]
+
+    # ---- cases ------------------------------------------------------------------------------
+    def copy_case(self, case, layout, rounds, warmup):
+        src = "%s/bench/%s:v1" % (self.A, case)
+        # The first crossdock target of each case is kept for case d (the no-op re-import).
+        firsts = []
+
+        def cd():
+            dst = "%s/%s:v1" % (self.B, self.fresh("cd-" + case))
+            firsts.append(dst)
+            return self.cd_import(src, dst)
+        tools = [("crossdock", cd),
+                 ("skopeo", lambda: [self.rb("copy-fresh.sh"), src, "%s/sk-%s" % (self.B, case)]),
+                 ("raw", lambda: ["python3", self.rb("raw-copy.py"), "--src", "%s/bench/%s" % (self.A, case),
+                                  "--tag", "v1", "--dst", "%s/raw-%s" % (self.B, case), "--fresh", "-j", "4"])]
+        res = self.alternate(case, tools, rounds, warmup=warmup)
+        self.noop_targets[case] = firsts[-1]
+        return res
+
+    def noop_case(self, case, rounds):
+        src = "%s/bench/%s:v1" % (self.A, case)
+        dst = self.noop_targets[case]
+        tools = [("crossdock", lambda: self.cd_import(src, dst)),
+                 ("skopeo", lambda: self.skopeo_copy(src, dst))]
+        return self.alternate("d-" + case, tools, rounds, warmup=1)
+
+    def run(self):
+        a = self.args
+        self.cases = a.cases
+        self.check_disk()
+        self.build()
+        if not os.access(self.cd, os.X_OK):
+            sys.exit("no crossdock binary at %s" % self.cd)
+        self.start()
+        results = {}
+        self.noop_targets = {}
+        layouts = {}
+        t_start = time.monotonic()
+        log("== images (under %s) and seeding A" % a.img)
+        for case in ("a", "b", "c"):
+            if case in self.cases or ("d" in self.cases and case in a.d_images):
+                spec = SPECS[case] if case != "c" else ["-p", "1", "-l", "1", "-s", a.c_size, "--tag", "v1"]
+                layouts[case] = self.image(case if case != "c" else "c-" + a.c_size, spec)
+                self.seed(layouts[case], "bench/" + case, "v1")
+        if {"e", "f"} & set(self.cases):
+            layouts["sync"] = self.image("sync", SPECS["sync"])
+            self.seed(layouts["sync"], "bench/sync", fast=True)
+        if "g" in self.cases:
+            layouts["g"] = self.image("g-%d" % a.g_tags, ["-p", "1", "-l", "1", "-s", G_LAYER, "--tag", "t",
+                                                          "--tags", str(a.g_tags)])
+            self.seed(layouts["g"], "bench/g", fast=True)
+        log("   ready in %.0f s" % (time.monotonic() - t_start))
+
+        for case in ("a", "b", "c"):
+            if case in self.cases or ("d" in self.cases and case in a.d_images):
+                rounds = a.runs_c if case == "c" else a.runs
+                warmup = 0 if case == "c" else a.warmup
+                if case not in self.cases:
+                    rounds, warmup = 1, 0   # only to fill the target for case d
+                log("== case %s (%d rounds)" % (case, rounds))
+                res = self.copy_case(case, layouts[case], rounds, warmup)
+                if case in self.cases:
+                    results[case] = dict(res, bytes=self.layout_bytes(layouts[case], "v1"))
+        if "d" in self.cases:
+            for case in a.d_images:
+                log("== case d: no-op re-import of %s" % case)
+                results["d-" + case] = self.noop_case(case, a.runs)
+        if "e" in self.cases or "f" in self.cases:
+            log("== case e: 50 tags, fresh sync")
+            firsts = []
+
+            def cd_e():
+                prefix = self.fresh("cdsync")
+                firsts.append(prefix)
+                return self.cd_sync("bench/sync", "%s/%s/{name}" % (self.B, prefix))
+            tools = [("crossdock", cd_e),
+                     ("skopeo", lambda: [self.rb("sync-fresh.sh"), "%s/bench/sync" % self.A, "%s/sksync" % self.B])]
+            res = self.alternate("e", tools, a.runs if "e" in self.cases else 1,
+                                 warmup=a.warmup if "e" in self.cases else 0)
+            if "e" in self.cases:
+                results["e"] = res
+            if "f" in self.cases:
+                log("== case f: the same 50 tags, no-op sync")
+                # skopeo sync puts SRC's last path element under the destination: PREFIX/sync,
+                # the same repository crossdock's "{name}" template fills.
+                prefix = firsts[0]
+                tools = [("crossdock", lambda: self.cd_sync("bench/sync", "%s/%s/{name}" % (self.B, prefix))),
+                         ("skopeo", lambda: self.skopeo_sync("bench/sync", "%s/%s" % (self.B, prefix)))]
+                results["f"] = self.alternate("f", tools, a.runs, warmup=1)
+        if "g" in self.cases:
+            results["g"] = self.case_g(layouts["g"])
+        self.results = results
+        self.elapsed = time.monotonic() - t_start
+
+    def case_g(self, layout):
+        a = self.args
+        log("== case g: %d tags, first sync, then (no-op sync, change 5 tags, sync) x %d" % (a.g_tags, a.runs))
+        prefix = self.fresh("cdg")
+        target = "%s/%s/{name}" % (self.B, prefix)
+        out = {"first": [], "noop": [], "changed": [], "skopeo_noop": []}
+        r = self.measure("g", "first", self.cd_sync("bench/g", target))
+        out["first"].append(r)
+        self.runs.append(r)
+        for i in range(a.runs):
+            r = self.measure("g", "noop", self.cd_sync("bench/g", target))
+            out["noop"].append(r)
+            self.runs.append(r)
+            # Five tags move to new images (a new seed per round, so each round changes them).
+            changed = self.image("g-changed-%d" % (i + 1), ["-p", "1", "-l", "1", "-s", G_LAYER, "--tag", "t",
+                                                             "--tags", "5", "--seed", str(i + 1)])
+            self.seed(changed, "bench/g", fast=True)
+            r = self.measure("g", "changed5", self.cd_sync("bench/g", target))
+            out["changed"].append(r)
+            self.runs.append(r)
+        for _ in range(a.g_skopeo):
+            # skopeo's steady state: a no-op sync of the same 1,000 tags into crossdock's target.
+            r = self.measure("g", "skopeo-noop", self.skopeo_sync("bench/g", "%s/%s" % (self.B, prefix)))
+            out["skopeo_noop"].append(r)
+            self.runs.append(r)
+        return out
+
+    # ---- report -------------------------------------------------------------------------------
+    def machine(self):
+        def cmd(c):
+            try:
+                return subprocess.run(c, capture_output=True, text=True, cwd=REPO).stdout.strip()
+            except OSError:
+                return "?"
+        model = "?"
+        for ln in open("/proc/cpuinfo"):
+            if ln.startswith("model name"):
+                model = ln.split(":", 1)[1].strip()
+                break
+        mem = "?"
+        for ln in open("/proc/meminfo"):
+            if ln.startswith("MemTotal"):
+                mem = "%.1f GiB" % (int(ln.split()[1]) / 2**20)
+        dirty = " (with uncommitted changes)" if cmd(["git", "status", "--porcelain", "--untracked-files=no"]) else ""
+        return {
+            "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+            "nproc": os.cpu_count(), "cpu": model, "ram": mem,
+            "kernel": os.uname().release,
+            "skopeo": cmd(["skopeo", "--version"]),
+            "docker-registry": cmd(["dpkg-query", "-W", "-f=${Version}", "docker-registry"]) or "?",
+            "crossdock": cmd(["git", "rev-parse", "--short", "HEAD"]) + dirty,
+            "rustc": cmd(["rustc", "--version"]),
+            "load_before": open("/proc/loadavg").read().split()[:3],
+        }
+
+    @staticmethod
+    def walls(runs):
+        return [r["wall_s"] for r in runs]
+
+    @staticmethod
+    def req(runs, role):
+        tot = [r["registries"][role]["total"] for r in runs]
+        return ("%d" % tot[0]) if len(set(tot)) == 1 else "%d–%d" % (min(tot), max(tot))
+
+    @staticmethod
+    def paired(num, den):
+        """Median [min–max] of per-round ratios num/den."""
+        by = {r["round"]: r["wall_s"] for r in den}
+        rs = [r["wall_s"] / by[r["round"]] for r in num if r["round"] in by and by[r["round"]] > 0]
+        return rs
+
+    def report(self):
+        m = self.machine()
+        a = self.args
+        L = []
+        L.append("Machine: %d CPUs (%s), %s RAM, Linux %s; load before: %s" % (
+            m["nproc"], m["cpu"], m["ram"], m["kernel"], " ".join(m["load_before"])))
+        L.append("Date: %s. Versions: crossdock %s; %s; docker-registry %s; %s." % (
+            m["date"], m["crossdock"], m["skopeo"], m["docker-registry"], m["rustc"]))
+        L.append("Command: `bench/run.sh %s` (%.0f s from registry start to the last case).\n" % (
+            a.cmdline, self.elapsed))
+        L.append("Wall and CPU in seconds, median [min–max]; RSS = peak of the client process; requests = access-log "
+                 "lines at A (source) / B (destination) per run; registry CPU = A + B seconds, median. "
+                 "Ratios are medians of the per-round ratios (runs alternate).\n")
+        L.append("| case | tool | runs | wall s | CPU s | peak RSS MiB | requests A / B | registry CPU s A / B |")
+        L.append("|---|---|---:|---|---:|---:|---|---|")
+        res = self.results
+
+        def row(case, tool, runs):
+            if not runs:
+                return
+            L.append("| %s | %s | %d | %s | %.2f | %.1f | %s / %s | %.2f / %.2f |" % (
+                case, tool, len(runs), fmt_range(self.walls(runs)), med([r["cpu_s"] for r in runs]),
+                med([r["peak_mib"] for r in runs]), self.req(runs, "A"), self.req(runs, "B"),
+                med([r["registries"]["A"]["cpu_s"] for r in runs]), med([r["registries"]["B"]["cpu_s"] for r in runs])))
+        for case in ("a", "b", "c", "d-a", "d-b", "d-c", "e", "f"):
+            if case in res:
+                for tool in ("crossdock", "skopeo", "raw"):
+                    row(case, tool, res[case].get(tool, []))
+        if "g" in res:
+            g = res["g"]
+            row("g", "crossdock first sync", g["first"])
+            row("g", "crossdock no-op sync", g["noop"])
+            row("g", "crossdock 5 changed", g["changed"])
+            row("g", "skopeo no-op sync", g["skopeo_noop"])
+
+        L.append("\n| case | target | measured | verdict |")
+        L.append("|---|---|---|---|")
+
+        def ratio(case, num, den):
+            rs = self.paired(res[case][num], res[case][den])
+            return rs, fmt_range(rs, 2)
+
+        def verdict(ok):
+            return "met" if ok else "**not met**"
+        if "a" in res:
+            rs, s = ratio("a", "crossdock", "raw")
+            L.append("| a | wall ≤ 1.05 × raw limit | crossdock / raw %s | %s |" % (s, verdict(med(rs) <= 1.05)))
+            rs, s = ratio("a", "skopeo", "crossdock")
+            L.append("| a | ≥ 1.4 × faster than skopeo | skopeo / crossdock %s | %s |" % (s, verdict(med(rs) >= 1.4)))
+        if "b" in res:
+            rs, s = ratio("b", "skopeo", "crossdock")
+            L.append("| b | ≥ 1.5 × faster than skopeo | skopeo / crossdock %s (crossdock / raw %s) | %s |" % (
+                s, ratio("b", "crossdock", "raw")[1], verdict(med(rs) >= 1.5)))
+        if "c" in res:
+            rss = [r["peak_mib"] for r in res["c"]["crossdock"]]
+            L.append("| c | peak RSS ≤ 24 MiB | %s MiB (skopeo %s) | %s |" % (
+                fmt_range(rss, 1), fmt_range([r["peak_mib"] for r in res["c"]["skopeo"]], 1), verdict(max(rss) <= 24)))
+            rs, s = ratio("c", "skopeo", "crossdock")
+            L.append("| c | ≥ 1.25 × faster than skopeo | skopeo / crossdock %s (crossdock / raw %s) | %s |" % (
+                s, ratio("c", "crossdock", "raw")[1], verdict(med(rs) >= 1.25)))
+        for case in ("d-a", "d-b", "d-c"):
+            if case in res:
+                got = {(r["registries"]["A"]["total"], r["registries"]["B"]["total"]) for r in res[case]["crossdock"]}
+                L.append("| %s | exactly 1 request at each registry | A / B = %s | %s |" % (
+                    case, ", ".join("%d / %d" % g for g in sorted(got)), verdict(got == {(1, 1)})))
+        if "e" in res:
+            rs, s = ratio("e", "skopeo", "crossdock")
+            L.append("| e | ≥ 3 × faster than skopeo sync | skopeo / crossdock %s | %s |" % (s, verdict(med(rs) >= 3)))
+        if "f" in res:
+            tags = 50
+            tot = max(r["registries"]["A"]["total"] + r["registries"]["B"]["total"] for r in res["f"]["crossdock"])
+            L.append("| f | ≤ 2 requests per tag + tag list | %d requests for %d tags (skopeo %s) | %s |" % (
+                tot, tags, self.req(res["f"]["skopeo"], "A") + " + " + self.req(res["f"]["skopeo"], "B"),
+                verdict(tot <= 2 * tags + 1)))
+            rs, s = ratio("f", "skopeo", "crossdock")
+            L.append("| f | ≥ 5 × faster than skopeo sync | skopeo / crossdock %s | %s |" % (s, verdict(med(rs) >= 5)))
+        if "g" in res:
+            g = res["g"]
+            first, noop, ch = med(self.walls(g["first"])), med(self.walls(g["noop"])), med(self.walls(g["changed"]))
+            per_first = first / a.g_tags
+            extra = (ch - noop) / 5
+            L.append("| g | time grows with the 5 changed, not the %d | first %.2f s, no-op %.2f s, 5 changed %.2f s: "
+                     "%.0f ms per changed tag above the no-op (first sync: %.0f ms per tag) | %s |" % (
+                         a.g_tags, first, noop, ch, extra * 1000, per_first * 1000,
+                         verdict(ch < 2 * noop and ch < first / 4)))
+        text = "\n".join(L) + "\n"
+        os.makedirs(a.out, exist_ok=True)
+        with open(os.path.join(a.out, "results.md"), "w") as f:
+            f.write(text)
+        with open(os.path.join(a.out, "results.json"), "w") as f:
+            json.dump({"machine": m, "args": vars(a), "runs": self.runs}, f, indent=1, default=str)
+        print(text)
+        log("results: %s/results.md and results.json" % a.out)
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("runs_pos", nargs="?", type=int, help="rounds per case (same as --runs)")
+    ap.add_argument("--runs", type=int, default=5, help="rounds per case (default 5)")
+    ap.add_argument("--runs-c", type=int, help="rounds for case c (default min(3, RUNS))")
+    ap.add_argument("--warmup", type=int, default=1, help="unrecorded rounds before a, b, e (default 1)")
+    ap.add_argument("--cases", default="abcdefg", help="which cases, e.g. abd (default abcdefg)")
+    ap.add_argument("--d-images", default="abc", help="images re-imported in case d (default abc)")
+    ap.add_argument("--c-size", default="1G", help="case c's layer size (default 1G)")
+    ap.add_argument("--g-tags", type=int, default=1000, help="case g's tag count (default 1000)")
+    ap.add_argument("--g-skopeo", type=int, default=1, help="skopeo no-op syncs of case g (default 1)")
+    ap.add_argument("--no-build", action="store_true", help="use target/release/crossdock as it is")
+    ap.add_argument("--bin", help="the crossdock binary to measure (implies --no-build)")
+    ap.add_argument("--regbench", default=os.environ.get("REGBENCH", os.path.join(HERE, "regbench")),
+                    help="regbench scripts (default: bench/regbench, copied from ../shared/regbench)")
+    ap.add_argument("--tmp", default=os.environ.get("TMPDIR", "/tmp"), help="where the registries live")
+    ap.add_argument("--img", default=os.environ.get("CROSSDOCK_BENCH_IMG", "/tmp/crossdock-bench-img"),
+                    help="image cache (default /tmp/crossdock-bench-img)")
+    ap.add_argument("--out", help="results folder (default /tmp/crossdock-bench-results/<time>)")
+    ap.add_argument("--keep", action="store_true", help="keep the registries' storage and logs")
+    args = ap.parse_args()
+    if args.runs_pos is not None:
+        args.runs = args.runs_pos
+    args.cmdline = " ".join(sys.argv[1:])
+    args.runs_c = args.runs_c or min(3, args.runs)
+    args.c_bytes = parse_size(args.c_size)
+    args.cases = [c for c in args.cases if c in "abcdefg"]
+    args.d_images = [c for c in args.d_images if c in "abc"]
+    args.out = args.out or os.path.join("/tmp/crossdock-bench-results",
+                                        datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%dT%H%M%SZ"))
+    b = Bench(args)
+    try:
+        b.run()
+        b.report()
+    finally:
+        b.stop()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
