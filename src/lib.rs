@@ -3,14 +3,15 @@
 //! Layers, from the bottom: plain data types that do no I/O ([`reference`], [`digest`],
 //! [`manifest`]); the transport ([`registry`]: a trait for "a place images live" and its
 //! backends); the copy engine ([`copy`]) that uses only the trait; and on top the configuration
-//! ([`config`], [`rules`]), scheduling ([`schedule`]), serving ([`server`], [`metrics`]) and the
-//! command line ([`cli`]).
+//! ([`config`], [`rules`], [`indexes`]), scheduling ([`schedule`]), serving ([`server`],
+//! [`metrics`]) and the command line ([`cli`]).
 
 pub mod cli;
 pub mod config;
 pub mod copy;
 pub mod daemon;
 pub mod digest;
+pub mod indexes;
 pub mod manifest;
 pub mod metrics;
 pub mod reference;

@@ -55,6 +55,13 @@ pub struct RuleLabels {
     pub rule: String,
 }
 
+/// Labels for registry notifications.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct NotificationLabels {
+    /// `accepted`, `ignored` or `rejected`.
+    pub result: String,
+}
+
 /// The process-wide metrics.
 pub struct Metrics {
     /// Rule runs by rule and result.
@@ -76,6 +83,8 @@ pub struct Metrics {
     pub requests: Family<RequestLabels, Counter>,
     /// Last `ratelimit-remaining` seen from a registry (Docker Hub).
     pub ratelimit_remaining: Family<RegistryLabels, Gauge>,
+    /// Registry notification events by result; refused requests count as `rejected`.
+    pub notifications: Family<NotificationLabels, Counter>,
 }
 
 impl Metrics {
@@ -137,6 +146,13 @@ impl Metrics {
             "Images handled by rule runs, by rule and result (copied, up_to_date, failed)",
             rule_images.clone(),
         );
+        let notifications = Family::<NotificationLabels, Counter>::default();
+        registry.register(
+            "notifications",
+            "Registry notifications: events accepted (a sync queued) or ignored (no rule covers \
+             them, or not a tagged push), and requests rejected (token, body)",
+            notifications.clone(),
+        );
         Metrics {
             runs,
             last_success,
@@ -148,6 +164,7 @@ impl Metrics {
             registry: std::sync::Mutex::new(registry),
             requests,
             ratelimit_remaining,
+            notifications,
         }
     }
 
@@ -257,6 +274,18 @@ pub fn record_rule_images(rule: &str, result: &str, n: u64) {
             .rule_images
             .get_or_create(&RunLabels {
                 rule: rule.to_string(),
+                result: result.to_string(),
+            })
+            .inc_by(n);
+    }
+}
+
+/// Counts `n` notification events (or refused requests) with `result`.
+pub fn record_notifications(result: &str, n: u64) {
+    if n > 0 {
+        global()
+            .notifications
+            .get_or_create(&NotificationLabels {
                 result: result.to_string(),
             })
             .inc_by(n);

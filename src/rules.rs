@@ -297,6 +297,8 @@ pub struct RulePlan {
     pub sources: Vec<Reference>,
     /// Where each source lands.
     pub target: TargetTemplate,
+    /// Further targets: each image goes to all of them, read from the source once.
+    pub extra_targets: Vec<TargetTemplate>,
     /// Which tags to copy.
     pub tags: TagSelector,
     /// Platforms to copy out of multi-platform images; empty means all.
@@ -314,12 +316,18 @@ pub struct RulePlan {
 }
 
 impl RulePlan {
-    /// The target reference for `tag` of `source`.
+    /// The (first) target reference for `tag` of `source`.
     pub fn target_for(&self, source: &Reference, tag: &str) -> Result<Reference, ReferenceError> {
         self.target.expand(source)?.with_tag(tag)
     }
 
-    /// The `(source, target)` pairs for one of this rule's sources, asking `transport` (the
+    /// Every target template, the first one first.
+    pub fn targets(&self) -> impl Iterator<Item = &TargetTemplate> {
+        std::iter::once(&self.target).chain(self.extra_targets.iter())
+    }
+
+    /// The `(source, target)` pairs for one of this rule's sources (one pair per target of
+    /// each tag, in target order), asking `transport` (the
     /// source registry's) for the tag list only if the selector needs it.
     pub async fn resolve(
         &self,
@@ -365,12 +373,14 @@ impl RulePlan {
                     tag: tag.clone(),
                     source: Box::new(e),
                 };
-                Ok((
-                    source.with_tag(&tag).map_err(err)?,
-                    self.target_for(source, &tag).map_err(err)?,
-                ))
+                let src = source.with_tag(&tag).map_err(err)?;
+                self.targets()
+                    .map(|tpl| Ok((src.clone(), tpl.expand(source)?.with_tag(&tag)?)))
+                    .collect::<Result<Vec<_>, ReferenceError>>()
+                    .map_err(err)
             })
-            .collect()
+            .collect::<Result<Vec<Vec<_>>, _>>()
+            .map(|v| v.into_iter().flatten().collect())
     }
 }
 
@@ -560,6 +570,7 @@ mod tests {
             name: "r".into(),
             sources: vec![],
             target: TargetTemplate::parse("localhost:5001/m/{repo}").unwrap(),
+            extra_targets: vec![],
             tags: TagSelector::default(),
             platforms: vec![],
             referrers: true,

@@ -2,7 +2,9 @@
 //!
 //! Kubernetes reads `/healthz` (the process answers) and `/readyz` (configuration loaded and the
 //! scheduler started — false again while shutting down, so no new traffic is routed); people read
-//! `/status` (each rule, its next run and last result, as JSON); Prometheus scrapes `/metrics`.
+//! `/status` (each rule, its next run and last result, as JSON); Prometheus scrapes `/metrics`;
+//! registries POST their push events to `/notifications` (served by
+//! [`crate::daemon::events`], merged into this router by the daemon).
 //! The paths are constants so the deployment manifests can be checked against them.
 
 use std::collections::BTreeMap;
@@ -25,6 +27,8 @@ pub const READYZ: &str = "/readyz";
 pub const METRICS: &str = "/metrics";
 /// JSON status path.
 pub const STATUS: &str = "/status";
+/// Registry notifications path (POST, bearer token; see [`crate::daemon::events`]).
+pub const NOTIFICATIONS: &str = "/notifications";
 
 /// The last run of a rule.
 #[derive(Debug, Clone, Serialize)]

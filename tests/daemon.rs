@@ -522,3 +522,62 @@ async fn a_rule_with_a_backup_tag_keeps_the_image_a_moving_tag_left() {
         Some(image(20).digest())
     );
 }
+
+#[tokio::test]
+async fn a_rule_with_several_targets_reads_each_blob_once() {
+    let (a, b, c) = (
+        TestRegistry::start(),
+        TestRegistry::start(),
+        TestRegistry::start(),
+    );
+    let img = ImageSpec::multi(Format::Docker, &["linux/amd64", "linux/arm64/v8"])
+        .layer_size(64 * 1024)
+        .seed(30)
+        .build();
+    a.client().push_image("app", "v1", &img).await;
+    a.client().push_image("app", "v2", &img).await;
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = write_config(
+        dir.path(),
+        &format!(
+            "[[rules]]\nname = \"fan\"\nsource = \"{a}/app\"\ntarget = [\"{b}/m/{{name}}\", \"{c}/n/{{name}}\", \"{c}/o/{{name}}\"]\ntags = [\"v1\"]\n",
+            a = a.host(),
+            b = b.host(),
+            c = c.host()
+        ),
+    );
+    let mark = a.request_mark();
+    let report = sync_json(&cfg, &[]);
+    let got = states(&report);
+    assert_eq!(got.len(), 3, "{report}");
+    assert!(got.iter().all(|(_, s)| s == "copied"), "{report}");
+    let blob_gets = a
+        .requests_since(mark)
+        .iter()
+        .filter(|r| r.is("GET", support::RequestKind::is_blob))
+        .count();
+    assert_eq!(
+        blob_gets,
+        img.blobs.len(),
+        "each blob read once for three targets"
+    );
+    for (reg, repo) in [(&b, "m/app"), (&c, "n/app"), (&c, "o/app")] {
+        assert_eq!(
+            reg.client().head_manifest(repo, "v1").await.as_deref(),
+            Some(img.digest()),
+            "{repo}"
+        );
+    }
+    // Two templates landing on one repository are a configuration error.
+    let bad = write_config(
+        dir.path(),
+        &format!(
+            "[[rules]]\nname = \"dup\"\nsource = \"{a}/app\"\ntarget = [\"{b}/m/{{name}}\", \"{b}/m/app\"]\ntags = [\"v1\"]\n",
+            a = a.host(),
+            b = b.host()
+        ),
+    );
+    let out = sync(&bad, &[]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("rules[0].target"));
+}

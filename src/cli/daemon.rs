@@ -8,7 +8,7 @@ use futures_util::{StreamExt, stream};
 use super::{EXIT_FAILURE, EXIT_USAGE};
 use crate::config::{self, Shard};
 use crate::copy::{Engine, EngineOptions};
-use crate::daemon::{self, DaemonError, RunResult};
+use crate::daemon::{self, DaemonError, Rule, RunResult};
 
 /// Shard selection shared by `run` and `sync`.
 #[derive(Debug, Args, Clone)]
@@ -107,23 +107,20 @@ pub async fn sync(args: SyncArgs) -> anyhow::Result<u8> {
             return Ok(EXIT_USAGE);
         }
     };
-    let rules: Vec<_> = match &args.rule {
-        Some(name) => match plan.rule(name) {
+    // Mirror rules and index rules alike.
+    let rules: Vec<Rule> = match &args.rule {
+        Some(name) => match Rule::named(&plan, name) {
             Some(r) => vec![r],
             None => {
                 eprintln!(
                     "error: no rule named {name:?} in {}; rules: {}",
                     args.config.display(),
-                    plan.rules
-                        .iter()
-                        .map(|r| r.name.as_str())
-                        .collect::<Vec<_>>()
-                        .join(", ")
+                    Rule::names(&plan).join(", ")
                 );
                 return Ok(EXIT_USAGE);
             }
         },
-        None => plan.rules_for_shard(shard),
+        None => Rule::for_shard(&plan, shard),
     };
     let engine = Engine::new(EngineOptions {
         max_concurrent_images: plan.daemon.max_concurrent_images,
@@ -131,8 +128,8 @@ pub async fn sync(args: SyncArgs) -> anyhow::Result<u8> {
     });
     let ctx = daemon::context_for(&plan, engine);
     // Rules run side by side; the engine's limits bound the total work.
-    let runs: Vec<_> = stream::iter(rules)
-        .map(|rule| daemon::run_rule(rule, &ctx, args.dry_run))
+    let runs: Vec<_> = stream::iter(&rules)
+        .map(|rule| rule.run(&ctx, args.dry_run))
         .buffer_unordered(4)
         .collect()
         .await;

@@ -269,7 +269,10 @@ fn find_named(items: &[Value], step: &str) -> Option<usize> {
 /// a string is expected: for keys that always take one, and where the file had a string.
 fn env_value(key: &str, raw: &str, existing: Option<&Value>) -> Value {
     let parsed: Value = raw.parse().unwrap_or_else(|_| Value::from(raw));
-    let wants_string = matches!(key, "password" | "username" | "listen" | "name")
+    let wants_string = matches!(
+        key,
+        "password" | "username" | "listen" | "name" | "notifications_token"
+    )
         || matches!(existing, Some(Value::String(..)));
     if wants_string && !matches!(parsed, Value::String(..)) {
         Value::from(raw)

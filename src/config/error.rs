@@ -4,7 +4,8 @@
 //! A daemon that starts with half a configuration mirrors the wrong things in silence, and a
 //! user who fixes one typo per run gives up; so loading never stops at the first problem, and
 //! every problem carries enough to find it: `config.toml:14:12: rules[2].schedule: …`.
-//! Values are quoted in messages except under `password`, whose value is a secret.
+//! Values are quoted in messages except under `password` and `notifications_token`, which are
+//! secrets.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -65,9 +66,9 @@ impl KeyPath {
 
     /// Whether the value at this path is a secret (never quoted in messages).
     pub fn is_secret(&self) -> bool {
-        self.0
-            .iter()
-            .any(|s| matches!(s, Segment::Key(k) if k == "password"))
+        self.0.iter().any(
+            |s| matches!(s, Segment::Key(k) if k == "password" || k == "notifications_token"),
+        )
     }
 }
 

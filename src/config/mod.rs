@@ -25,6 +25,8 @@
 mod credentials;
 mod document;
 mod error;
+mod indexes;
+mod notifications;
 mod plan;
 pub mod raw;
 mod shard;

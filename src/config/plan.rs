@@ -10,7 +10,8 @@ use std::time::Duration;
 
 use super::shard::Shard;
 use crate::reference::{DOCKER_HUB, is_loopback_registry};
-use crate::registry::auth::Credentials;
+use crate::indexes::IndexPlan;
+use crate::registry::auth::{Credentials, Secret};
 use crate::registry::http::HttpOptions;
 use crate::rules::RulePlan;
 
@@ -30,8 +31,10 @@ pub const DEFAULT_MAX_CONCURRENCY: usize = 8;
 /// The HTTP endpoint.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ServerSettings {
-    /// Where `/healthz`, `/readyz`, `/status` and `/metrics` are served.
+    /// Where `/healthz`, `/readyz`, `/status`, `/metrics` and `/notifications` are served.
     pub listen: SocketAddr,
+    /// The bearer token registries must send to `/notifications`; `None`: that endpoint is off.
+    pub notifications_token: Option<Secret>,
 }
 
 /// The scheduler.
@@ -114,6 +117,8 @@ pub struct Plan {
     pub daemon: DaemonSettings,
     /// `[[rules]]`, in file order.
     pub rules: Vec<RulePlan>,
+    /// `[[indexes]]`, in file order.
+    pub indexes: Vec<IndexPlan>,
     /// `[registries."host"]`, keyed by registry name as in references (`docker.io`).
     pub(crate) registries: BTreeMap<String, RegistrySettings>,
 }
@@ -156,6 +161,7 @@ impl Plan {
     pub fn summary(&self) -> Summary {
         Summary {
             rules: self.rules.len(),
+            indexes: self.indexes.len(),
             sources: self.rules.iter().map(|r| r.sources.len()).sum(),
             registries: self.registries.len(),
             listen: self.server.listen,
@@ -168,6 +174,8 @@ impl Plan {
 pub struct Summary {
     /// Number of rules.
     pub rules: usize,
+    /// Number of index rules.
+    pub indexes: usize,
     /// Number of source repositories over all rules.
     pub sources: usize,
     /// Number of `[registries]` tables.
@@ -180,11 +188,16 @@ impl fmt::Display for Summary {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "configuration is valid: {} rule{} ({} source repositor{}), {} registr{} configured, serving on {}",
+            "configuration is valid: {} rule{} ({} source repositor{}){}, {} registr{} configured, serving on {}",
             self.rules,
             if self.rules == 1 { "" } else { "s" },
             self.sources,
             if self.sources == 1 { "y" } else { "ies" },
+            match self.indexes {
+                0 => String::new(),
+                1 => ", 1 index rule".to_string(),
+                n => format!(", {n} index rules"),
+            },
             self.registries,
             if self.registries == 1 { "y" } else { "ies" },
             self.listen

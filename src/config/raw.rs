@@ -29,6 +29,8 @@ pub struct RawConfig {
     pub registries: Option<BTreeMap<String, RawRegistry>>,
     /// `[[rules]]`
     pub rules: Option<Vec<RawRule>>,
+    /// `[[indexes]]`
+    pub indexes: Option<Vec<RawIndex>>,
 }
 
 /// `[server]`
@@ -37,6 +39,12 @@ pub struct RawConfig {
 pub struct RawServer {
     /// Address for health, readiness, status and metrics.
     pub listen: Option<String>,
+    /// Bearer token registries send to `/notifications`, written inline.
+    pub notifications_token: Option<RawSecret>,
+    /// File holding that token.
+    pub notifications_token_file: Option<PathBuf>,
+    /// Environment variable holding that token.
+    pub notifications_token_env: Option<String>,
 }
 
 /// `[daemon]`
@@ -253,8 +261,8 @@ pub struct RawRule {
     pub name: Option<String>,
     /// Source repository or repositories.
     pub source: Option<OneOrMany>,
-    /// Target template.
-    pub target: Option<String>,
+    /// Target template, or several.
+    pub target: Option<OneOrMany>,
     /// Tag selection.
     pub tags: Option<RawTags>,
     /// Platforms.
@@ -269,6 +277,28 @@ pub struct RawRule {
     pub timeout: Option<String>,
     /// Backup tag template used before moving a tag.
     pub backup_tag: Option<String>,
+}
+
+/// `[[indexes]]`: an index kept composed from per-platform tags.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawIndex {
+    /// Unique name (shared with `[[rules]]`).
+    pub name: Option<String>,
+    /// The index's repository and tag.
+    pub target: Option<String>,
+    /// The per-platform images, by tag.
+    pub sources: Option<Vec<String>>,
+    /// Annotations on the index.
+    pub annotations: Option<BTreeMap<String, String>>,
+    /// Always an OCI index.
+    pub oci: Option<bool>,
+    /// Copy referrers of the children.
+    pub referrers: Option<bool>,
+    /// Schedule.
+    pub schedule: Option<String>,
+    /// Time limit per run.
+    pub timeout: Option<String>,
 }
 
 #[cfg(test)]

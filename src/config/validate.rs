@@ -27,9 +27,9 @@ use crate::rules::{OnConflict, RulePlan, TagFilter, TagSelector, TargetTemplate}
 use crate::schedule::Schedule;
 
 /// Longest rule name: it is a metrics label and part of environment variable names.
-const MAX_RULE_NAME: usize = 63;
+pub(super) const MAX_RULE_NAME: usize = 63;
 
-fn duration(
+pub(super) fn duration(
     text: Option<&str>,
     default: Duration,
     path: &KeyPath,
@@ -298,7 +298,7 @@ fn tag_selector(raw: &RawTags, path: &KeyPath, problems: &mut Problems<'_>) -> T
     }
 }
 
-fn valid_rule_name(n: &str) -> bool {
+pub(super) fn valid_rule_name(n: &str) -> bool {
     let b = n.as_bytes();
     !b.is_empty()
         && b.len() <= MAX_RULE_NAME
@@ -380,64 +380,52 @@ fn rule(
     }
 
     let target_path = path.key("target");
-    let target = match &raw.target {
+    let (target, extra_targets) = match &raw.target {
         None => {
             problems.missing(
                 &target_path,
                 "give a target template, e.g. \"localhost:5001/mirror/{repo}\"",
             );
-            None
+            (None, Vec::new())
         }
-        Some(t) => match TargetTemplate::parse(t) {
-            Err(e) => {
-                problems.add(&target_path, format!("invalid template {t:?}: {e}"));
-                None
+        Some(list) if list.0.is_empty() => {
+            problems.add(&target_path, "give at least one target template");
+            (None, Vec::new())
+        }
+        Some(list) => {
+            let single = list.0.len() == 1;
+            let mut all = Vec::new();
+            let mut ok = true;
+            for (i, t) in list.0.iter().enumerate() {
+                let p = if single {
+                    target_path.clone()
+                } else {
+                    target_path.index(i)
+                };
+                match target_template(t, &sources, &p, problems) {
+                    Some(tpl) => all.push(tpl),
+                    None => ok = false,
+                }
             }
-            Ok(tpl) => {
-                let mut seen: HashMap<Reference, &Reference> = HashMap::new();
-                let mut ok = true;
-                for src in &sources {
-                    match tpl.expand(src) {
-                        Err(e) => {
-                            problems.add(&target_path, format!("for source {src}: {e}"));
-                            ok = false;
-                        }
-                        Ok(t) if t.tag().is_some() || t.digest().is_some() => {
-                            problems.add(
-                                &target_path,
-                                "names a tag or digest; the target tag is always the source tag",
-                            );
-                            ok = false;
-                            break;
-                        }
-                        Ok(t) if &t == src => {
-                            problems.add(
-                                &target_path,
-                                format!("source {src} would be copied onto itself"),
-                            );
-                            ok = false;
-                        }
-                        Ok(t) => {
-                            if let Some(other) = seen.get(&t) {
-                                let hint = if tpl.has_placeholder() {
-                                    "make the template tell them apart (e.g. {repo} instead of {name})"
-                                } else {
-                                    "use {repo} or {name} in the template"
-                                };
-                                problems.add(
-                                    &target_path,
-                                    format!("sources {other} and {src} both land on {t}; {hint}"),
-                                );
-                                ok = false;
-                            } else {
-                                seen.insert(t, src);
-                            }
-                        }
+            // Two templates of one rule must not land on the same repository either.
+            for src in &sources {
+                let mut seen = std::collections::HashSet::new();
+                for tpl in &all {
+                    if let Ok(t) = tpl.expand(src)
+                        && !seen.insert(t.clone())
+                    {
+                        problems.add(&target_path, format!("two targets of {src} are both {t}"));
+                        ok = false;
                     }
                 }
-                ok.then_some(tpl)
             }
-        },
+            if ok && !all.is_empty() {
+                let first = all.remove(0);
+                (Some(first), all)
+            } else {
+                (None, Vec::new())
+            }
+        }
     };
 
     let tags = match &raw.tags {
@@ -476,6 +464,7 @@ fn rule(
         name: name?,
         sources,
         target: target?,
+        extra_targets,
         tags: tags?,
         platforms,
         referrers: raw.referrers.unwrap_or(defaults.referrers),
@@ -487,6 +476,66 @@ fn rule(
             None => defaults.backup_tag.clone(),
         },
     })
+}
+
+/// Checks one target template against every source of its rule (at `target_path`).
+fn target_template(
+    t: &str,
+    sources: &[Reference],
+    target_path: &KeyPath,
+    problems: &mut Problems<'_>,
+) -> Option<TargetTemplate> {
+    let target_path = target_path.clone();
+    match TargetTemplate::parse(t) {
+        Err(e) => {
+            problems.add(&target_path, format!("invalid template {t:?}: {e}"));
+            None
+        }
+        Ok(tpl) => {
+            let mut seen: HashMap<Reference, &Reference> = HashMap::new();
+            let mut ok = true;
+            for src in sources {
+                match tpl.expand(src) {
+                    Err(e) => {
+                        problems.add(&target_path, format!("for source {src}: {e}"));
+                        ok = false;
+                    }
+                    Ok(t) if t.tag().is_some() || t.digest().is_some() => {
+                        problems.add(
+                            &target_path,
+                            "names a tag or digest; the target tag is always the source tag",
+                        );
+                        ok = false;
+                        break;
+                    }
+                    Ok(t) if &t == src => {
+                        problems.add(
+                            &target_path,
+                            format!("source {src} would be copied onto itself"),
+                        );
+                        ok = false;
+                    }
+                    Ok(t) => {
+                        if let Some(other) = seen.get(&t) {
+                            let hint = if tpl.has_placeholder() {
+                                "make the template tell them apart (e.g. {repo} instead of {name})"
+                            } else {
+                                "use {repo} or {name} in the template"
+                            };
+                            problems.add(
+                                &target_path,
+                                format!("sources {other} and {src} both land on {t}; {hint}"),
+                            );
+                            ok = false;
+                        } else {
+                            seen.insert(t, src);
+                        }
+                    }
+                }
+            }
+            ok.then_some(tpl)
+        }
+    }
 }
 
 /// Checks a raw configuration and builds the plan; `None` if anything was recorded in
@@ -553,10 +602,11 @@ pub(crate) fn validate(
     let mut rules = Vec::new();
     let mut names = HashMap::new();
     match &raw.rules {
-        None => problems.missing(
+        None if raw.indexes.is_none() => problems.missing(
             &KeyPath::root().key("rules"),
-            "add at least one [[rules]] table",
+            "add at least one [[rules]] (or [[indexes]]) table",
         ),
+        None => {}
         Some(list) => {
             for (i, r) in list.iter().enumerate() {
                 if let Some(plan) = rule(i, r, &defaults, &mut names, problems) {
@@ -566,14 +616,31 @@ pub(crate) fn validate(
         }
     }
 
+    let indexes = super::indexes::indexes(
+        raw.indexes.as_deref().unwrap_or(&[]),
+        &super::indexes::IndexDefaults {
+            referrers: defaults.referrers,
+            schedule: defaults.schedule.clone(),
+            timeout: defaults.timeout,
+        },
+        &names,
+        problems,
+    );
+    let notifications_token =
+        super::notifications::notifications_token(raw.server.as_ref(), base, env, problems);
+
     if !problems.is_empty() {
         return None;
     }
     Some(Plan {
         path: file.to_path_buf(),
-        server: ServerSettings { listen },
+        server: ServerSettings {
+            listen,
+            notifications_token,
+        },
         daemon,
         rules,
+        indexes,
         registries,
     })
 }

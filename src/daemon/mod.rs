@@ -3,7 +3,9 @@
 //! Life cycle, in the order Kubernetes expects it:
 //! 1. the configuration is loaded and checked *before* any port is bound: a bad file exits with
 //!    all its problems and code 2, and the daemon never starts half-configured;
-//! 2. the server starts, each rule of this shard gets a task, and `/readyz` turns true;
+//! 2. the server starts, each rule of this shard (mirror rules and index rules alike, see
+//!    [`rule`]) gets a task, and `/readyz` turns true; besides its schedule, a rule's task runs
+//!    when a registry notification queues a push for it ([`events`]);
 //! 3. SIGHUP loads the file again: a good file replaces the rules (a rule that is running
 //!    finishes first — a per-rule lock keeps a rule from ever overlapping itself, across reloads
 //!    too); a bad file is refused with its errors and the old rules keep running;
@@ -11,6 +13,9 @@
 //!    period to finish, then the process exits. A run cut off by the deadline leaves no tag on an
 //!    incomplete image, because the engine moves tags last.
 
+pub mod events;
+pub mod index_run;
+pub mod rule;
 pub mod runner;
 
 use std::collections::HashMap;
@@ -26,8 +31,9 @@ use tokio_util::sync::CancellationToken;
 use crate::config::{self, Plan, Shard};
 use crate::copy::{Engine, EngineOptions};
 use crate::registry::connect::Connector;
-use crate::rules::RulePlan;
 use crate::server::{DaemonState, RunSummary};
+use events::{Events, Queue};
+pub use rule::Rule;
 pub use runner::{RuleRun, RunContext, RunResult, run_rule, summary_line};
 
 /// Errors that stop the daemon from starting.
@@ -130,56 +136,95 @@ impl RuleLocks {
     }
 }
 
-/// One rule's loop: wait for the next time, run, record, again — until `stop`.
+/// When a rule runs next on its schedule (jitter included), from now.
+fn next_scheduled(rule: &Rule, jitter: Duration) -> Option<chrono::DateTime<Utc>> {
+    rule.schedule()
+        .next_after(Utc::now())
+        .map(|t| t + random_jitter(jitter))
+}
+
+/// One rule's loop until `stop`: wait for the next scheduled time or a queued push, take the
+/// rule's lock, run (the whole rule when its time has come, else the pushed images), record.
+/// A push queued during a run is seen as soon as the run ends (see [`events`]).
+#[allow(clippy::too_many_arguments)]
 async fn rule_loop(
-    rule: RulePlan,
+    rule: Rule,
     ctx: RunContext,
     state: Arc<DaemonState>,
     stop: CancellationToken,
     run_now: bool,
     jitter: Duration,
     locks: RuleLocks,
+    queue: Arc<Queue>,
 ) {
-    let mut first = run_now;
+    let name = rule.name().to_string();
+    let mut wake = queue.subscribe();
+    let mut next = if run_now {
+        Some(Utc::now())
+    } else {
+        next_scheduled(&rule, jitter)
+    };
+    if next.is_none() {
+        tracing::info!(rule = %name, "schedule has no further run; the rule runs on registry notifications only");
+    }
     loop {
-        let now = Utc::now();
-        let next = if first {
-            Some(now)
-        } else {
-            rule.schedule
-                .next_after(now)
-                .map(|t| t + random_jitter(jitter))
-        };
-        first = false;
-        state.update(&rule.name, |st| st.next_run = next);
-        let Some(next) = next else {
-            tracing::info!(rule = %rule.name, "schedule has no further run");
-            return;
-        };
-        let wait = (next - Utc::now()).to_std().unwrap_or_default();
-        tokio::select! {
-            _ = tokio::time::sleep(wait) => {}
-            _ = stop.cancelled() => return,
+        state.update(&name, |st| st.next_run = next);
+        // Seen before looking at the queue, so that a push queued after the look still wakes.
+        wake.borrow_and_update();
+        let mut due = false;
+        if !queue.has_pending() {
+            let wait = next.map(|t| (t - Utc::now()).to_std().unwrap_or_default());
+            tokio::select! {
+                biased;
+                _ = stop.cancelled() => return,
+                _ = async {
+                    match wait {
+                        Some(w) => tokio::time::sleep(w).await,
+                        None => std::future::pending().await,
+                    }
+                } => due = true,
+                // Never an error: this task holds the queue, and with it the sender.
+                _ = wake.changed() => {}
+            }
         }
-        let lock = locks.get(&rule.name);
+        let lock = locks.get(&name);
         let _guard = tokio::select! {
-            g = lock.lock() => g,
+            biased;
             _ = stop.cancelled() => return,
+            g = lock.lock() => g,
         };
         if stop.is_cancelled() {
             return;
         }
+        due = due || next.is_some_and(|t| t <= Utc::now());
+        // A whole run reads every source afresh, so it answers every push queued before it.
+        let pushed = queue.take();
         let started = Utc::now();
-        state.update(&rule.name, |st| st.running = true);
-        tracing::info!(rule = %rule.name, "run starting");
-        let run = run_rule(&rule, &ctx, false).await;
-        tracing::info!(rule = %rule.name, result = run.result.as_str(), "{}", summary_line(&run));
+        state.update(&name, |st| st.running = true);
+        let run = if due {
+            next = next_scheduled(&rule, jitter);
+            tracing::info!(rule = %name, "run starting");
+            rule.run(&ctx, false).await
+        } else if let Some(p) = pushed {
+            tracing::info!(rule = %name, pushed = %rule::describe(&p), "run starting for pushed images");
+            match rule.run_pushed(p, &ctx).await {
+                Some(run) => run,
+                None => {
+                    state.update(&name, |st| st.running = false);
+                    continue;
+                }
+            }
+        } else {
+            state.update(&name, |st| st.running = false);
+            continue;
+        };
+        tracing::info!(rule = %name, result = run.result.as_str(), "{}", summary_line(&run));
         for e in run
             .errors
             .iter()
             .chain(run.images.iter().filter_map(|i| i.error.as_ref()))
         {
-            tracing::warn!(rule = %rule.name, "{e}");
+            tracing::warn!(rule = %name, "{e}");
         }
         record(&state, &run, started);
     }
@@ -198,32 +243,43 @@ struct Generation {
     stop: CancellationToken,
 }
 
+/// What every generation of rule tasks shares with the process.
+struct Shared {
+    engine: Engine,
+    state: Arc<DaemonState>,
+    locks: RuleLocks,
+    events: Arc<Events>,
+}
+
 fn start_generation(
     plan: &Plan,
     shard: Shard,
-    engine: &Engine,
-    state: &Arc<DaemonState>,
+    shared: &Shared,
     tasks: &mut JoinSet<()>,
-    locks: &RuleLocks,
     first_start: bool,
 ) -> Generation {
-    let ctx = context_for(plan, engine.clone());
-    let rules: Vec<RulePlan> = plan.rules_for_shard(shard).into_iter().cloned().collect();
-    state.set_rules(
+    let ctx = context_for(plan, shared.engine.clone());
+    let rules = Rule::for_shard(plan, shard);
+    shared.state.set_rules(
         rules
             .iter()
-            .map(|r| (r.name.clone(), r.schedule.to_string())),
+            .map(|r| (r.name().to_string(), r.schedule().to_string())),
     );
+    shared
+        .events
+        .configure(plan.server.notifications_token.clone(), rules.clone());
     let stop = CancellationToken::new();
     for rule in rules {
+        let queue = shared.events.queue(rule.name());
         tasks.spawn(rule_loop(
             rule,
             ctx.clone(),
-            state.clone(),
+            shared.state.clone(),
             stop.clone(),
             first_start && plan.daemon.run_on_start,
             plan.daemon.jitter,
-            locks.clone(),
+            shared.locks.clone(),
+            queue,
         ));
     }
     Generation { stop }
@@ -248,8 +304,9 @@ pub async fn run(config_path: &Path, shard: Shard) -> Result<u8, DaemonError> {
     let state = Arc::new(DaemonState::default());
     state.set_shard((shard.count() > 1).then(|| format!("{}/{}", shard.index(), shard.count())));
     let server_stop = CancellationToken::new();
+    let events = Arc::new(Events::default());
     let server = {
-        let app = crate::server::router(state.clone());
+        let app = crate::server::router(state.clone()).merge(events::router(events.clone()));
         let stop = server_stop.clone();
         tokio::spawn(async move {
             axum::serve(listener, app)
@@ -257,24 +314,21 @@ pub async fn run(config_path: &Path, shard: Shard) -> Result<u8, DaemonError> {
                 .await
         })
     };
-    tracing::info!(listen = %plan.server.listen, rules = plan.rules.len(), shard = %format!("{}/{}", shard.index(), shard.count()), "crossdock daemon started");
+    tracing::info!(listen = %plan.server.listen, rules = plan.rules.len(), indexes = plan.indexes.len(), notifications = plan.server.notifications_token.is_some(), shard = %format!("{}/{}", shard.index(), shard.count()), "crossdock daemon started");
 
     let engine = Engine::new(EngineOptions {
         max_concurrent_images: plan.daemon.max_concurrent_images,
         ..EngineOptions::default()
     });
-    let locks = RuleLocks::default();
+    let shared = Shared {
+        engine,
+        state: state.clone(),
+        locks: RuleLocks::default(),
+        events,
+    };
     let mut tasks = JoinSet::new();
     let mut current_plan = plan;
-    let mut generation = start_generation(
-        &current_plan,
-        shard,
-        &engine,
-        &state,
-        &mut tasks,
-        &locks,
-        true,
-    );
+    let mut generation = start_generation(&current_plan, shard, &shared, &mut tasks, true);
     state.set_ready(true);
 
     loop {
@@ -288,8 +342,8 @@ pub async fn run(config_path: &Path, shard: Shard) -> Result<u8, DaemonError> {
                             tracing::warn!("server.listen changed: takes effect at the next restart");
                         }
                         generation.stop.cancel();
-                        generation = start_generation(&new_plan, shard, &engine, &state, &mut tasks, &locks, false);
-                        tracing::info!(rules = new_plan.rules.len(), "configuration reloaded");
+                        generation = start_generation(&new_plan, shard, &shared, &mut tasks, false);
+                        tracing::info!(rules = new_plan.rules.len(), indexes = new_plan.indexes.len(), "configuration reloaded");
                         current_plan = new_plan;
                     }
                     Err(errors) => {

@@ -164,17 +164,26 @@ async fn run_inner(
         backup_tag: rule.backup_tag.clone(),
         ..CopyOptions::default()
     };
-    let copies: Vec<_> = pairs
+    // Pairs of one source image go out as one copy to all its targets: each blob is then
+    // read from the source once, however many targets the rule has.
+    let mut groups: Vec<(Reference, Vec<Reference>, Listed)> = Vec::new();
+    for (src, tgt, listed) in pairs {
+        match groups.iter_mut().find(|(s, _, _)| *s == src) {
+            Some((_, targets, _)) => targets.push(tgt),
+            None => groups.push((src, vec![tgt], listed)),
+        }
+    }
+    let copies: Vec<_> = groups
         .into_iter()
-        .map(|(src, tgt, listed)| {
+        .map(|(src, tgts, listed)| {
             let opts = CopyOptions {
                 source_tags: listed,
                 ..opts.clone()
             };
             let images = images.clone();
             async move {
-                let outcome = copy_one(ctx, &src, &tgt, &opts).await;
-                images.lock().expect("images lock").push(outcome);
+                let outcomes = copy_one(ctx, &src, &tgts, &opts).await;
+                images.lock().expect("images lock").extend(outcomes);
             }
         })
         .collect();
@@ -187,26 +196,31 @@ async fn run_inner(
 async fn copy_one(
     ctx: &RunContext,
     src: &Reference,
-    tgt: &Reference,
+    tgts: &[Reference],
     opts: &CopyOptions,
-) -> ImageOutcome {
-    let mut out = ImageOutcome {
-        source: src.to_string(),
-        target: tgt.to_string(),
-        state: "failed".into(),
-        digest: None,
-        bytes_copied: 0,
-        error: None,
+) -> Vec<ImageOutcome> {
+    let mut outs: Vec<ImageOutcome> = tgts
+        .iter()
+        .map(|tgt| ImageOutcome {
+            source: src.to_string(),
+            target: tgt.to_string(),
+            state: "failed".into(),
+            digest: None,
+            bytes_copied: 0,
+            error: None,
+        })
+        .collect();
+    let fail_all = |outs: &mut Vec<ImageOutcome>, state: &str, e: String| {
+        for o in outs.iter_mut() {
+            o.state = state.into();
+            o.error = Some(e.clone());
+        }
     };
-    let transports = ctx
-        .connector
-        .get(src.registry())
-        .and_then(|s| Ok((s, ctx.connector.get(tgt.registry())?)));
-    let (s, t) = match transports {
-        Ok(p) => p,
+    let s = match ctx.connector.get(src.registry()) {
+        Ok(s) => s,
         Err(e) => {
-            out.error = Some(error_chain(&e));
-            return out;
+            fail_all(&mut outs, "failed", error_chain(&e));
+            return outs;
         }
     };
     let reserve = (ctx.ratelimit_reserve)(src.registry());
@@ -214,45 +228,72 @@ async fn copy_one(
         && let Some(left) = s.ratelimit_remaining()
         && left < i64::from(reserve)
     {
-        out.state = "skipped".into();
-        out.error = Some(format!(
+        let e = format!(
             "{} has {left} pulls left, under the reserve of {reserve}: not pulling",
             src.registry()
-        ));
-        return out;
+        );
+        fail_all(&mut outs, "skipped", e);
+        return outs;
+    }
+    let mut targets = Vec::new();
+    let mut reached = Vec::new();
+    for (i, tgt) in tgts.iter().enumerate() {
+        match ctx.connector.get(tgt.registry()) {
+            Ok(t) => {
+                targets.push(Target {
+                    transport: t,
+                    reference: tgt.repository_only(),
+                    tags: tgt.tag().map(str::to_string).into_iter().collect(),
+                });
+                reached.push(i);
+            }
+            Err(e) => outs[i].error = Some(error_chain(&e)),
+        }
     }
     let source = Source {
         transport: s,
         reference: src.clone(),
     };
-    let target = Target {
-        transport: t,
-        reference: tgt.repository_only(),
-        tags: tgt.tag().map(str::to_string).into_iter().collect(),
-    };
-    match ctx.engine.copy(&source, &[target], opts).await {
+    match ctx.engine.copy(&source, &targets, opts).await {
         Ok(r) => {
-            let t = &r.targets[0];
-            out.digest = Some(t.digest.to_string());
-            out.bytes_copied = t.bytes_copied;
-            out.state = match &t.status {
-                TargetStatus::Copied => "copied".into(),
-                TargetStatus::UpToDate => "up_to_date".into(),
-                TargetStatus::DryRun => "dry_run".into(),
-                TargetStatus::Failed(e) => {
-                    out.error = Some(e.clone());
-                    "failed".into()
-                }
-                TargetStatus::Pending => "failed".into(),
-            };
+            for (t, &i) in r.targets.iter().zip(&reached) {
+                let out = &mut outs[i];
+                out.digest = Some(t.digest.to_string());
+                out.bytes_copied = t.bytes_copied;
+                out.state = match &t.status {
+                    TargetStatus::Copied => "copied".into(),
+                    TargetStatus::UpToDate => "up_to_date".into(),
+                    TargetStatus::DryRun => "dry_run".into(),
+                    TargetStatus::Failed(e) => {
+                        out.error = Some(e.clone());
+                        "failed".into()
+                    }
+                    TargetStatus::Pending => "failed".into(),
+                };
+            }
+        }
+        // A target tag at another image and a rule that keeps it: with several targets the
+        // engine stops before writing any, so each target is retried on its own.
+        Err(CopyError::Conflict { .. }) if !opts.force && targets.len() > 1 => {
+            for &i in &reached {
+                let one = Box::pin(copy_one(ctx, src, std::slice::from_ref(&tgts[i]), opts)).await;
+                outs[i] = one.into_iter().next().expect("one outcome per target");
+            }
         }
         Err(CopyError::Conflict { existing, .. }) if !opts.force => {
-            out.state = "kept".into();
-            out.digest = Some(existing.to_string());
+            for &i in &reached {
+                outs[i].state = "kept".into();
+                outs[i].digest = Some(existing.to_string());
+            }
         }
-        Err(e) => out.error = Some(error_chain(&e)),
+        Err(e) => {
+            let e = error_chain(&e);
+            for &i in &reached {
+                outs[i].error = Some(e.clone());
+            }
+        }
     }
-    out
+    outs
 }
 
 /// A short one-line account of a run, for logs and `sync` output.
