@@ -680,3 +680,70 @@ mod tests {
         }
     }
 }
+
+#[cfg(test)]
+mod properties {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn component() -> impl Strategy<Value = String> {
+        "[a-z0-9]{1,6}([._-][a-z0-9]{1,6}){0,2}"
+    }
+
+    fn registry() -> impl Strategy<Value = Option<String>> {
+        prop_oneof![
+            Just(None),
+            Just(Some("localhost".to_string())),
+            (1u16..65535).prop_map(|p| Some(format!("localhost:{p}"))),
+            "[a-z]{1,8}\\.(io|com|example)".prop_map(Some),
+            ("[a-z]{1,8}", 1u16..65535).prop_map(|(h, p)| Some(format!("{h}:{p}"))),
+            (1u8..255).prop_map(|n| Some(format!("127.0.0.{n}:5000"))),
+            Just(Some("[::1]:5000".to_string())),
+        ]
+    }
+
+    fn reference() -> impl Strategy<Value = String> {
+        (
+            registry(),
+            prop::collection::vec(component(), 1..4),
+            prop::option::of("[A-Za-z0-9_][A-Za-z0-9_.-]{0,20}"),
+            prop::option::of("[0-9a-f]{64}"),
+        )
+            .prop_map(|(reg, path, tag, digest)| {
+                let mut s = match reg {
+                    Some(r) => format!("{r}/{}", path.join("/")),
+                    None => path.join("/"),
+                };
+                if let Some(t) = tag {
+                    s.push(':');
+                    s.push_str(&t);
+                }
+                if let Some(d) = digest {
+                    s.push_str("@sha256:");
+                    s.push_str(&d);
+                }
+                s
+            })
+    }
+
+    proptest! {
+        #[test]
+        fn display_of_parse_round_trips(input in reference()) {
+            let r = Reference::parse(&input).unwrap();
+            let shown = r.to_string();
+            let again = Reference::parse(&shown).unwrap();
+            prop_assert_eq!(&again, &r);
+            prop_assert_eq!(again.to_string(), shown);
+        }
+
+        #[test]
+        fn parse_never_panics(input in "\\PC{0,80}") {
+            let _ = Reference::parse(&input);
+        }
+
+        #[test]
+        fn uppercase_paths_are_refused(input in "[a-z]{1,5}/[A-Z][a-z]{0,5}") {
+            prop_assert!(Reference::parse(&input).is_err());
+        }
+    }
+}
