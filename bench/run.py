@@ -53,6 +53,7 @@ SPECS = {
     "sync": ["-p", "2", "-l", "1", "-s", "64K", "--tag", "t", "--tags", "50"],
 }
 G_LAYER = "4K"
+TIME = shutil.which("time", path="/usr/bin:/bin")   # GNU time, for CPU and peak RSS
 
 
 def log(msg):
@@ -189,20 +190,29 @@ class Bench:
         offs = self.rc.sizes(self.base, self.ports)
         cpu0 = {p: self.rc.cpu_s(self.base, p) for p in self.ports}
         out = os.path.join(self.logs, "%04d-%s-%s.log" % (self.seq, case, tool))
+        usage = out + ".time"
+        # Peak RSS through GNU time: wait4's ru_maxrss of a child of this (~20 MiB) Python
+        # process includes the parent's RSS at fork, which would hide a small client's own.
+        wrap = [TIME, "-f", "%U %S %M", "-o", usage] if TIME else []
         with open(out, "wb") as f:
             t0 = time.monotonic()
-            p = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=f, stderr=f, env=self.env)
+            p = subprocess.Popen(wrap + cmd, stdin=subprocess.DEVNULL, stdout=f, stderr=f, env=self.env)
             _, status, ru = os.wait4(p.pid, 0)
             wall = time.monotonic() - t0
         rcode = os.waitstatus_to_exitcode(status)
+        cpu, peak = ru.ru_utime + ru.ru_stime, ru.ru_maxrss / 1024
+        if TIME and os.path.exists(usage):
+            fields = open(usage).read().split()[-3:]
+            if len(fields) == 3:
+                cpu, peak = float(fields[0]) + float(fields[1]), int(fields[2]) / 1024
         self.settle(offs)
         counts = self.rc.count(self.base, offs)
         regs = {}
         for role, port in zip("AB", self.ports):
             c1 = self.rc.cpu_s(self.base, port)
             regs[role] = dict(counts[port], cpu_s=round(c1 - cpu0[port], 3))
-        r = dict(case=case, tool=tool, wall_s=round(wall, 4), cpu_s=round(ru.ru_utime + ru.ru_stime, 3),
-                 peak_mib=round(ru.ru_maxrss / 1024, 1), rc=rcode, registries=regs, cmd=cmd, **extra)
+        r = dict(case=case, tool=tool, wall_s=round(wall, 4), cpu_s=round(cpu, 3),
+                 peak_mib=round(peak, 1), rc=rcode, registries=regs, cmd=cmd, **extra)
         if rcode != 0:
             with open(out, "rb") as f:
                 tail = f.read()[-2000:].decode("utf-8", "replace")
@@ -262,7 +272,9 @@ class Bench:
             dst = "%s/%s:v1" % (self.B, self.fresh("cd-" + case))
             firsts.append(dst)
             return self.cd_import(src, dst)
-        tools = [("crossdock", cd),
+        tools = [("crossdock", cd)] + [
+                 (name, lambda b=b: [b, "import", src, "%s/%s:v1" % (self.B, self.fresh("x-" + case))])
+                 for name, b in self.args.compare] + [
                  ("skopeo", lambda: [self.rb("copy-fresh.sh"), src, "%s/sk-%s" % (self.B, case)]),
                  ("raw", lambda: ["python3", self.rb("raw-copy.py"), "--src", "%s/bench/%s" % (self.A, case),
                                   "--tag", "v1", "--dst", "%s/raw-%s" % (self.B, case), "--fresh", "-j", "4"])]
@@ -273,7 +285,8 @@ class Bench:
     def noop_case(self, case, rounds):
         src = "%s/bench/%s:v1" % (self.A, case)
         dst = self.noop_targets[case]
-        tools = [("crossdock", lambda: self.cd_import(src, dst)),
+        tools = [("crossdock", lambda: self.cd_import(src, dst))] + [
+                 (name, lambda b=b: [b, "import", src, dst]) for name, b in self.args.compare] + [
                  ("skopeo", lambda: self.skopeo_copy(src, dst))]
         return self.alternate("d-" + case, tools, rounds, warmup=1)
 
@@ -326,7 +339,9 @@ class Bench:
                 prefix = self.fresh("cdsync")
                 firsts.append(prefix)
                 return self.cd_sync("bench/sync", "%s/%s/{name}" % (self.B, prefix))
-            tools = [("crossdock", cd_e),
+            tools = [("crossdock", cd_e)] + [
+                     (name, lambda b=b: [b] + self.cd_sync("bench/sync", "%s/%s/{name}" % (
+                         self.B, self.fresh("xsync")))[1:]) for name, b in a.compare] + [
                      ("skopeo", lambda: [self.rb("sync-fresh.sh"), "%s/bench/sync" % self.A, "%s/sksync" % self.B])]
             res = self.alternate("e", tools, a.runs if "e" in self.cases else 1,
                                  warmup=a.warmup if "e" in self.cases else 0)
@@ -337,7 +352,9 @@ class Bench:
                 # skopeo sync puts SRC's last path element under the destination: PREFIX/sync,
                 # the same repository crossdock's "{name}" template fills.
                 prefix = firsts[0]
-                tools = [("crossdock", lambda: self.cd_sync("bench/sync", "%s/%s/{name}" % (self.B, prefix))),
+                tools = [("crossdock", lambda: self.cd_sync("bench/sync", "%s/%s/{name}" % (self.B, prefix)))] + [
+                         (name, lambda b=b: [b] + self.cd_sync("bench/sync", "%s/%s/{name}" % (self.B, prefix))[1:])
+                         for name, b in a.compare] + [
                          ("skopeo", lambda: self.skopeo_sync("bench/sync", "%s/%s" % (self.B, prefix)))]
                 results["f"] = self.alternate("f", tools, a.runs, warmup=1)
         if "g" in self.cases:
@@ -426,9 +443,10 @@ class Bench:
             m["date"], m["crossdock"], m["skopeo"], m["docker-registry"], m["rustc"]))
         L.append("Command: `bench/run.sh %s` (%.0f s from registry start to the last case).\n" % (
             a.cmdline, self.elapsed))
-        L.append("Wall and CPU in seconds, median [min–max]; RSS = peak of the client process; requests = access-log "
-                 "lines at A (source) / B (destination) per run; registry CPU = A + B seconds, median. "
-                 "Ratios are medians of the per-round ratios (runs alternate).\n")
+        L.append("Wall and CPU in seconds, median [min–max]; RSS = peak of the client process (GNU time%s); "
+                 "requests = access-log lines at A (source) / B (destination) per run; registry CPU = A / B "
+                 "seconds, median. Ratios are medians of the per-round ratios (runs alternate).\n"
+                 % ("" if TIME else "; **not installed: wait4 figures include the harness's own RSS**"))
         L.append("| case | tool | runs | wall s | CPU s | peak RSS MiB | requests A / B | registry CPU s A / B |")
         L.append("|---|---|---:|---|---:|---:|---|---|")
         res = self.results
@@ -442,7 +460,7 @@ class Bench:
                 med([r["registries"]["A"]["cpu_s"] for r in runs]), med([r["registries"]["B"]["cpu_s"] for r in runs])))
         for case in ("a", "b", "c", "d-a", "d-b", "d-c", "e", "f"):
             if case in res:
-                for tool in ("crossdock", "skopeo", "raw"):
+                for tool in ["crossdock"] + [n for n, _ in a.compare] + ["skopeo", "raw"]:
                     row(case, tool, res[case].get(tool, []))
         if "g" in res:
             g = res["g"]
@@ -497,10 +515,21 @@ class Bench:
             first, noop, ch = med(self.walls(g["first"])), med(self.walls(g["noop"])), med(self.walls(g["changed"]))
             per_first = first / a.g_tags
             extra = (ch - noop) / 5
+            # "Grows with the 5": the 5 changed tags add less than 1/20 of what copying all of them
+            # cost (linear growth would be 5/1000 of it; the tag checks of a no-op are per tag).
             L.append("| g | time grows with the 5 changed, not the %d | first %.2f s, no-op %.2f s, 5 changed %.2f s: "
                      "%.0f ms per changed tag above the no-op (first sync: %.0f ms per tag) | %s |" % (
                          a.g_tags, first, noop, ch, extra * 1000, per_first * 1000,
-                         verdict(ch < 2 * noop and ch < first / 4)))
+                         verdict(ch - noop < (first - noop) / 20)))
+        if a.compare:
+            L.append("\n| case | compared | crossdock / it (paired) | skopeo / it (paired) |")
+            L.append("|---|---|---|---|")
+            for case in ("a", "b", "c", "d-a", "d-b", "d-c", "e", "f"):
+                for name, _ in a.compare:
+                    if case in res and res[case].get(name):
+                        L.append("| %s | %s | %s | %s |" % (case, name, fmt_range(self.paired(
+                            res[case]["crossdock"], res[case][name]), 2), fmt_range(self.paired(
+                            res[case]["skopeo"], res[case][name]), 2)))
         text = "\n".join(L) + "\n"
         os.makedirs(a.out, exist_ok=True)
         with open(os.path.join(a.out, "results.md"), "w") as f:
@@ -524,6 +553,8 @@ def main():
     ap.add_argument("--g-skopeo", type=int, default=1, help="skopeo no-op syncs of case g (default 1)")
     ap.add_argument("--no-build", action="store_true", help="use target/release/crossdock as it is")
     ap.add_argument("--bin", help="the crossdock binary to measure (implies --no-build)")
+    ap.add_argument("--compare", action="append", default=[], metavar="NAME=BIN",
+                    help="also run this crossdock binary under NAME in cases a-f, alternating (repeatable)")
     ap.add_argument("--regbench", default=os.environ.get("REGBENCH", os.path.join(HERE, "regbench")),
                     help="regbench scripts (default: bench/regbench, copied from ../shared/regbench)")
     ap.add_argument("--tmp", default=os.environ.get("TMPDIR", "/tmp"), help="where the registries live")
@@ -538,6 +569,7 @@ def main():
     args.runs_c = args.runs_c or min(3, args.runs)
     args.c_bytes = parse_size(args.c_size)
     args.cases = [c for c in args.cases if c in "abcdefg"]
+    args.compare = [(n, os.path.abspath(b)) for n, b in (c.split("=", 1) for c in args.compare)]
     args.d_images = [c for c in args.d_images if c in "abc"]
     args.out = args.out or os.path.join("/tmp/crossdock-bench-results",
                                         datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%dT%H%M%SZ"))

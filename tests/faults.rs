@@ -200,7 +200,11 @@ async fn a_reset_in_the_middle_of_a_blob_download_is_retried() {
     ));
     ok(&import(&p.src(), &p.dst(), &[]));
     assert_eq!(rule.fired(), 1);
-    assert_eq!(matching(&p.pa.requests(), "GET", &path).len(), 2, "one retry");
+    assert_eq!(
+        matching(&p.pa.requests(), "GET", &path).len(),
+        2,
+        "one retry"
+    );
     assert_copied(&p.b, "app", "v1", &img).await;
 }
 
@@ -347,7 +351,10 @@ async fn a_slow_body_that_keeps_moving_is_not_cut_off() {
     p.pa.add(Rule::new("GET", &path, slow).always());
     let start = Instant::now();
     ok(&import(&p.src(), &p.dst(), &["--read-timeout", "1"]));
-    assert!(start.elapsed() >= Duration::from_secs(4), "the body was slow");
+    assert!(
+        start.elapsed() >= Duration::from_secs(4),
+        "the body was slow"
+    );
     assert_eq!(
         matching(&p.pa.requests(), "GET", &path).len(),
         1,
@@ -452,7 +459,10 @@ async fn one_flipped_byte_is_caught_and_nothing_corrupt_is_written() {
         .filter(|s| s.method != "HEAD" && s.method != "GET")
         .cloned()
         .collect();
-    assert!(writes.is_empty(), "wrote after a corrupt manifest: {writes:?}");
+    assert!(
+        writes.is_empty(),
+        "wrote after a corrupt manifest: {writes:?}"
+    );
     assert_untagged(&p.b, "other").await;
 }
 
@@ -502,7 +512,10 @@ async fn answers_lost_after_the_registry_committed_a_put_are_recovered() {
     let layer = img.images[0].layer_digests[0].clone();
     let rules = [
         ("PUT", format!("^/v2/app/blobs/uploads/.*{}", hex(&layer))),
-        ("PUT", format!("^/v2/app/manifests/{}$", img.manifests[1].digest)),
+        (
+            "PUT",
+            format!("^/v2/app/manifests/{}$", img.manifests[1].digest),
+        ),
         ("PUT", "^/v2/app/manifests/v1$".to_string()),
     ];
     let stats: Vec<_> = rules
@@ -644,7 +657,14 @@ async fn copies_within_one_registry_never_deadlock_on_its_request_limit() {
     a.client().push_image("app", "v1", &img).await;
     // The registry will not mount: it opens a plain upload instead (as registries without
     // cross-repository mounts do), so every blob is streamed out of and back into it.
-    proxy.add(Rule::new("POST", r"^/v2/copy/app/blobs/uploads/\?mount=", Fault::StripQuery).always());
+    proxy.add(
+        Rule::new(
+            "POST",
+            r"^/v2/copy/app/blobs/uploads/\?mount=",
+            Fault::StripQuery,
+        )
+        .always(),
+    );
 
     let out = sync_within(&proxy, 2);
     let report = ok(&out);
@@ -652,12 +672,23 @@ async fn copies_within_one_registry_never_deadlock_on_its_request_limit() {
     assert_copied(&a, "copy/app", "v1", &img).await;
     assert!(proxy.peak_in_flight() <= 2, "{}", proxy.peak_in_flight());
     let streamed = matching(&proxy.requests(), "GET", "^/v2/app/blobs/sha256:").len();
-    assert_eq!(streamed, img.blobs.len(), "every blob was streamed, none mounted");
+    assert_eq!(
+        streamed,
+        img.blobs.len(),
+        "every blob was streamed, none mounted"
+    );
 
     // With a limit of one request, a blob cannot be streamed within the registry at all (a
     // download and an upload must be open at once): a clear error, not a hang.
     proxy.clear_rules();
-    proxy.add(Rule::new("POST", r"^/v2/one/app/blobs/uploads/\?mount=", Fault::Status(405)).always());
+    proxy.add(
+        Rule::new(
+            "POST",
+            r"^/v2/one/app/blobs/uploads/\?mount=",
+            Fault::Status(405),
+        )
+        .always(),
+    );
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("one.toml");
     std::fs::write(
@@ -668,7 +699,7 @@ async fn copies_within_one_registry_never_deadlock_on_its_request_limit() {
         ),
     )
     .unwrap();
-    let out = crossdock(&["sync", "--config", config.to_str().unwrap(), "--json"]);
+    let out = crossdock(&["--log-level", "debug", "sync", "--config", config.to_str().unwrap(), "--json"]);
     failed_with(&out, &["max_concurrency"]);
     assert!(!text(&out).contains("time limit"), "{}", text(&out));
     assert_untagged(&a, "one/app").await;
@@ -694,11 +725,30 @@ async fn fan_out_to_three_repositories_of_one_registry_completes() {
 async fn copies_in_opposite_directions_never_deadlock_on_request_limits() {
     let (a, b) = (TestRegistry::start(), TestRegistry::start());
     let (pa, pb) = (FaultProxy::start(&a), FaultProxy::start(&b));
-    let (one, two) = (image(19, 3, 2, 64 * 1024), image(20, 3, 2, 64 * 1024));
+    // Three blobs each: both rules' transfers fit in the engine's six at once.
+    let (one, two) = (image(19, 1, 2, 64 * 1024), image(20, 1, 2, 64 * 1024));
     a.client().push_image("one", "v1", &one).await;
     b.client().push_image("two", "v1", &two).await;
     // Each rule streams out of one registry into the other while the other rule does the
-    // reverse, with one request allowed at each.
+    // reverse, with one request allowed at each. The last read of each rule before its blobs
+    // (the source's tag list, for attached signatures) waits for the other's, so both rules
+    // start on their blobs at the same moment. Taking permits one request at a time, each rule
+    // then opened a download at its source and waited forever to start its upload at the other
+    // registry, whose only request the other rule's download held.
+    let barrier = std::sync::Arc::new(tokio::sync::Barrier::new(2));
+    for (proxy, repo) in [(&pa, "one"), (&pb, "two")] {
+        let barrier = barrier.clone();
+        proxy.add(Rule::new(
+            "GET",
+            &format!("^/v2/{repo}/tags/list"),
+            Fault::before(move || {
+                let barrier = barrier.clone();
+                async move {
+                    let _ = tokio::time::timeout(Duration::from_secs(5), barrier.wait()).await;
+                }
+            }),
+        ));
+    }
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("crossdock.toml");
     std::fs::write(
@@ -714,14 +764,14 @@ name = "a-to-b"
 source = "{a}/one"
 target = "{b}/one"
 tags = ["v1"]
-timeout = "30s"
+timeout = "20s"
 
 [[rules]]
 name = "b-to-a"
 source = "{b}/two"
 target = "{a}/two"
 tags = ["v1"]
-timeout = "30s"
+timeout = "20s"
 "#,
             a = pa.host(),
             b = pb.host()

@@ -272,8 +272,7 @@ fn env_value(key: &str, raw: &str, existing: Option<&Value>) -> Value {
     let wants_string = matches!(
         key,
         "password" | "username" | "listen" | "name" | "notifications_token"
-    )
-        || matches!(existing, Some(Value::String(..)));
+    ) || matches!(existing, Some(Value::String(..)));
     if wants_string && !matches!(parsed, Value::String(..)) {
         Value::from(raw)
     } else {

@@ -66,9 +66,9 @@ impl KeyPath {
 
     /// Whether the value at this path is a secret (never quoted in messages).
     pub fn is_secret(&self) -> bool {
-        self.0.iter().any(
-            |s| matches!(s, Segment::Key(k) if k == "password" || k == "notifications_token"),
-        )
+        self.0
+            .iter()
+            .any(|s| matches!(s, Segment::Key(k) if k == "password" || k == "notifications_token"))
     }
 }
 

@@ -12,7 +12,8 @@
 //! (steps separated by a double underscore, matched ignoring case and punctuation):
 //! `CROSSDOCK_SERVER__LISTEN=0.0.0.0:9090`, `CROSSDOCK_DAEMON__MAX_CONCURRENT_IMAGES=8`,
 //! `CROSSDOCK_REGISTRIES__DOCKER_IO__USERNAME=me`, and one rule by name or index:
-//! `CROSSDOCK_RULES__ALPINE__SCHEDULE=@hourly`, `CROSSDOCK_RULES__0__TIMEOUT=10m`. Values are
+//! `CROSSDOCK_RULES__ALPINE__SCHEDULE=@hourly`, `CROSSDOCK_RULES__0__TIMEOUT=10m` (index rules
+//! alike: `CROSSDOCK_INDEXES__APP_LATEST__SCHEDULE=@hourly`). Values are
 //! read like TOML scalars (`true`, `8`, `["a", "b"]`); keys that take text stay text. Variables
 //! without `__` (`CROSSDOCK_SHARD`, …) are not configuration keys. A registry not in the file
 //! can be added only with its exact name (`CROSSDOCK_REGISTRIES__ghcr.io__USERNAME`, which

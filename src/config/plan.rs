@@ -9,8 +9,8 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use super::shard::Shard;
-use crate::reference::{DOCKER_HUB, is_loopback_registry};
 use crate::indexes::IndexPlan;
+use crate::reference::{DOCKER_HUB, is_loopback_registry};
 use crate::registry::auth::{Credentials, Secret};
 use crate::registry::http::HttpOptions;
 use crate::rules::RulePlan;
@@ -75,11 +75,13 @@ pub struct RegistrySettings {
 
 impl RegistrySettings {
     /// The HTTP transport's options for `registry` (as named in references) with these
-    /// settings; plain HTTP for `insecure` and, as docker does, for loopback registries.
+    /// settings; plain HTTP for `insecure` and, as docker does, for loopback registries — unless
+    /// a loopback registry has `ca_file` or `tls_skip_verify`, which ask for HTTPS.
     /// Timeouts and retries keep the transport's defaults.
     pub fn http_options(&self, registry: &str) -> HttpOptions {
+        let tls = self.ca_file.is_some() || self.tls_skip_verify;
         HttpOptions {
-            plain_http: self.insecure || is_loopback_registry(registry),
+            plain_http: self.insecure || (is_loopback_registry(registry) && !tls),
             ca_file: self.ca_file.clone(),
             tls_skip_verify: self.tls_skip_verify,
             credentials: self.credentials.clone(),

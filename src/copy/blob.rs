@@ -7,6 +7,14 @@
 //! the bytes do not match the descriptor's digest and size. Memory stays bounded by the HTTP
 //! buffers, whatever the blob size.
 //!
+//! Into a target repository without tags (a new one, or what an interrupted copy left) the HEAD
+//! would nearly always miss, so it is left out: a mount *from the target repository itself*
+//! asks "have you got it?" and "open an upload" in one request — distribution answers 201 when
+//! the blob is already linked there (an interrupted copy resumes without moving it again) and
+//! 202 with an upload session otherwise. A fresh blob then costs POST + PUT, as the raw limit,
+//! instead of HEAD + POST + PUT. A registry that never mounts answers 202 every time, which
+//! costs at worst re-sending a blob that an interrupted copy had already sent.
+//!
 //! Transient failures (connection reset, 5xx, 429) retry the whole transfer from a fresh source
 //! stream and a fresh upload session: an upload is never replayed blindly.
 //!
@@ -64,6 +72,8 @@ pub struct BlobJob {
     pub descriptor: Descriptor,
     /// A repository of the target registry known to hold the blob.
     pub mount_from: Option<String>,
+    /// The target repository had no tags when the copy looked: no HEAD, ask by mounting from it.
+    pub fresh_target: bool,
     /// Report nothing written.
     pub dry_run: bool,
 }
@@ -81,12 +91,14 @@ impl BlobJob {
     /// Runs the job.
     pub async fn run(&self, progress: &Arc<dyn Progress>) -> Result<BlobOutcome, CopyError> {
         let digest = &self.descriptor.digest;
-        if self
-            .target
-            .blob_head(&self.target_repo, digest)
-            .await
-            .map_err(|e| self.blob_error(e))?
-            .is_some()
+        let fresh = self.fresh_target && !self.dry_run;
+        if !fresh
+            && self
+                .target
+                .blob_head(&self.target_repo, digest)
+                .await
+                .map_err(|e| self.blob_error(e))?
+                .is_some()
         {
             return Ok(BlobOutcome::Skipped);
         }
@@ -98,12 +110,16 @@ impl BlobJob {
             });
         }
         let mut session = None;
-        if let Some(from) = &self.mount_from {
+        let self_mount = (fresh && self.mount_from.is_none()).then(|| self.target_repo.clone());
+        if let Some(from) = self.mount_from.as_ref().or(self_mount.as_ref()) {
             match self
                 .target
                 .blob_mount(&self.target_repo, digest, from)
                 .await
             {
+                Ok(MountOutcome::Mounted) if self_mount.is_some() => {
+                    return Ok(BlobOutcome::Skipped);
+                }
                 Ok(MountOutcome::Mounted) => return Ok(BlobOutcome::Mounted),
                 Ok(MountOutcome::Upload(s)) => session = Some(s),
                 // A refused mount (permissions on `from`, registry without mounts) is not a
@@ -137,7 +153,7 @@ impl BlobJob {
         progress: &Arc<dyn Progress>,
     ) -> Result<(), RegistryError> {
         let d = &self.descriptor;
-        let (_slots, body) = match reserve_streams(&[]).await {
+        let (_slots, body) = match reserve_streams(&[&self.source, &self.target]).await {
             Ok(slots) => (
                 slots,
                 self.source.blob_get(&self.source_repo, &d.digest).await,
@@ -221,6 +237,7 @@ pub(super) async fn reserve_streams(
         (a.0.as_str(), Arc::as_ptr(&a.1) as usize).cmp(&(b.0.as_str(), Arc::as_ptr(&b.1) as usize))
     });
     let mut held = Vec::with_capacity(needs.len());
+    eprintln!("RESERVE {:?}", needs.iter().map(|n| (n.0.clone(), n.2, n.3, n.1.available_permits())).collect::<Vec<_>>());
     for (name, slots, limit, need) in needs {
         if need as usize > limit {
             return Err(

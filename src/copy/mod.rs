@@ -275,11 +275,22 @@ type TransferKey = (String, String, Digest);
 /// Blob locations remembered for mounts, at most this many.
 const MAX_LOCATIONS: usize = 200_000;
 
+/// (target registry, target repository) → whether it had no tags, asked once for all the
+/// images copied into it at the same time.
+type FreshProbe = Shared<BoxFuture<'static, bool>>;
+/// How long a target repository's "has no tags" answer is used. It changes as soon as the first
+/// image lands, so it is trusted only for the copies that start together (one `sync` run), not
+/// across a daemon's runs: a repository that has tags again gets its blobs HEADed first.
+const FRESH_TTL: std::time::Duration = std::time::Duration::from_secs(60);
+/// Most target repositories remembered (cleared past this).
+const MAX_FRESH: usize = 10_000;
+
 struct Inner {
     blob_permits: Arc<Semaphore>,
     image_permits: Arc<Semaphore>,
     inflight: Mutex<HashMap<TransferKey, (u64, SharedTransfer)>>,
     located: Mutex<HashMap<(String, Digest), String>>,
+    fresh: Mutex<HashMap<(String, String), (Instant, FreshProbe)>>,
     next_id: AtomicU64,
 }
 
@@ -317,6 +328,7 @@ impl Engine {
                 image_permits: Arc::new(Semaphore::new(opts.max_concurrent_images.max(1))),
                 inflight: Mutex::new(HashMap::new()),
                 located: Mutex::new(HashMap::new()),
+                fresh: Mutex::new(HashMap::new()),
                 next_id: AtomicU64::new(0),
             }),
         }
@@ -481,15 +493,26 @@ impl Engine {
         report.images = image.image_count();
         report.manifests = image.children.len() + 1;
         report.blobs = image.blobs.len();
-        report.bytes = image.blobs.iter().map(|d| d.size).sum();
+        // Saturating: a hostile manifest's sizes (2^63 twice) must not overflow (a panic in debug
+        // builds); the verifying stream refuses such a blob when it is read.
+        report.bytes = image
+            .blobs
+            .iter()
+            .fold(0u64, |n, d| n.saturating_add(d.size));
         report.skipped_foreign = image.skipped_foreign.len();
 
-        // Referrers are discovered once at the source, then copied to every target.
-        let referrer_items = if opts.referrers {
-            referrers::discover(src, repo, &image, opts.source_tags.as_deref()).await
-        } else {
-            Vec::new()
-        };
+        // Referrers are discovered once at the source, then copied to every target. They are
+        // needed only once an image's own manifests are written, so the discovery (a referrers
+        // request and a tag list at most) runs while the blobs move instead of before them.
+        let discovery = async {
+            if opts.referrers {
+                referrers::discover(src, repo, &image, opts.source_tags.as_deref()).await
+            } else {
+                Vec::new()
+            }
+        }
+        .boxed()
+        .shared();
 
         // Several targets: each blob is read from the source once and teed to every target
         // that needs it ([`fanout`]); a target whose blobs failed gets no manifest.
@@ -498,8 +521,9 @@ impl Engine {
         let all_counters: Vec<Counters> = pending.iter().map(|_| Counters::default()).collect();
         if fanned {
             let ts: Vec<&Target> = pending.iter().map(|&i| &targets[i]).collect();
-            self.fan_out_blobs(source, &ts, &image, opts, &all_counters, &mut blob_failures)
-                .await;
+            let fan_out =
+                self.fan_out_blobs(source, &ts, &image, opts, &all_counters, &mut blob_failures);
+            futures_util::future::join(fan_out, discovery.clone()).await;
         }
 
         let previous: Vec<Vec<(String, Digest)>> =
@@ -513,24 +537,24 @@ impl Engine {
             .map(|((i, failure), counters)| {
                 let image = &image;
                 let t = &targets[i];
-                let referrer_items = &referrer_items;
+                let discovery = discovery.clone();
                 let previous = &previous[i];
                 async move {
                     if let Some(e) = failure {
                         return (i, Err(e));
                     }
-                    let r = async {
+                    let push = async {
                         if !fanned {
                             self.push_blobs(source, t, image, opts, &counters).await?;
                         }
                         self.push_manifests(t, image, opts, &counters, previous)
                             .await
                             .map(|_| ())
-                    }
-                    .await;
+                    };
+                    let (r, referrer_items) = futures_util::future::join(push, discovery).await;
                     let r = match r {
                         Ok(()) if !referrer_items.is_empty() && !opts.dry_run => {
-                            referrers::copy_all(self, source, t, referrer_items, opts, &counters)
+                            referrers::copy_all(self, source, t, &referrer_items, opts, &counters)
                                 .await
                         }
                         other => other,
@@ -639,7 +663,7 @@ impl Engine {
             opts.progress.target_started(
                 n,
                 image.blobs.len(),
-                image.blobs.iter().map(|d| d.size).sum(),
+                image.blobs.iter().fold(0u64, |n, d| n.saturating_add(d.size)),
             );
         }
         let jobs: Vec<_> = image
@@ -697,8 +721,9 @@ impl Engine {
         opts.progress.target_started(
             &target_name,
             image.blobs.len(),
-            image.blobs.iter().map(|d| d.size).sum(),
+            image.blobs.iter().fold(0u64, |n, d| n.saturating_add(d.size)),
         );
+        let fresh = !opts.dry_run && !image.blobs.is_empty() && self.target_is_fresh(t).await;
         // Blobs, concurrently; a shared transfer serves every image needing the same blob.
         let blob_futs: Vec<_> = image
             .blobs
@@ -706,7 +731,7 @@ impl Engine {
             .map(|d| {
                 let target_name = &target_name;
                 async move {
-                    let outcome = self.ensure_blob(source, t, d, opts).await?;
+                    let outcome = self.ensure_blob(source, t, d, opts, fresh).await?;
                     Self::count_blob(counters, opts, target_name, d, outcome);
                     Ok::<_, CopyError>(())
                 }
@@ -815,6 +840,7 @@ impl Engine {
         t: &Target,
         d: &crate::manifest::Descriptor,
         opts: &CopyOptions,
+        fresh_target: bool,
     ) -> Result<BlobOutcome, CopyError> {
         let key = (
             t.transport.name().to_string(),
@@ -835,6 +861,7 @@ impl Engine {
                     target_repo: t.repo().to_string(),
                     descriptor: d.clone(),
                     mount_from,
+                    fresh_target,
                     dry_run: opts.dry_run,
                 };
                 let permits = self.inner.blob_permits.clone();
@@ -871,6 +898,40 @@ impl Engine {
             }
             Err(e) => Err(CopyError::Shared(e)),
         }
+    }
+
+    /// Whether `t`'s repository has no tags: a new repository (or one an interrupted copy left
+    /// untagged), whose blobs are then not HEADed one by one ([`blob`] says what replaces it).
+    /// One tag list per repository serves every copy into it that starts within [`FRESH_TTL`];
+    /// copies starting together share the request in flight. An error counts as "has tags":
+    /// the HEADs are the safe way.
+    async fn target_is_fresh(&self, t: &Target) -> bool {
+        let key = (t.transport.name().to_string(), t.repo().to_string());
+        let probe = {
+            let mut fresh = self.inner.fresh.lock().expect("fresh lock");
+            match fresh.get(&key) {
+                Some((at, probe)) if at.elapsed() < FRESH_TTL => probe.clone(),
+                _ => {
+                    if fresh.len() >= MAX_FRESH {
+                        fresh.clear();
+                    }
+                    let transport = t.transport.clone();
+                    let repo = key.1.clone();
+                    let probe: FreshProbe = async move {
+                        match transport.tags(&repo).await {
+                            Ok(tags) => tags.is_empty(),
+                            // distribution: 404 NAME_UNKNOWN for a repository never pushed to.
+                            Err(e) => e.kind == crate::registry::ErrorKind::NotFound,
+                        }
+                    }
+                    .boxed()
+                    .shared();
+                    fresh.insert(key, (Instant::now(), probe.clone()));
+                    probe
+                }
+            }
+        };
+        probe.await
     }
 
     /// A repository of the target registry known to hold `digest`: the source repository when

@@ -10,9 +10,16 @@
 //! config). Only when the expected index differs from the target's tag does
 //! [`compose`] run — it reads the sources again and writes (children first, index last), so
 //! every write goes through the one composing code path `crossdock index create` uses.
+//!
+//! Registry quirk (CNCF distribution 2.8, filesystem storage): writing a file truncates it
+//! before writing it again, so a manifest PUT while the same manifest is being PUT into the same
+//! repository can find it briefly unknown — an index PUT then fails with
+//! `MANIFEST_BLOB_UNKNOWN`. Index rules of one target repository (`app:latest` and `app:stable`
+//! from the same children) would do exactly that when a child moves, so they take turns
+//! ([`RepositoryLocks`]); the second then finds the children present and writes only its index.
 
 use std::collections::HashMap;
-use std::sync::{Mutex, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Instant;
 
 use super::runner::{ImageOutcome, RuleRun, RunContext, RunResult};
@@ -47,6 +54,24 @@ impl ChildCache {
             map.clear();
         }
         map.insert(entry.digest.clone(), entry);
+    }
+}
+
+/// One lock per target repository (`registry/repository`), held while an index rule checks
+/// and composes.
+struct RepositoryLocks(Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>);
+
+impl RepositoryLocks {
+    fn get(repository: String) -> Arc<tokio::sync::Mutex<()>> {
+        static LOCKS: OnceLock<RepositoryLocks> = OnceLock::new();
+        let locks = LOCKS.get_or_init(|| RepositoryLocks(Mutex::new(HashMap::new())));
+        locks
+            .0
+            .lock()
+            .expect("repository locks")
+            .entry(repository)
+            .or_default()
+            .clone()
     }
 }
 
@@ -222,6 +247,8 @@ async fn run_inner(plan: &IndexPlan, ctx: &RunContext, dry_run: bool, out: &mut 
             return;
         }
     }
+    let lock = RepositoryLocks::get(plan.target.repository_only().to_string());
+    let _turn = lock.lock().await;
     let checked = match check(plan, &sources, &target).await {
         Ok(c) => c,
         Err(e) => {

@@ -143,20 +143,35 @@ fn next_scheduled(rule: &Rule, jitter: Duration) -> Option<chrono::DateTime<Utc>
         .map(|t| t + random_jitter(jitter))
 }
 
-/// One rule's loop until `stop`: wait for the next scheduled time or a queued push, take the
-/// rule's lock, run (the whole rule when its time has come, else the pushed images), record.
-/// A push queued during a run is seen as soon as the run ends (see [`events`]).
-#[allow(clippy::too_many_arguments)]
-async fn rule_loop(
+/// What one rule's task needs.
+struct RuleTask {
     rule: Rule,
     ctx: RunContext,
     state: Arc<DaemonState>,
+    /// Cancelled when the configuration is replaced or the daemon stops.
     stop: CancellationToken,
+    /// Run once at once (daemon start with `run_on_start`).
     run_now: bool,
     jitter: Duration,
     locks: RuleLocks,
+    /// Pushes queued for this rule by registry notifications.
     queue: Arc<Queue>,
-) {
+}
+
+/// One rule's loop until `stop`: wait for the next scheduled time or a queued push, take the
+/// rule's lock, run (the whole rule when its time has come, else the pushed images), record.
+/// A push queued during a run is seen as soon as the run ends (see [`events`]).
+async fn rule_loop(task: RuleTask) {
+    let RuleTask {
+        rule,
+        ctx,
+        state,
+        stop,
+        run_now,
+        jitter,
+        locks,
+        queue,
+    } = task;
     let name = rule.name().to_string();
     let mut wake = queue.subscribe();
     let mut next = if run_now {
@@ -199,6 +214,9 @@ async fn rule_loop(
         due = due || next.is_some_and(|t| t <= Utc::now());
         // A whole run reads every source afresh, so it answers every push queued before it.
         let pushed = queue.take();
+        if let Some(p) = &pushed {
+            rule.settle(p, &ctx).await;
+        }
         let started = Utc::now();
         state.update(&name, |st| st.running = true);
         let run = if due {
@@ -271,16 +289,16 @@ fn start_generation(
     let stop = CancellationToken::new();
     for rule in rules {
         let queue = shared.events.queue(rule.name());
-        tasks.spawn(rule_loop(
+        tasks.spawn(rule_loop(RuleTask {
             rule,
-            ctx.clone(),
-            shared.state.clone(),
-            stop.clone(),
-            first_start && plan.daemon.run_on_start,
-            plan.daemon.jitter,
-            shared.locks.clone(),
+            ctx: ctx.clone(),
+            state: shared.state.clone(),
+            stop: stop.clone(),
+            run_now: first_start && plan.daemon.run_on_start,
+            jitter: plan.daemon.jitter,
+            locks: shared.locks.clone(),
             queue,
-        ));
+        }));
     }
     Generation { stop }
 }

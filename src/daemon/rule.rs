@@ -7,12 +7,15 @@
 //! a pushed tag asks of it.
 
 use std::collections::BTreeSet;
+use std::time::Duration;
 
 use super::events::Pending;
 use super::index_run::run_index;
 use super::runner::{RuleRun, RunContext, RunResult, run_rule};
 use crate::config::{Plan, Shard};
+use crate::digest::Digest;
 use crate::indexes::IndexPlan;
+use crate::reference::Reference;
 use crate::rules::{RulePlan, TagSelector};
 use crate::schedule::Schedule;
 
@@ -55,9 +58,7 @@ impl Rule {
 
     /// Every rule of `plan` that `shard` owns: mirror rules, then index rules, in file order.
     pub fn for_shard(plan: &Plan, shard: Shard) -> Vec<Rule> {
-        Self::all(plan)
-            .filter(|r| shard.owns(r.name()))
-            .collect()
+        Self::all(plan).filter(|r| shard.owns(r.name())).collect()
     }
 
     /// The rule of either kind named `name`.
@@ -108,6 +109,46 @@ impl Rule {
         }
     }
 
+    /// The sources of this rule a push of `repository:tag` concerns, as tagged references.
+    fn pushed_sources(&self, repository: &str, tag: &str) -> Vec<Reference> {
+        if self.wants(repository, tag).is_none() {
+            return Vec::new();
+        }
+        let sources = match self {
+            Rule::Mirror(r) => &r.sources,
+            Rule::Index(i) => &i.sources,
+        };
+        sources
+            .iter()
+            .filter(|s| s.repository() == repository)
+            .filter_map(|s| s.with_tag(tag).ok())
+            .collect()
+    }
+
+    /// Waits (a few seconds at most) until each pushed tag of the rule's sources points at the
+    /// digest its push event named.
+    ///
+    /// Registry quirk (CNCF distribution 2.8): a manifest push event is queued for delivery
+    /// when the manifest is stored, before the tag is moved to it, so a daemon that answers at
+    /// once can read the tag's previous digest — or none, for a new tag — and sync nothing.
+    /// A source that never shows the digest (a push to another registry with the same path,
+    /// or a tag pushed again since) is given up on after the last attempt; the run then syncs
+    /// whatever the tag points at.
+    pub async fn settle(&self, pending: &Pending, ctx: &RunContext) {
+        let mut waits = Vec::new();
+        for (repository, tags) in &pending.images {
+            for (tag, digest) in tags {
+                let Ok(digest) = digest.parse::<Digest>() else {
+                    continue;
+                };
+                for source in self.pushed_sources(repository, tag) {
+                    waits.push(wait_for_tag(ctx, source, digest.clone()));
+                }
+            }
+        }
+        futures_util::future::join_all(waits).await;
+    }
+
     /// Syncs what pushes asked for: the pushed images of a mirror rule, each through the
     /// rule's own copy path (the rule narrowed to that source and tag list), or the whole rule.
     /// Pushes the rule no longer wants (it was reloaded since) are dropped; `None` when
@@ -122,7 +163,7 @@ impl Rule {
         let mut narrowed = Vec::new();
         for (repository, tags) in &pending.images {
             let mut list = Vec::new();
-            for tag in tags {
+            for tag in tags.keys() {
                 match self.wants(repository, tag) {
                     Some(Wanted::Whole) => return Some(self.run(ctx, false).await),
                     Some(Wanted::Image) => list.push(tag.clone()),
@@ -155,6 +196,29 @@ impl Rule {
     }
 }
 
+/// HEADs `source` until it points at `digest`: right away, then after 50 ms, doubling, about
+/// 3 s in all. Errors end the wait (the run that follows reports them).
+async fn wait_for_tag(ctx: &RunContext, source: Reference, digest: Digest) {
+    const ATTEMPTS: u32 = 7;
+    let Ok(transport) = ctx.connector.get(source.registry()) else {
+        return;
+    };
+    let tag = source.manifest_reference();
+    let mut delay = Duration::from_millis(50);
+    for attempt in 1..=ATTEMPTS {
+        match transport.manifest_head(source.repository(), &tag).await {
+            Ok(Some(h)) if h.digest == digest => return,
+            Err(_) => return,
+            _ if attempt == ATTEMPTS => {}
+            _ => {
+                tokio::time::sleep(delay).await;
+                delay *= 2;
+            }
+        }
+    }
+    tracing::debug!(%source, %digest, "the pushed tag does not point at the pushed digest; syncing what it points at");
+}
+
 /// Two runs of one rule as one: everything they did, the worse result.
 fn merge(mut a: RuleRun, b: RuleRun) -> RuleRun {
     let rank = |r: RunResult| match r {
@@ -176,7 +240,12 @@ pub(crate) fn describe(pending: &Pending) -> String {
     let images: BTreeSet<String> = pending
         .images
         .iter()
-        .flat_map(|(repo, tags)| tags.iter().map(move |t| format!("{repo}:{t}")))
+        .flat_map(|(repo, tags)| tags.keys().map(move |t| format!("{repo}:{t}")))
         .collect();
-    images.into_iter().collect::<Vec<_>>().join(", ")
+    let list = images.into_iter().collect::<Vec<_>>().join(", ");
+    if pending.whole {
+        format!("{list} (the whole rule)")
+    } else {
+        list
+    }
 }

@@ -93,7 +93,10 @@ impl Connector {
             .get(registry)
             .cloned()
             .unwrap_or_else(|| self.defaults.clone());
-        if is_loopback_registry(registry) || self.insecure.contains(registry) {
+        // Loopback speaks plain HTTP unless TLS settings say it serves HTTPS.
+        if (is_loopback_registry(registry) && !opts.tls_configured())
+            || self.insecure.contains(registry)
+        {
             opts.plain_http = true;
         }
         if opts.credentials.is_none() && self.use_docker_config {

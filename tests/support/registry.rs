@@ -35,6 +35,7 @@ static SYNC_COUNTER: AtomicU64 = AtomicU64::new(0);
 pub struct TestRegistryBuilder {
     auth: Option<(String, String)>,
     extra_yaml: String,
+    tls: Option<(PathBuf, PathBuf)>,
 }
 
 impl TestRegistryBuilder {
@@ -50,6 +51,14 @@ impl TestRegistryBuilder {
         self.extra_yaml.push('\n');
         self.extra_yaml.push_str(yaml);
         self.extra_yaml.push('\n');
+        self
+    }
+
+    /// Serve HTTPS with this certificate chain and key (PEM files). The registry's request
+    /// log ([`TestRegistry::requests`]) and [`TestRegistry::client`] speak plain HTTP and do
+    /// not work with it.
+    pub fn tls(mut self, certificate: &Path, key: &Path) -> Self {
+        self.tls = Some((certificate.to_owned(), key.to_owned()));
         self
     }
 
@@ -77,6 +86,7 @@ impl TestRegistryBuilder {
             port: 0,
             auth: self.auth,
             extra_yaml: self.extra_yaml,
+            tls: self.tls,
             process: Mutex::new(None),
             baseline: Mutex::new(RequestMark(0)),
         };
@@ -91,6 +101,7 @@ pub struct TestRegistry {
     port: u16,
     auth: Option<(String, String)>,
     extra_yaml: String,
+    tls: Option<(PathBuf, PathBuf)>,
     process: Mutex<Option<Processes>>,
     baseline: Mutex<RequestMark>,
 }
@@ -282,9 +293,10 @@ impl TestRegistry {
         format!("127.0.0.1:{}", self.port)
     }
 
-    /// `http://127.0.0.1:PORT`.
+    /// `http://127.0.0.1:PORT` (`https://` when serving TLS).
     pub fn url(&self) -> String {
-        format!("http://127.0.0.1:{}", self.port)
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
+        format!("{scheme}://127.0.0.1:{}", self.port)
     }
 
     pub fn port(&self) -> u16 {
@@ -468,6 +480,14 @@ impl TestRegistry {
             ),
             None => String::new(),
         };
+        let tls = match &self.tls {
+            Some((cert, key)) => format!(
+                "  tls:\n    certificate: {}\n    key: {}\n",
+                cert.display(),
+                key.display()
+            ),
+            None => String::new(),
+        };
         let config = format!(
             "version: 0.1
 log:
@@ -488,7 +508,7 @@ storage:
 http:
   addr: 127.0.0.1:{port}
   secret: crossdock-test-not-a-secret
-health:
+{tls}health:
   storagedriver:
     enabled: false
 {auth}{extra}",
@@ -558,8 +578,14 @@ health:
                     self.log_tail(30)
                 )));
             }
-            // Any HTTP answer means it is serving: 200 anonymous, 401 with auth.
-            if matches!(http_status(self.port, "/v2/"), Ok(200 | 401)) {
+            // Any HTTP answer means it is serving: 200 anonymous, 401 with auth, and over TLS
+            // Go's 400 "client sent an HTTP request to an HTTPS server" to our plain request.
+            let serving = match http_status(self.port, "/v2/") {
+                Ok(200 | 401) => true,
+                Ok(400) => self.tls.is_some(),
+                _ => false,
+            };
+            if serving {
                 return Ok(());
             }
             if Instant::now() > deadline {

@@ -33,6 +33,13 @@ use crate::registry::{ErrorKind, RegistryError, Result};
 const MAX_PAGES: usize = 10_000;
 /// Most bytes of one page.
 const PAGE_LIMIT: usize = 16 * 1024 * 1024;
+/// Most entries (tags, referrers) one listing may bring. Without it, a registry paginating
+/// forever with ever-new entries (each page under [`PAGE_LIMIT`], never a repeated link) kept
+/// crossdock reading and growing for [`MAX_PAGES`] pages: up to 160 GiB. A million tags is far
+/// beyond any real repository.
+const MAX_ITEMS: usize = 1_000_000;
+/// Most page bytes one listing may read in all (a million tags of ~40 characters).
+const LISTING_LIMIT: usize = 64 * 1024 * 1024;
 /// Consecutive pages with nothing new (but a `next` link) tolerated.
 const MAX_EMPTY_PAGES: usize = 2;
 /// Page size asked of registries that paginate.
@@ -76,6 +83,7 @@ struct Pager {
     op: &'static str,
     seen: HashSet<Url>,
     empty_pages: usize,
+    bytes: usize,
 }
 
 impl Pager {
@@ -84,7 +92,25 @@ impl Pager {
             op,
             seen: HashSet::from([first.clone()]),
             empty_pages: 0,
+            bytes: 0,
         }
+    }
+
+    /// Counts a page of `page_bytes` read from `url`, after which the listing holds `items`
+    /// entries: an error once the listing is larger than any real one.
+    fn account(&mut self, url: &Url, page_bytes: usize, items: usize) -> Result<()> {
+        self.bytes += page_bytes;
+        let too_large = if items > MAX_ITEMS {
+            format!("more than {MAX_ITEMS} entries")
+        } else if self.bytes > LISTING_LIMIT {
+            format!("more than {LISTING_LIMIT} bytes of pages")
+        } else {
+            return Ok(());
+        };
+        Err(
+            RegistryError::new(ErrorKind::Invalid, self.op, display_url(url))
+                .with_message(format!("the listing never ends: {too_large}")),
+        )
     }
 
     /// Accepts `next` after a page that brought `new_items` items not seen before.
@@ -231,6 +257,7 @@ impl HttpRegistry {
                     new_items += 1;
                 }
             }
+            pager.account(&url, page.body.len(), tags.len())?;
             match pager.next(page.next, new_items)? {
                 Some(next) => url = next,
                 None => return Ok(tags),
@@ -250,6 +277,7 @@ impl HttpRegistry {
         let mut url = self.url(&format!("/v2/{repo}/referrers/{digest}"));
         let mut pager = Pager::new("GET referrers", &url);
         let mut referrers: Vec<Descriptor> = Vec::new();
+        let mut known: HashSet<Digest> = HashSet::new();
         loop {
             let call = Call::new("GET referrers", Method::GET, url.clone(), &scopes)
                 .header(ACCEPT, media_type::OCI_INDEX);
@@ -275,10 +303,12 @@ impl HttpRegistry {
             })?;
             let before = referrers.len();
             for d in index.manifests {
-                if !referrers.iter().any(|r| r.digest == d.digest) {
+                // A set, not a scan of the list: a listing may hold up to MAX_ITEMS entries.
+                if known.insert(d.digest.clone()) {
                     referrers.push(d);
                 }
             }
+            pager.account(&url, page.body.len(), referrers.len())?;
             match pager.next(page.next, referrers.len() - before)? {
                 Some(next) => url = next,
                 None => return Ok(Some(referrers)),

@@ -65,6 +65,13 @@ impl Default for HttpOptions {
 }
 
 impl HttpOptions {
+    /// Whether TLS settings were given (`ca_file` or `tls_skip_verify`). They only mean
+    /// something over HTTPS, so they are how a loopback registry — spoken to over plain HTTP by
+    /// default — is marked as serving HTTPS.
+    pub fn tls_configured(&self) -> bool {
+        self.ca_file.is_some() || self.tls_skip_verify
+    }
+
     /// Defaults for `registry_name`, with plain HTTP when it is on loopback (as docker and crane).
     pub fn for_registry(registry_name: &str) -> Self {
         HttpOptions {

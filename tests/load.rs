@@ -1,0 +1,224 @@
+//! Load: `crossdock sync` of 500 tags across 50 repositories under low limits (issue 6).
+//!
+//! Small images, many of them: what is under test is not throughput but that a large run stays
+//! inside its limits — every tag copied with its digest, the crossdock process's peak memory
+//! bounded, and never more requests in flight at a registry than its `max_concurrency`. The
+//! in-flight count is measured from outside, by a [`FaultProxy`] in front of each registry
+//! (with no faults installed it only forwards and counts).
+
+mod support;
+
+use std::io::Read as _;
+use std::os::unix::process::ExitStatusExt as _;
+use std::process::{Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+use futures_util::StreamExt;
+use support::fixtures::{self, Format, RawManifest};
+use support::proxy::FaultProxy;
+use support::{RawClient, TestRegistry};
+
+const REPOS: usize = 50;
+const TAGS_PER_REPO: usize = 10;
+const MAX_CONCURRENCY: usize = 2;
+const MAX_IMAGES: usize = 4;
+/// Peak resident memory allowed to the crossdock process.
+const MAX_RSS_KIB: i64 = 100 * 1024;
+
+/// A finished process with its peak resident set size (from `wait4`).
+struct Measured {
+    status: ExitStatus,
+    stdout: Vec<u8>,
+    stderr: Vec<u8>,
+    max_rss_kib: i64,
+}
+
+/// Runs `cmd` to the end (killing it after `limit`) and reads its peak RSS from the kernel.
+// The child is reaped by `wait4` (which std cannot do), not by `Child::wait`.
+#[allow(clippy::zombie_processes)]
+fn run_measured(mut cmd: Command, limit: Duration) -> Measured {
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn crossdock");
+    let (mut out, mut err) = (child.stdout.take().unwrap(), child.stderr.take().unwrap());
+    let out = std::thread::spawn(move || {
+        let mut v = Vec::new();
+        let _ = out.read_to_end(&mut v);
+        v
+    });
+    let err = std::thread::spawn(move || {
+        let mut v = Vec::new();
+        let _ = err.read_to_end(&mut v);
+        v
+    });
+    let pid = child.id() as libc::pid_t;
+    let deadline = Instant::now() + limit;
+    let (status, rusage) = loop {
+        let mut status = 0;
+        // SAFETY: a zeroed rusage is a valid value for wait4 to fill in.
+        let mut rusage: libc::rusage = unsafe { std::mem::zeroed() };
+        // SAFETY: pid is our own unreaped child; the pointers are to live locals.
+        let r = unsafe { libc::wait4(pid, &mut status, libc::WNOHANG, &mut rusage) };
+        if r == pid {
+            break (status, rusage);
+        }
+        assert!(r == 0, "wait4: {}", std::io::Error::last_os_error());
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("crossdock did not finish within {limit:?}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    Measured {
+        status: ExitStatus::from_raw(status),
+        stdout: out.join().unwrap(),
+        stderr: err.join().unwrap(),
+        max_rss_kib: rusage.ru_maxrss,
+    }
+}
+
+/// A tiny single-platform image for (repo, tag): a 512-byte base layer shared by the tags of
+/// a repository (as tags of one project share their base), and a config of its own.
+fn tiny_image(repo: usize, tag: usize) -> (Vec<u8>, Vec<u8>, RawManifest) {
+    let layer = fixtures::random_bytes(repo as u64, 512);
+    let mut config = fixtures::config_json("linux/amd64", &[&layer]);
+    config["config"]["Labels"] = serde_json::json!({ "tag": format!("t{tag}") });
+    let config = serde_json::to_vec(&config).unwrap();
+    let manifest = fixtures::image_manifest(Format::Oci, &config, &[&layer]);
+    (config, layer, manifest)
+}
+
+fn repo_name(i: usize) -> String {
+    format!("load/r{i:02}")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sync_of_500_tags_stays_within_its_limits() {
+    let (a, b) = (TestRegistry::start(), TestRegistry::start());
+    let (pa, pb) = (FaultProxy::start(&a), FaultProxy::start(&b));
+
+    // Seed the source directly (not through the proxy), many uploads at once.
+    let started = Instant::now();
+    // Tag 0 of every repository first: it brings the shared layer.
+    let images: Vec<(usize, usize)> = (0..TAGS_PER_REPO)
+        .flat_map(|t| (0..REPOS).map(move |r| (r, t)))
+        .collect();
+    let client = a.client();
+    let (first, rest) = images.split_at(REPOS);
+    let mut digests: Vec<((usize, usize), String)> = Vec::new();
+    for batch in [first, rest] {
+        let pushed: Vec<((usize, usize), String)> = futures_util::stream::iter(batch.to_vec())
+            .map(|(r, t)| {
+                let client: RawClient = client.clone();
+                async move {
+                    let (config, layer, manifest) = tiny_image(r, t);
+                    let repo = repo_name(r);
+                    if t == 0 {
+                        client.push_blob(&repo, &layer).await;
+                    }
+                    client.push_blob(&repo, &config).await;
+                    client
+                        .put_manifest(&repo, &format!("t{t}"), &manifest)
+                        .await;
+                    ((r, t), manifest.digest)
+                }
+            })
+            .buffer_unordered(16)
+            .collect()
+            .await;
+        digests.extend(pushed);
+    }
+    let seeded = started.elapsed();
+
+    let dir = tempfile::tempdir().unwrap();
+    let sources: Vec<String> = (0..REPOS)
+        .map(|r| format!("\"{}/{}\"", pa.host(), repo_name(r)))
+        .collect();
+    let config = dir.path().join("load.toml");
+    std::fs::write(
+        &config,
+        format!(
+            r#"[daemon]
+max_concurrent_images = {MAX_IMAGES}
+
+[registries."{src}"]
+max_concurrency = {MAX_CONCURRENCY}
+
+[registries."{dst}"]
+max_concurrency = {MAX_CONCURRENCY}
+
+[[rules]]
+name = "load"
+source = [{sources}]
+target = "{dst}/mirror/{{repo}}"
+timeout = "5m"
+referrers = false
+[rules.tags]
+all = true
+"#,
+            src = pa.host(),
+            dst = pb.host(),
+            sources = sources.join(", "),
+        ),
+    )
+    .unwrap();
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_crossdock"));
+    cmd.args(["sync", "--config", config.to_str().unwrap(), "--json"])
+        .env_remove("RUST_LOG")
+        .env("DOCKER_CONFIG", "/nonexistent-crossdock-test");
+    let synced = Instant::now();
+    let run = run_measured(cmd, Duration::from_secs(240));
+    let sync_time = synced.elapsed();
+    assert!(
+        run.status.success(),
+        "sync failed ({}):\n{}\n{}",
+        run.status,
+        String::from_utf8_lossy(&run.stdout),
+        String::from_utf8_lossy(&run.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_slice(&run.stdout).unwrap();
+    let images = report[0]["images"].as_array().unwrap();
+    assert_eq!(images.len(), REPOS * TAGS_PER_REPO);
+    assert!(images.iter().all(|i| i["state"] == "copied"), "{report}");
+
+    // Every tag at the target, at the source's digest.
+    let target = b.client();
+    let wrong: Vec<String> = futures_util::stream::iter(digests)
+        .map(|((r, t), want)| {
+            let target = target.clone();
+            async move {
+                let repo = format!("mirror/{}", repo_name(r));
+                let got = target.head_manifest(&repo, &format!("t{t}")).await;
+                (got.as_deref() != Some(want.as_str())).then(|| format!("{repo}:t{t} {got:?}"))
+            }
+        })
+        .buffer_unordered(16)
+        .filter_map(|w| async move { w })
+        .collect()
+        .await;
+    assert!(
+        wrong.is_empty(),
+        "wrong or missing at the target: {wrong:?}"
+    );
+
+    eprintln!(
+        "seeded in {seeded:?}, synced in {sync_time:?}; peak RSS {} KiB; requests {} + {}; \
+         peak in flight {} and {}",
+        run.max_rss_kib,
+        pa.requests().len(),
+        pb.requests().len(),
+        pa.peak_in_flight(),
+        pb.peak_in_flight()
+    );
+    assert!(
+        run.max_rss_kib < MAX_RSS_KIB,
+        "peak RSS {} KiB",
+        run.max_rss_kib
+    );
+    // Never over the limit, and the limit was reached (so the measure can see a breach).
+    assert_eq!(pa.peak_in_flight(), MAX_CONCURRENCY, "source");
+    assert_eq!(pb.peak_in_flight(), MAX_CONCURRENCY, "target");
+}
