@@ -705,14 +705,20 @@ mod properties {
     fn reference() -> impl Strategy<Value = String> {
         (
             registry(),
-            prop::collection::vec(component(), 1..4),
+            // Without a registry, a first component holding '.' would name one (as in docker).
+            "[a-z0-9]{1,6}([_-][a-z0-9]{1,6}){0,2}",
+            prop::collection::vec(component(), 0..3),
             prop::option::of("[A-Za-z0-9_][A-Za-z0-9_.-]{0,20}"),
             prop::option::of("[0-9a-f]{64}"),
         )
-            .prop_map(|(reg, path, tag, digest)| {
+            .prop_map(|(reg, first, rest, tag, digest)| {
+                let path = std::iter::once(first)
+                    .chain(rest)
+                    .collect::<Vec<_>>()
+                    .join("/");
                 let mut s = match reg {
-                    Some(r) => format!("{r}/{}", path.join("/")),
-                    None => path.join("/"),
+                    Some(r) => format!("{r}/{path}"),
+                    None => path,
                 };
                 if let Some(t) = tag {
                     s.push(':');
