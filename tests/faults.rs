@@ -1,6 +1,7 @@
 //! Faults between crossdock and real registries (issue 6): resets, server errors, rate limits,
 //! stalls, short and corrupt bodies, lost answers, a tag moving mid-copy, `kill -9`, and copies
-//! inside one registry under tight request limits.
+//! that must not deadlock on tight request limits (within one registry, in both directions
+//! between two, to several repositories at once).
 //!
 //! Every test runs the crossdock binary against `docker-registry` processes with a
 //! [`FaultProxy`] in front of the source or the target. Whatever the fault, one of two things
@@ -168,6 +169,15 @@ impl Pair {
     }
 }
 
+/// Gives the target repository `app` a tag of its own, so that crossdock checks each blob with
+/// a HEAD there (into a repository without tags it asks with a mount instead).
+async fn seed_target(reg: &TestRegistry) {
+    let other = ImageSpec::single(Format::Oci, "linux/amd64")
+        .seed(999)
+        .build();
+    reg.client().push_image("app", "other", &other).await;
+}
+
 fn hex(digest: &str) -> &str {
     digest.strip_prefix("sha256:").unwrap()
 }
@@ -231,6 +241,7 @@ async fn server_errors_on_every_kind_of_request_are_retried() {
     let p = Pair::start();
     let img = image(3, 2, 1, 8 * 1024);
     p.a.client().push_image("app", "v1", &img).await;
+    seed_target(&p.b).await;
     let source_rules = [
         ("HEAD", "^/v2/app/manifests/v1$", 500),
         ("GET", "^/v2/app/manifests/sha256:", 502),
@@ -257,6 +268,17 @@ async fn server_errors_on_every_kind_of_request_are_retried() {
         assert_eq!(s.fired(), 1, "{method} {path} never got its error");
     }
     assert_copied(&p.b, "app", "v1", &img).await;
+
+    // Into a repository without tags, blobs are checked with a mount request (POST ?mount=)
+    // instead of a HEAD: that fails once too.
+    let mount = p.pb.add(Rule::new(
+        "POST",
+        r"^/v2/fresh/blobs/uploads/\?mount=",
+        Fault::Status(503),
+    ));
+    ok(&import(&p.src(), &p.pb.image_ref("fresh", "v1"), &[]));
+    assert_eq!(mount.fired(), 1);
+    assert_copied(&p.b, "fresh", "v1", &img).await;
 }
 
 #[tokio::test]
@@ -281,6 +303,7 @@ async fn rate_limits_are_waited_out_as_retry_after_says() {
     let p = Pair::start();
     let img = image(5, 1, 1, 4 * 1024);
     p.a.client().push_image("app", "v1", &img).await;
+    seed_target(&p.b).await;
     let manifest = "^/v2/app/manifests/sha256:";
     let blob_head = "^/v2/app/blobs/sha256:";
     p.pa.add(Rule::new(
@@ -624,9 +647,9 @@ async fn kill_9_in_the_middle_of_an_import_then_the_same_import_completes() {
     assert_copied(&p.b, "app", "v1", &img).await;
 }
 
-/// `crossdock sync` of `app:v1` to `copy/app:v1` within the registry behind `proxy`, whose
+/// `crossdock sync` of `app:v1` to `to/app:v1` within the registry behind `proxy`, whose
 /// request limit is `max_concurrency`.
-fn sync_within(proxy: &FaultProxy, max_concurrency: usize) -> Output {
+fn sync_within(proxy: &FaultProxy, to: &str, max_concurrency: usize) -> Output {
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("crossdock.toml");
     std::fs::write(
@@ -638,7 +661,7 @@ max_concurrency = {max_concurrency}
 [[rules]]
 name = "within"
 source = "{host}/app"
-target = "{host}/copy/app"
+target = "{host}/{to}/app"
 tags = ["v1"]
 timeout = "30s"
 "#,
@@ -666,7 +689,7 @@ async fn copies_within_one_registry_never_deadlock_on_its_request_limit() {
         .always(),
     );
 
-    let out = sync_within(&proxy, 2);
+    let out = sync_within(&proxy, "copy", 2);
     let report = ok(&out);
     assert_eq!(report[0]["result"], "ok", "{report}");
     assert_copied(&a, "copy/app", "v1", &img).await;
@@ -689,17 +712,7 @@ async fn copies_within_one_registry_never_deadlock_on_its_request_limit() {
         )
         .always(),
     );
-    let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("one.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[registries.\"{host}\"]\nmax_concurrency = 1\n[[rules]]\nname = \"one\"\nsource = \"{host}/app\"\ntarget = \"{host}/one/app\"\ntags = [\"v1\"]\ntimeout = \"30s\"\n",
-            host = proxy.host()
-        ),
-    )
-    .unwrap();
-    let out = crossdock(&["--log-level", "debug", "sync", "--config", config.to_str().unwrap(), "--json"]);
+    let out = sync_within(&proxy, "one", 1);
     failed_with(&out, &["max_concurrency"]);
     assert!(!text(&out).contains("time limit"), "{}", text(&out));
     assert_untagged(&a, "one/app").await;

@@ -237,7 +237,6 @@ pub(super) async fn reserve_streams(
         (a.0.as_str(), Arc::as_ptr(&a.1) as usize).cmp(&(b.0.as_str(), Arc::as_ptr(&b.1) as usize))
     });
     let mut held = Vec::with_capacity(needs.len());
-    eprintln!("RESERVE {:?}", needs.iter().map(|n| (n.0.clone(), n.2, n.3, n.1.available_permits())).collect::<Vec<_>>());
     for (name, slots, limit, need) in needs {
         if need as usize > limit {
             return Err(

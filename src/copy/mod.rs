@@ -663,7 +663,10 @@ impl Engine {
             opts.progress.target_started(
                 n,
                 image.blobs.len(),
-                image.blobs.iter().fold(0u64, |n, d| n.saturating_add(d.size)),
+                image
+                    .blobs
+                    .iter()
+                    .fold(0u64, |n, d| n.saturating_add(d.size)),
             );
         }
         let jobs: Vec<_> = image
@@ -721,7 +724,10 @@ impl Engine {
         opts.progress.target_started(
             &target_name,
             image.blobs.len(),
-            image.blobs.iter().fold(0u64, |n, d| n.saturating_add(d.size)),
+            image
+                .blobs
+                .iter()
+                .fold(0u64, |n, d| n.saturating_add(d.size)),
         );
         let fresh = !opts.dry_run && !image.blobs.is_empty() && self.target_is_fresh(t).await;
         // Blobs, concurrently; a shared transfer serves every image needing the same blob.
@@ -882,13 +888,16 @@ impl Engine {
                 (id, fut)
             }
         };
+        // The map's entry goes when this waiter is done — or dropped: a copy that fails on
+        // one blob drops its other blob futures, and an entry left behind kept that transfer
+        // alive but never polled, holding the engine's blob permit and any request permit it
+        // had been granted, for good (with max_concurrency = 1, every later request hung).
+        let _forget = ForgetTransfer {
+            engine: self,
+            key: &key,
+            id,
+        };
         let result = fut.await;
-        {
-            let mut inflight = self.inner.inflight.lock().expect("inflight lock");
-            if inflight.get(&key).is_some_and(|(i, _)| *i == id) {
-                inflight.remove(&key);
-            }
-        }
         match result {
             Ok(outcome) => {
                 if !opts.dry_run {
@@ -902,7 +911,7 @@ impl Engine {
 
     /// Whether `t`'s repository has no tags: a new repository (or one an interrupted copy left
     /// untagged), whose blobs are then not HEADed one by one ([`blob`] says what replaces it).
-    /// One tag list per repository serves every copy into it that starts within [`FRESH_TTL`];
+    /// One tag question per repository serves every copy into it that starts within [`FRESH_TTL`];
     /// copies starting together share the request in flight. An error counts as "has tags":
     /// the HEADs are the safe way.
     async fn target_is_fresh(&self, t: &Target) -> bool {
@@ -918,8 +927,8 @@ impl Engine {
                     let transport = t.transport.clone();
                     let repo = key.1.clone();
                     let probe: FreshProbe = async move {
-                        match transport.tags(&repo).await {
-                            Ok(tags) => tags.is_empty(),
+                        match transport.has_tags(&repo).await {
+                            Ok(tagged) => !tagged,
                             // distribution: 404 NAME_UNKNOWN for a repository never pushed to.
                             Err(e) => e.kind == crate::registry::ErrorKind::NotFound,
                         }
@@ -958,6 +967,23 @@ impl Engine {
             (t.transport.name().to_string(), digest.clone()),
             t.repo().to_string(),
         );
+    }
+}
+
+/// Removes an in-flight transfer from the engine's map when dropped, unless a newer transfer
+/// for the same key has replaced it. Waiters still holding the transfer keep it running.
+struct ForgetTransfer<'a> {
+    engine: &'a Engine,
+    key: &'a TransferKey,
+    id: u64,
+}
+
+impl Drop for ForgetTransfer<'_> {
+    fn drop(&mut self) {
+        let mut inflight = self.engine.inner.inflight.lock().expect("inflight lock");
+        if inflight.get(self.key).is_some_and(|(i, _)| *i == self.id) {
+            inflight.remove(self.key);
+        }
     }
 }
 

@@ -121,6 +121,7 @@ impl Rule {
         sources
             .iter()
             .filter(|s| s.repository() == repository)
+            .filter(|s| matches!(self, Rule::Mirror(_)) || s.tag() == Some(tag))
             .filter_map(|s| s.with_tag(tag).ok())
             .collect()
     }

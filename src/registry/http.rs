@@ -193,6 +193,10 @@ impl Transport for HttpRegistry {
         self.list_tags(repo).await
     }
 
+    async fn has_tags(&self, repo: &str) -> Result<bool> {
+        self.any_tag(repo).await
+    }
+
     async fn referrers(&self, repo: &str, digest: &Digest) -> Result<Option<Vec<Descriptor>>> {
         self.list_referrers(repo, digest).await
     }

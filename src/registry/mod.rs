@@ -113,6 +113,13 @@ pub trait Transport: Send + Sync {
     /// Lists every tag of a repository (all pages).
     async fn tags(&self, repo: &str) -> Result<Vec<String>>;
 
+    /// Whether a repository has any tag; a repository never pushed to is `NotFound` or `false`.
+    /// Backends that can ask for one page of one tag do (the copy engine asks this of every
+    /// target repository, which can hold thousands of tags).
+    async fn has_tags(&self, repo: &str) -> Result<bool> {
+        Ok(!self.tags(repo).await?.is_empty())
+    }
+
     /// The referrers of `digest` through the OCI Referrers API. `Ok(None)` when the registry
     /// does not implement the API (the caller then uses the `sha256-<hex>` tag fallback).
     async fn referrers(&self, repo: &str, digest: &Digest) -> Result<Option<Vec<Descriptor>>>;

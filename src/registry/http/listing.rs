@@ -265,6 +265,41 @@ impl HttpRegistry {
         }
     }
 
+    /// Whether `repo` has a tag, from one page of at most one tag (`n=1`): a registry that
+    /// paginates answers with one tag whatever the repository holds. distribution 2.8 ignores
+    /// `n` and sends every tag — still one request. A registry refusing `n=1` is asked for its
+    /// default page instead.
+    pub(super) async fn any_tag(&self, repo: &str) -> Result<bool> {
+        #[derive(serde::Deserialize)]
+        struct TagList {
+            #[serde(default)]
+            tags: Option<Vec<String>>,
+        }
+        let scopes = pull(repo);
+        let plain = self.url(&format!("/v2/{repo}/tags/list"));
+        let mut one = plain.clone();
+        one.query_pairs_mut().append_pair("n", "1");
+        let call = Call::new("GET tags", Method::GET, one, &scopes);
+        let page = match self.fetch_page(&call, &[200]).await {
+            Err(e)
+                if e.status == Some(400)
+                    && e.errors
+                        .iter()
+                        .any(|x| x.code == "PAGINATION_NUMBER_INVALID") =>
+            {
+                let call = Call::new("GET tags", Method::GET, plain, &scopes);
+                self.fetch_page(&call, &[200]).await?
+            }
+            other => other?,
+        };
+        let list: TagList = serde_json::from_slice(&page.body).map_err(|e| {
+            RegistryError::new(ErrorKind::Invalid, call.op, display_url(&call.url))
+                .with_message(format!("unreadable tag list: {e}"))
+                .with_source(e)
+        })?;
+        Ok(list.tags.is_some_and(|t| !t.is_empty()))
+    }
+
     pub(super) async fn list_referrers(
         &self,
         repo: &str,
