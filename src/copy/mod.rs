@@ -777,29 +777,53 @@ impl Engine {
                 Ok::<_, CopyError>(())
             }
         };
-        let image_puts: Vec<_> = image
-            .children
-            .iter()
-            .filter(|m| !m.is_index())
-            .map(|m| put(m, m.digest().to_string()))
-            .collect();
-        futures_util::future::try_join_all(image_puts).await?;
-        for m in image.children.iter().filter(|m| m.is_index()) {
-            put(m, m.digest().to_string()).await?;
-        }
         // Tags about to move keep their old image reachable under a backup tag first.
         if let Some(template) = &opts.backup_tag {
             for (tag, old) in previous {
                 self.backup(t, template, tag, old, counters).await?;
             }
         }
-        // The root goes up under its tags — each PUT by tag both stores the manifest and moves
-        // the tag, after every part it refers to is present. Without tags, by digest.
-        if t.tags.is_empty() {
-            put(&image.root, image.root.digest().to_string()).await?;
-        } else {
-            for tag in &t.tags {
-                put(&image.root, tag.clone()).await?;
+        // distribution 2.8's filesystem storage can lose a race between two identical manifest
+        // PUTs into one repository (two processes mirroring the same image): the parent is then
+        // refused with MANIFEST_BLOB_UNKNOWN although its children were just written. Writing
+        // the children again and retrying is safe (the bytes are the same) and settles it.
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let result = async {
+                let image_puts: Vec<_> = image
+                    .children
+                    .iter()
+                    .filter(|m| !m.is_index())
+                    .map(|m| put(m, m.digest().to_string()))
+                    .collect();
+                futures_util::future::try_join_all(image_puts).await?;
+                for m in image.children.iter().filter(|m| m.is_index()) {
+                    put(m, m.digest().to_string()).await?;
+                }
+                // The root goes up under its tags — each PUT by tag both stores the manifest
+                // and moves the tag, after every part it refers to is present. Without tags, by
+                // digest.
+                if t.tags.is_empty() {
+                    put(&image.root, image.root.digest().to_string()).await?;
+                } else {
+                    for tag in &t.tags {
+                        put(&image.root, tag.clone()).await?;
+                    }
+                }
+                Ok::<_, CopyError>(())
+            }
+            .await;
+            match result {
+                Ok(()) => break,
+                Err(CopyError::Target { error, .. })
+                    if error.kind == crate::registry::ErrorKind::ManifestBlobUnknown
+                        && attempt < 3 =>
+                {
+                    tracing::warn!(target = %target_name, error = %error, "manifest refused for a missing child; writing the children again");
+                    tokio::time::sleep(std::time::Duration::from_millis(200 * attempt)).await;
+                }
+                Err(e) => return Err(e),
             }
         }
         crate::metrics::record_image();
