@@ -5,34 +5,9 @@
 
 mod support;
 
-use std::process::Output;
-
 use serde_json::Value;
+use support::cli::{crossdock, json, ok};
 use support::{Format, ImageSpec, RequestKind, TestRegistry, skopeo};
-
-fn crossdock(args: &[&str]) -> Output {
-    std::process::Command::new(env!("CARGO_BIN_EXE_crossdock"))
-        .args(args)
-        .env_remove("RUST_LOG")
-        .env("DOCKER_CONFIG", "/nonexistent-crossdock-test")
-        .output()
-        .expect("run crossdock")
-}
-
-fn ok(out: &Output) -> String {
-    assert!(
-        out.status.success(),
-        "crossdock failed ({}):\nstdout: {}\nstderr: {}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-fn json(out: &Output) -> Value {
-    serde_json::from_str(&ok(out)).expect("json report")
-}
 
 /// `HOST/REPO` with neither tag nor digest.
 fn repo_ref(reg: &TestRegistry, repo: &str) -> String {

@@ -4,30 +4,11 @@
 mod support;
 
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Output;
 
 use serde_json::{Value, json};
+use support::cli::{crossdock, ok};
 use support::{BuiltImage, Format, ImageSpec, TestRegistry, sha256_digest, skopeo};
-
-fn crossdock(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_crossdock"))
-        .args(args)
-        .env_remove("RUST_LOG")
-        .env("DOCKER_CONFIG", "/nonexistent-crossdock-test")
-        .output()
-        .expect("run crossdock")
-}
-
-fn ok(out: &Output) -> String {
-    assert!(
-        out.status.success(),
-        "crossdock failed ({}):\nstdout: {}\nstderr: {}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
 
 fn failed(out: &Output) -> String {
     assert!(

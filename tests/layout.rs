@@ -8,33 +8,11 @@
 mod support;
 
 use std::path::Path;
-use std::process::{Command, Output, Stdio};
+use std::process::{Output, Stdio};
 
 use serde_json::Value;
+use support::cli::{crossdock, ok};
 use support::{BuiltImage, Format, ImageSpec, TestRegistry, skopeo};
-
-fn crossdock(args: &[&str]) -> Output {
-    crossdock_cmd(args).output().expect("run crossdock")
-}
-
-fn crossdock_cmd(args: &[&str]) -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_crossdock"));
-    c.args(args)
-        .env_remove("RUST_LOG")
-        .env("DOCKER_CONFIG", "/nonexistent-crossdock-test");
-    c
-}
-
-fn ok(out: &Output) -> String {
-    assert!(
-        out.status.success(),
-        "crossdock failed ({}):\nstdout: {}\nstderr: {}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
 
 fn stderr(out: &Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
@@ -438,7 +416,7 @@ async fn concurrent_imports_into_one_layout_keep_every_tag() {
     for round in 0..3 {
         let children: Vec<_> = (0..N)
             .map(|i| {
-                crossdock_cmd(&[
+                support::cli::command(&[
                     "import",
                     &a.image_ref("app", &format!("t{i}")),
                     &oci(&layout, &format!("r{round}-t{i}")),

@@ -12,6 +12,7 @@
 //! mock would only reproduce if we already knew them.
 #![allow(dead_code, unused_imports)]
 
+pub mod cli;
 pub mod fixtures;
 pub mod proxy;
 pub mod raw;
