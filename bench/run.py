@@ -78,6 +78,10 @@ def parse_size(s):
     return int(float(s[:-1] if s[-1:] in "KMG" else s) * mult)
 
 
+def loadavg():
+    return [float(x) for x in open("/proc/loadavg").read().split()[:3]]
+
+
 def med(xs):
     return statistics.median(xs) if xs else float("nan")
 
@@ -211,7 +215,7 @@ class Bench:
         for role, port in zip("AB", self.ports):
             c1 = self.rc.cpu_s(self.base, port)
             regs[role] = dict(counts[port], cpu_s=round(c1 - cpu0[port], 3))
-        r = dict(case=case, tool=tool, wall_s=round(wall, 4), cpu_s=round(cpu, 3),
+        r = dict(case=case, tool=tool, wall_s=round(wall, 4), cpu_s=round(cpu, 3), load1=loadavg()[0],
                  peak_mib=round(peak, 1), rc=rcode, registries=regs, cmd=cmd, **extra)
         if rcode != 0:
             with open(out, "rb") as f:
@@ -293,6 +297,7 @@ class Bench:
     def run(self):
         a = self.args
         self.cases = a.cases
+        self.load_start = loadavg()
         self.check_disk()
         self.build()
         if not os.access(self.cd, os.X_OK):
@@ -414,7 +419,8 @@ class Bench:
             "docker-registry": cmd(["dpkg-query", "-W", "-f=${Version}", "docker-registry"]) or "?",
             "crossdock": cmd(["git", "rev-parse", "--short", "HEAD"]) + dirty,
             "rustc": cmd(["rustc", "--version"]),
-            "load_before": open("/proc/loadavg").read().split()[:3],
+            "load_start": self.load_start,
+            "load_median_during": med([r["load1"] for r in self.runs]),
         }
 
     @staticmethod
@@ -437,8 +443,9 @@ class Bench:
         m = self.machine()
         a = self.args
         L = []
-        L.append("Machine: %d CPUs (%s), %s RAM, Linux %s; load before: %s" % (
-            m["nproc"], m["cpu"], m["ram"], m["kernel"], " ".join(m["load_before"])))
+        L.append("Machine: %d CPUs (%s), %s RAM, Linux %s; load average at the start %.2f, median during the "
+                 "runs %.2f (other work on the machine competes with the registries for the CPUs)." % (
+                     m["nproc"], m["cpu"], m["ram"], m["kernel"], m["load_start"][0], m["load_median_during"]))
         L.append("Date: %s. Versions: crossdock %s; %s; docker-registry %s; %s." % (
             m["date"], m["crossdock"], m["skopeo"], m["docker-registry"], m["rustc"]))
         L.append("Command: `bench/run.sh %s` (%.0f s from registry start to the last case).\n" % (

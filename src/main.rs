@@ -10,7 +10,7 @@ use crossdock::cli::{self, Cli};
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
-    cli::init_logging(&cli.log_level, cli.log_format);
+    cli::init_logging(cli.log_level(), cli.log_format);
     match cli::run(cli).await {
         Ok(code) => ExitCode::from(code),
         Err(e) => {

@@ -31,8 +31,9 @@ pub const EXIT_USAGE: u8 = 2;
 #[command(name = "crossdock", version, about, long_about = None)]
 pub struct Cli {
     /// Log level (error, warn, info, debug, trace) or a tracing filter; RUST_LOG overrides.
-    #[arg(long, global = true, default_value = "warn", env = "CROSSDOCK_LOG")]
-    pub log_level: String,
+    /// Default: info for the daemon (`run`), warn for everything else.
+    #[arg(long, global = true, env = "CROSSDOCK_LOG")]
+    pub log_level: Option<String>,
     /// Log format.
     #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
@@ -149,6 +150,18 @@ pub enum Command {
     Logout(login::LogoutArgs),
 }
 
+impl Cli {
+    /// The log level asked for, or the command's default: a daemon reports its runs at info,
+    /// a one-shot command only what goes wrong.
+    pub fn log_level(&self) -> &str {
+        match (&self.log_level, &self.command) {
+            (Some(l), _) => l,
+            (None, Command::Run(_)) => "info",
+            (None, _) => "warn",
+        }
+    }
+}
+
 /// Runs the parsed command line and returns the process exit code.
 pub async fn run(cli: Cli) -> anyhow::Result<u8> {
     match cli.command {
@@ -169,8 +182,10 @@ pub fn init_logging(level: &str, format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .or_else(|_| tracing_subscriber::EnvFilter::try_new(level))
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    // Colours only for a person at a terminal, never into log files or collectors.
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr);
     match format {
         LogFormat::Text => builder.init(),
