@@ -388,7 +388,7 @@ fn daemon_mirrors_on_schedule_follows_moves_reloads_and_counts() {
     let cfg = write_config(dir.path(), &rule("app"));
     let mut d = Daemon::start(&cfg, port, dir.path());
     let bc = b.client();
-    let head = |tag: &str| rt.block_on(bc.head_manifest("mirror/app", tag));
+    let head = |tag: &str| rt.block_on(bc.poll_manifest("mirror/app", tag));
     d.wait_for(Duration::from_secs(20), "first mirror", |_| {
         head("latest").as_deref() == Some(image(10).digest())
     });

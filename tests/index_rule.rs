@@ -35,7 +35,7 @@ fn outcome(report: &Value, rule: &str) -> Value {
 async fn entries(b: &TestRegistry, repo: &str, tag: &str) -> (String, Vec<(String, String)>) {
     let m = b
         .client()
-        .get_manifest(repo, tag)
+        .get_manifest_settled(repo, tag)
         .await
         .unwrap_or_else(|| panic!("{repo}:{tag} missing"));
     let doc: Value = serde_json::from_slice(&m.bytes).unwrap();
@@ -203,7 +203,7 @@ schedule = "@every 1h"
     );
     let d = Daemon::start(&cfg, port, dir.path());
     let bc = b.client();
-    let head = |tag: &str| rt.block_on(bc.head_manifest("app", tag));
+    let head = |tag: &str| rt.block_on(bc.poll_manifest("app", tag));
     d.wait_for(Duration::from_secs(20), "both indexes composed", |_| {
         head("latest").is_some() && head("stable").is_some()
     });

@@ -77,7 +77,7 @@ schedule = "@every 1h"
     );
     let d = Daemon::start(&cfg, port, dir.path());
     let bc = b.client();
-    let head = |tag: &str| rt.block_on(bc.head_manifest("mirror/team/app", tag));
+    let head = |tag: &str| rt.block_on(bc.poll_manifest("mirror/team/app", tag));
 
     let pushed = Instant::now();
     rt.block_on(a.client().push_image("team/app", "v1", &image(1)));

@@ -205,6 +205,60 @@ impl RawClient {
         Some(header(&resp, "docker-content-digest").expect("Docker-Content-Digest on HEAD"))
     }
 
+    /// `HEAD` a manifest for a polling loop: the digest when it answers 200, `None` for anything
+    /// else. distribution 2.8's filesystem storage briefly answers 500 for a tag that is being
+    /// written at that moment (its link file is rewritten in place), which a poll must ride out.
+    pub async fn poll_manifest(&self, repo: &str, reference: &str) -> Option<String> {
+        let resp = self
+            .request(
+                Method::HEAD,
+                &self.url(&format!("/v2/{repo}/manifests/{reference}")),
+            )
+            .header("accept", ACCEPT_ALL)
+            .send()
+            .await
+            .ok()?;
+        if resp.status() != StatusCode::OK {
+            return None;
+        }
+        header(&resp, "docker-content-digest")
+    }
+
+    /// `GET` a manifest, riding out distribution's brief 500s on a tag being written (see
+    /// [`RawClient::poll_manifest`]): up to 20 tries 50 ms apart; `None` on 404.
+    pub async fn get_manifest_settled(
+        &self,
+        repo: &str,
+        reference: &str,
+    ) -> Option<FetchedManifest> {
+        for _ in 0..20 {
+            let resp = self
+                .request(
+                    Method::GET,
+                    &self.url(&format!("/v2/{repo}/manifests/{reference}")),
+                )
+                .header("accept", ACCEPT_ALL)
+                .send()
+                .await
+                .expect("GET manifest");
+            match resp.status() {
+                StatusCode::NOT_FOUND => return None,
+                StatusCode::OK => {
+                    let content_type = header(&resp, "content-type").unwrap_or_default();
+                    let digest = header(&resp, "docker-content-digest");
+                    let bytes = resp.bytes().await.expect("manifest body").to_vec();
+                    return Some(FetchedManifest {
+                        bytes,
+                        content_type,
+                        digest,
+                    });
+                }
+                _ => tokio::time::sleep(std::time::Duration::from_millis(50)).await,
+            }
+        }
+        panic!("GET {repo}:{reference} kept failing");
+    }
+
     /// `DELETE` a manifest by digest (the registry refuses deletes by tag).
     pub async fn delete_manifest(&self, repo: &str, digest: &str) {
         let resp = self
