@@ -804,3 +804,24 @@ timeout = "20s"
     assert_copied(&a, "two", "v1", &two).await;
     assert_eq!((pa.peak_in_flight(), pb.peak_in_flight()), (1, 1));
 }
+
+#[tokio::test]
+async fn a_registry_refusing_a_large_body_gets_chunks_instead() {
+    // A proxy in front of a registry that refuses request bodies as too large (413), as nginx
+    // does above its `client_max_body_size`: the transport switches to chunked uploads, and the
+    // copy completes with the same digests.
+    let p = Pair::start();
+    let img = image(31, 1, 2, 256 * 1024);
+    p.a.client().push_image("app", "v1", &img).await;
+    let rule = p.pb.add(Rule::new(
+        "PUT",
+        r"^/v2/app/blobs/uploads/.*digest=",
+        Fault::Status(413),
+    ));
+    ok(&import(&p.src(), &p.dst(), &[]));
+    assert_eq!(rule.fired(), 1);
+    let seen = p.pb.requests();
+    let patches = matching(&seen, "PATCH", r"^/v2/app/blobs/uploads/");
+    assert!(!patches.is_empty(), "chunks were sent after the 413");
+    assert_copied(&p.b, "app", "v1", &img).await;
+}

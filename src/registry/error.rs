@@ -88,6 +88,9 @@ pub struct RegistryError {
     pub retry_after: Option<Duration>,
     /// The underlying cause, if any.
     pub source: Option<Box<dyn std::error::Error + Send + Sync>>,
+    /// A 413 for an upload after which the transport switched to smaller chunks: sending the
+    /// blob again (from a fresh stream) can succeed.
+    pub retry_with_smaller_body: bool,
 }
 
 impl RegistryError {
@@ -102,6 +105,7 @@ impl RegistryError {
             message: String::new(),
             retry_after: None,
             source: None,
+            retry_with_smaller_body: false,
         }
     }
 
@@ -128,10 +132,11 @@ impl RegistryError {
 
     /// Whether trying the same call again may succeed: transport faults, 5xx, rate limits.
     pub fn is_retryable(&self) -> bool {
-        matches!(
-            self.kind,
-            ErrorKind::Transport | ErrorKind::ServerError | ErrorKind::RateLimited
-        )
+        self.retry_with_smaller_body
+            || matches!(
+                self.kind,
+                ErrorKind::Transport | ErrorKind::ServerError | ErrorKind::RateLimited
+            )
     }
 
     /// Whether the thing asked for is absent.

@@ -61,6 +61,8 @@ pub struct HttpRegistry {
     stream_slots: Arc<Semaphore>,
     pacer: Option<options::Pacer>,
     ratelimit_remaining: AtomicI64,
+    /// Chunk size forced after the registry refused a body as too large (413); 0: none.
+    chunk_after_413: std::sync::atomic::AtomicU64,
     /// Repositories whose answer to the Referrers API was "no such API", and when.
     no_referrers_api: listing::ReferrersMemo,
 }
@@ -102,6 +104,7 @@ impl HttpRegistry {
             pacer: opts.requests_per_second.and_then(options::Pacer::new),
             opts,
             ratelimit_remaining: AtomicI64::new(NO_RATELIMIT),
+            chunk_after_413: std::sync::atomic::AtomicU64::new(0),
             no_referrers_api: listing::ReferrersMemo::default(),
         })
     }

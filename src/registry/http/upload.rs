@@ -100,7 +100,16 @@ impl HttpRegistry {
         session: Option<UploadSession>,
     ) -> Result<()> {
         let location = self.open_session(repo, session).await?;
-        let result = match self.opts.chunk_size {
+        // A registry (or a proxy in front of it) that refused a request body as too large
+        // (413) gets chunks from then on, halved at each further refusal.
+        let chunk_size = match self
+            .chunk_after_413
+            .load(std::sync::atomic::Ordering::Relaxed)
+        {
+            0 => self.opts.chunk_size,
+            n => Some(self.opts.chunk_size.map_or(n, |c| c.min(n))),
+        };
+        let result = match chunk_size {
             Some(chunk) => {
                 self.put_chunked(repo, digest, size, body, location.clone(), chunk)
                     .await
@@ -113,6 +122,9 @@ impl HttpRegistry {
         match result {
             Ok(()) => Ok(()),
             Err((failed_at, mut err)) => {
+                if err.status == Some(413) {
+                    self.too_large(chunk_size, &mut err);
+                }
                 self.cancel_upload(
                     repo,
                     &UploadSession {
@@ -245,6 +257,30 @@ impl HttpRegistry {
     }
 
     /// Deletes an upload session, best effort: a session left behind expires on its own.
+    /// After a 413 for an upload sent whole (`chunk` None) or in chunks of `chunk` bytes:
+    /// remember to send (smaller) chunks, and mark the error retryable (from a fresh stream).
+    /// Chunks start at 8 MiB and halve at each refusal, down to 64 KiB.
+    fn too_large(&self, chunk: Option<u64>, err: &mut RegistryError) {
+        const FIRST: u64 = 8 << 20;
+        const SMALLEST: u64 = 64 << 10;
+        let next = match chunk {
+            None => FIRST,
+            Some(c) if c / 2 >= SMALLEST => c / 2,
+            Some(c) => {
+                err.message = format!("{}; the registry refuses even {c}-byte chunks", err.message);
+                return;
+            }
+        };
+        self.chunk_after_413
+            .store(next, std::sync::atomic::Ordering::Relaxed);
+        err.retry_with_smaller_body = true;
+        tracing::warn!(
+            registry = %self.name,
+            chunk = next,
+            "the registry refused an upload body as too large (413); uploading in {next}-byte chunks from now on"
+        );
+    }
+
     pub(super) async fn cancel_upload(&self, repo: &str, session: &UploadSession) {
         let Ok(url) = Url::parse(&session.location) else {
             return;
