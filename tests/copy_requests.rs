@@ -12,29 +12,9 @@
 mod support;
 
 use std::io::Write as _;
-use std::process::Output;
 
+use support::cli::{crossdock, json as report};
 use support::{Format, ImageSpec, LoggedRequest, RequestKind, TestRegistry};
-
-fn crossdock(args: &[&str]) -> Output {
-    std::process::Command::new(env!("CARGO_BIN_EXE_crossdock"))
-        .args(args)
-        .env_remove("RUST_LOG")
-        .env("DOCKER_CONFIG", "/nonexistent-crossdock-test")
-        .output()
-        .expect("run crossdock")
-}
-
-fn report(out: &Output) -> serde_json::Value {
-    assert!(
-        out.status.success(),
-        "crossdock failed ({}):\nstdout: {}\nstderr: {}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).expect("json report")
-}
 
 fn count(reqs: &[LoggedRequest], method: &str, kind: impl Fn(&RequestKind) -> bool) -> usize {
     reqs.iter().filter(|r| r.is(method, &kind)).count()
