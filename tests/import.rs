@@ -567,3 +567,73 @@ async fn force_with_a_backup_tag_keeps_the_old_image_reachable() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("unknown placeholder"));
 }
+
+#[tokio::test]
+async fn foreign_layers_are_skipped_unless_asked_for() {
+    use support::fixtures::{RawManifest, config_json, random_bytes, sha256_digest};
+    // distribution 2.8 accepts layer URLs only where configured to.
+    let urls = "validation:\n  manifests:\n    urls:\n      allow:\n        - ^https?://\n";
+    let (a, b) = (
+        TestRegistry::builder().extra_yaml(urls).start(),
+        TestRegistry::builder().extra_yaml(urls).start(),
+    );
+    let layer = random_bytes(71, 4096);
+    let foreign = random_bytes(72, 8192);
+    let config = serde_json::to_vec(&config_json("windows/amd64", &[&foreign, &layer])).unwrap();
+    let manifest = RawManifest::from_json(
+        "application/vnd.docker.distribution.manifest.v2+json",
+        &serde_json::json!({
+            "schemaVersion": 2,
+            "mediaType": "application/vnd.docker.distribution.manifest.v2+json",
+            "config": {"mediaType": "application/vnd.docker.container.image.v1+json",
+                       "digest": sha256_digest(&config), "size": config.len()},
+            "layers": [
+                {"mediaType": "application/vnd.docker.image.rootfs.foreign.diff.tar.gzip",
+                 "digest": sha256_digest(&foreign), "size": foreign.len(),
+                 "urls": ["https://mcr.example.com/foreign/layer"]},
+                {"mediaType": "application/vnd.docker.image.rootfs.diff.tar.gzip",
+                 "digest": sha256_digest(&layer), "size": layer.len()}
+            ]
+        }),
+    );
+    let c = a.client();
+    c.push_blob("win", &config).await;
+    c.push_blob("win", &layer).await;
+    // The registry accepts a manifest whose foreign layer it does not hold.
+    c.put_manifest("win", "v1", &manifest).await;
+
+    let report = json(&crossdock(&[
+        "import",
+        &a.image_ref("win", "v1"),
+        &b.image_ref("win", "v1"),
+        "--json",
+    ]));
+    assert_eq!(report["skipped_foreign"], 1, "{report}");
+    assert_eq!(report["targets"][0]["blobs_copied"], 2);
+    let got = b.client().get_manifest("win", "v1").await.unwrap();
+    assert_eq!(
+        got.bytes, manifest.bytes,
+        "manifest unchanged, foreign layer still listed"
+    );
+    assert!(
+        !b.client()
+            .blob_exists("win", &sha256_digest(&foreign))
+            .await
+    );
+
+    // Asked for, and held by the source: copied too.
+    c.push_blob("win", &foreign).await;
+    let report = json(&crossdock(&[
+        "import",
+        &a.image_ref("win", "v1"),
+        &b.image_ref("win2", "v1"),
+        "--include-foreign",
+        "--json",
+    ]));
+    assert_eq!(report["skipped_foreign"], 0, "{report}");
+    assert!(
+        b.client()
+            .blob_exists("win2", &sha256_digest(&foreign))
+            .await
+    );
+}
