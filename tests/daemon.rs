@@ -581,3 +581,43 @@ async fn a_rule_with_several_targets_reads_each_blob_once() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("rules[0].target"));
 }
+
+#[tokio::test]
+async fn pulls_pause_while_the_registry_rate_limit_is_under_the_reserve() {
+    // A source answering as Docker Hub does when its pull budget is nearly spent: every answer
+    // carries `ratelimit-remaining`. Once crossdock has seen it under the reserve, it stops
+    // pulling from that registry for the rest of the run.
+    use axum::http::{HeaderMap, HeaderValue, StatusCode};
+    let app = axum::Router::new().fallback(|| async {
+        let mut h = HeaderMap::new();
+        h.insert("ratelimit-remaining", HeaderValue::from_static("3;w=21600"));
+        (StatusCode::NOT_FOUND, h, "")
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let src = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = write_config(
+        dir.path(),
+        &format!(
+            "[daemon]\nmax_concurrent_images = 1\n[registries.\"{src}\"]\nratelimit_reserve = 10\n[[rules]]\nname = \"hub\"\nsource = \"{src}/app\"\ntarget = \"localhost:1/app\"\ntags = [\"v1\", \"v2\", \"v3\"]\n"
+        ),
+    );
+    let out = tokio::task::spawn_blocking(move || sync(&cfg, &[]))
+        .await
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let states: Vec<&str> = report[0]["images"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["state"].as_str().unwrap())
+        .collect();
+    // The first pull learns the budget (and fails: nothing is there); the others are not tried.
+    assert_eq!(states, ["failed", "skipped", "skipped"], "{report}");
+    assert!(
+        report.to_string().contains("under the reserve of 10"),
+        "{report}"
+    );
+}
