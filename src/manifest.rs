@@ -343,6 +343,18 @@ impl Manifest {
             source,
         };
         let view = if media_type::is_index(&media_type) {
+            // Both index formats require `manifests`. `ImageIndex` defaults it (referrers
+            // responses may leave it out), so without this check an image manifest served under
+            // an index type (found by fuzzing) would be read, and copied, as an empty index.
+            if probe.manifests.is_none() {
+                return Err(malformed(serde::de::Error::missing_field("manifests")));
+            }
+            // `filter_index` rewrites an index through `serde_json::Value`, which refuses what
+            // the typed reading skips over in unknown fields (a number beyond f64, `1e400`,
+            // found by fuzzing). Such an index is refused here, with serde_json's position,
+            // rather than failing as an internal error when a platform filter applies.
+            serde_json::from_slice::<serde_json::Map<String, serde_json::Value>>(&bytes)
+                .map_err(malformed)?;
             ManifestView::Index(serde_json::from_slice(&bytes).map_err(malformed)?)
         } else if media_type::is_image(&media_type) {
             ManifestView::Image(serde_json::from_slice(&bytes).map_err(malformed)?)
@@ -585,6 +597,42 @@ mod tests {
             .filter_index(|d| d.platform.as_ref().is_some_and(|p| p.matches(&want)))
             .unwrap();
         assert_eq!(f.digest(), g.digest());
+    }
+
+    #[test]
+    fn fuzz_image_manifest_served_as_index_is_not_an_empty_index() {
+        let image = format!(
+            r#"{{"schemaVersion":2,"config":{{"mediaType":"{}","digest":"{}","size":2}},"layers":[]}}"#,
+            media_type::OCI_CONFIG,
+            d(1)
+        );
+        for header in [media_type::OCI_INDEX, media_type::DOCKER_MANIFEST_LIST] {
+            let e = Manifest::from_bytes(Bytes::from(image.clone()), Some(header)).unwrap_err();
+            assert!(
+                matches!(e, ManifestError::Malformed { .. }) && e.to_string().contains("manifests"),
+                "{header}: {e}"
+            );
+        }
+        // Without the misleading header it is the image manifest it is.
+        let m = Manifest::from_bytes(Bytes::from(image), None).unwrap();
+        assert_eq!(m.media_type(), media_type::OCI_MANIFEST);
+    }
+
+    #[test]
+    fn fuzz_index_with_number_beyond_f64_is_refused_not_unfilterable() {
+        let json = format!(
+            r#"{{"schemaVersion":2,"mediaType":"{}","manifests":[],"x":1e400}}"#,
+            media_type::OCI_INDEX
+        );
+        let e = Manifest::from_bytes(Bytes::from(json), None).unwrap_err();
+        assert!(
+            matches!(e, ManifestError::Malformed { .. }) && e.to_string().contains("out of range"),
+            "{e}"
+        );
+        // Large numbers that f64 holds stay readable, and filterable.
+        let json = index_json(media_type::OCI_INDEX).replacen('{', r#"{"x":1e300,"#, 1);
+        let m = Manifest::from_bytes(Bytes::from(json), None).unwrap();
+        assert!(m.filter_index(|_| false).is_some());
     }
 
     #[test]
