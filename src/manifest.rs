@@ -636,6 +636,25 @@ mod tests {
     }
 
     #[test]
+    fn fuzz_filter_index_keeps_numbers_in_other_fields() {
+        // An integer beyond u64 is read as the nearest f64; serde_json's default (fast, not
+        // exact) float parsing then read the rewritten index as another number. Found by fuzzing;
+        // fixed with serde_json's `float_roundtrip`.
+        let json = index_json(media_type::OCI_INDEX).replacen(
+            '{',
+            r#"{"big":184467440737047758081,"f":0.30000000000000004,"#,
+            1,
+        );
+        let m = Manifest::from_bytes(Bytes::from(json.clone()), None).unwrap();
+        let f = m.filter_index(|d| d.size == 10).unwrap();
+        let before: serde_json::Value = serde_json::from_str(&json).unwrap();
+        let after: serde_json::Value = serde_json::from_slice(f.bytes()).unwrap();
+        for key in ["big", "f"] {
+            assert_eq!(after[key], before[key], "{key}");
+        }
+    }
+
+    #[test]
     fn platform_parse_and_match() {
         let p = Platform::parse("linux/arm/v7").unwrap();
         assert_eq!(p.to_string(), "linux/arm/v7");

@@ -292,6 +292,12 @@ impl Parser<'_> {
                 Some(b'\\') => {
                     self.i += 1;
                     match self.peek() {
+                        // RFC 7230 `quoted-pair` escapes HTAB, SP, VCHAR and obs-text only: an
+                        // escaped control character (found by fuzzing) would otherwise reach a
+                        // realm URL or a scope unchecked.
+                        Some(b) if b.is_ascii_control() && b != b'\t' => {
+                            return Err(self.err("control character in quoted string"));
+                        }
                         Some(b) => {
                             out.push(b);
                             self.i += 1;
@@ -506,6 +512,28 @@ mod tests {
                 parse_challenge(header)
             );
         }
+    }
+
+    #[test]
+    fn fuzz_escaped_control_character_is_refused() {
+        for header in [
+            "Bearer realm=\"https://a/t\\\u{18}x\"",
+            "Bearer realm=\"https://t\",scope=\"repository:a:pull\\\r\\\nX-Injected: 1\"",
+            "Basic realm=\"a\\\u{7f}\"",
+        ] {
+            assert!(
+                matches!(parse_challenge(header), Err(ChallengeError::Syntax { .. })),
+                "{header:?} gave {:?}",
+                parse_challenge(header)
+            );
+        }
+        // An escaped tab, space or visible character is still taken.
+        assert_eq!(
+            parse_challenge("Basic realm=\"a\\\tb\\ c\\d\""),
+            Ok(Challenge::Basic {
+                realm: Some("a\tb cd".into())
+            })
+        );
     }
 
     #[test]
