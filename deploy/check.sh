@@ -7,7 +7,8 @@
 #  3. runs `crossdock check-config` on the config.toml of every rendered ConfigMap, and has
 #     crossdock's own parser accept the arguments of every rendered crossdock container;
 #  4. runs tests/deploy.rs, including its checks of the rendered objects;
-#  5. lints deploy/Dockerfile with hadolint, and checks the assumptions of its build (Cargo.lock
+#  5. checks and unit-tests the alerting rules with promtool (Debian's prometheus package);
+#  6. lints deploy/Dockerfile with hadolint, and checks the assumptions of its build (Cargo.lock
 #     satisfies `--locked`) and of its runtime image (the binary needs no library that
 #     distroless/cc lacks).
 #
@@ -104,6 +105,14 @@ for name in $(printf '%s\n' "${!KUSTOMIZATIONS[@]}" | sort); do
     echo "    $(basename "$argv" .args): crossdock accepts ${args[*]}"
   done
 done
+
+echo "==> deploy: alerting rules (promtool check rules, promtool test rules)"
+if ! command -v promtool >/dev/null 2>&1; then
+  echo "error: promtool not found: install Debian's prometheus package (.ci/run does)" >&2
+  exit 1
+fi
+promtool check rules deploy/prometheus/crossdock-alerts.yaml | sed 's/^/    /'
+promtool test rules deploy/prometheus/crossdock-alerts.test.yaml | sed 's/^/    /'
 
 echo "==> deploy: validating the Secret example"
 for version in "${K8S_VERSIONS[@]}"; do

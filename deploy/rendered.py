@@ -5,9 +5,11 @@ kubernetes-validate bundles the schemas of Kubernetes' own kinds only: it passes
 resource such as the Prometheus Operator's ServiceMonitor with a mere warning, so a typo there
 would go unnoticed. This script therefore
 - writes the built-in objects to one file, for `kubernetes-validate --strict`;
-- validates each ServiceMonitor against a schema derived from the prometheus-operator CRD
-  (the pydantic models of PyPI `cloudcoil.models.prometheus_operator`, made strict: an unknown
-  field is an error, as with `--strict`);
+- validates each ServiceMonitor and PrometheusRule against a schema derived from the
+  prometheus-operator CRD (the pydantic models of PyPI `cloudcoil.models.prometheus_operator`,
+  made strict: an unknown field is an error, as with `--strict`), and checks that a
+  PrometheusRule holds exactly the groups of deploy/prometheus/crossdock-alerts.yaml (the file
+  `promtool test rules` tests);
 - refuses any other kind it does not know, so that a new custom resource gets a check too;
 - writes into OUT_DIR the `config.toml` of every ConfigMap (NAME.toml, for
   `crossdock check-config`) and the arguments of every crossdock container (KIND-NAME.args,
@@ -51,11 +53,15 @@ def make_strict(node):
     return node
 
 
-def servicemonitor_validator():
-    # Imported here: the models are large, and only overlays with a ServiceMonitor need them.
-    from cloudcoil.models.prometheus_operator.v1 import ServiceMonitor
+# The plain Prometheus rules file that the PrometheusRule must mirror.
+ALERTS_FILE = pathlib.Path(__file__).parent / "prometheus" / "crossdock-alerts.yaml"
 
-    schema = ServiceMonitor.model_json_schema(by_alias=True, mode="validation")
+
+def operator_validator(kind):
+    # Imported here: the models are large, and only overlays with such objects need them.
+    from cloudcoil.models.prometheus_operator import v1
+
+    schema = getattr(v1, kind).model_json_schema(by_alias=True, mode="validation")
     return jsonschema.Draft202012Validator(make_strict(schema))
 
 
@@ -95,7 +101,7 @@ def main(rendered: str, builtin_out: str, out_dir: str) -> int:
     builtin = []
     out = pathlib.Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    sm_validator = None
+    validators = {}
 
     for doc in docs:
         kind, api_version = doc.get("kind", "?"), doc.get("apiVersion", "?")
@@ -110,14 +116,20 @@ def main(rendered: str, builtin_out: str, out_dir: str) -> int:
                 if container.get("name") == "crossdock":
                     args = expanded_args(container, where, problems)
                     (out / f"{kind}-{name}.args").write_text("".join(a + "\0" for a in args))
-        elif (api_version, kind) == ("monitoring.coreos.com/v1", "ServiceMonitor"):
-            sm_validator = sm_validator or servicemonitor_validator()
-            errors = sorted(sm_validator.iter_errors(doc), key=lambda e: list(e.absolute_path))
+        elif api_version == "monitoring.coreos.com/v1" and kind in ("ServiceMonitor", "PrometheusRule"):
+            validator = validators.setdefault(kind, operator_validator(kind))
+            errors = sorted(validator.iter_errors(doc), key=lambda e: list(e.absolute_path))
             for e in errors:
                 path = ".".join(str(p) for p in e.absolute_path) or "(root)"
                 problems.append(f"{where}: {path}: {e.message}")
             if not errors:
                 print(f"    {kind}/{name}: valid against prometheus-operator v0.80's schema (strict)")
+            if kind == "PrometheusRule":
+                want = yaml.safe_load(ALERTS_FILE.read_text())["groups"]
+                if doc.get("spec", {}).get("groups") != want:
+                    problems.append(
+                        f"{where}: spec.groups differ from {ALERTS_FILE.name}; copy them over"
+                    )
         else:
             problems.append(f"{where}: no schema known for {api_version} {kind}; add a check")
 

@@ -21,7 +21,7 @@ pub struct RequestLabels {
     pub registry: String,
     /// HTTP method.
     pub method: String,
-    /// `2xx`, `3xx`, `4xx`, `5xx` or `error` (no response).
+    /// `2xx`, `3xx`, `429`, `4xx` (other than 429), `5xx` or `error` (no response).
     pub status: String,
 }
 
@@ -85,6 +85,11 @@ pub struct Metrics {
     pub ratelimit_remaining: Family<RegistryLabels, Gauge>,
     /// Registry notification events by result; refused requests count as `rejected`.
     pub notifications: Family<NotificationLabels, Counter>,
+    /// Seconds between a rule's next two scheduled runs (alerts compare the age of the last
+    /// success with it).
+    pub rule_interval: Family<RuleLabels, Gauge>,
+    /// Unix time at which this process started.
+    pub start_time: Gauge,
 }
 
 impl Metrics {
@@ -153,7 +158,22 @@ impl Metrics {
              them, or not a tagged push), and requests rejected (token, body)",
             notifications.clone(),
         );
+        let rule_interval = Family::<RuleLabels, Gauge>::default();
+        registry.register(
+            "rule_interval_seconds",
+            "Seconds between a rule's next two scheduled runs",
+            rule_interval.clone(),
+        );
+        let start_time = Gauge::default();
+        start_time.set(chrono::Utc::now().timestamp());
+        registry.register(
+            "start_time_seconds",
+            "Unix time at which this crossdock process started",
+            start_time.clone(),
+        );
         Metrics {
+            rule_interval,
+            start_time,
             runs,
             last_success,
             run_duration,
@@ -205,6 +225,9 @@ pub fn global() -> &'static Metrics {
 /// response arrived.
 pub fn record_request(registry: &str, method: &str, status: Option<u16>) {
     let status = match status {
+        // 429 is counted apart from the other 4xx: it is the registry asking to slow down, which
+        // an alert watches for, not a request that was wrong.
+        Some(429) => "429".to_string(),
         Some(s) => format!("{}xx", s / 100),
         None => "error".to_string(),
     };
@@ -242,6 +265,29 @@ pub fn record_blob(outcome: crate::copy::BlobOutcome, size: u64) {
     };
     global().blobs.get_or_create(&labels).inc();
     global().bytes.get_or_create(&labels).inc_by(size);
+}
+
+/// Records the rules this process schedules and their intervals (`None`: no further run),
+/// forgetting rules no longer scheduled (after a reload).
+pub fn record_rule_intervals<'a>(rules: impl IntoIterator<Item = (&'a str, Option<u64>)>) {
+    set_rule_intervals(&global().rule_interval, rules);
+}
+
+fn set_rule_intervals<'a>(
+    family: &Family<RuleLabels, Gauge>,
+    rules: impl IntoIterator<Item = (&'a str, Option<u64>)>,
+) {
+    family.clear();
+    for (rule, seconds) in rules {
+        if let Some(seconds) = seconds {
+            let labels = RuleLabels {
+                rule: rule.to_string(),
+            };
+            family
+                .get_or_create(&labels)
+                .set(i64::try_from(seconds).unwrap_or(i64::MAX));
+        }
+    }
 }
 
 /// Counts one image written to a target.
@@ -301,6 +347,7 @@ mod tests {
         record_request("metrics-test:1", "GET", Some(404));
         record_request("metrics-test:1", "GET", Some(404));
         record_request("metrics-test:1", "PUT", None);
+        record_request("metrics-test:1", "HEAD", Some(429));
         let text = global().render();
         assert!(
             text.contains(
@@ -309,5 +356,28 @@ mod tests {
             "{text}"
         );
         assert!(text.contains(r#"method="PUT",status="error"} 1"#), "{text}");
+        assert!(text.contains(r#"method="HEAD",status="429"} 1"#), "{text}");
+    }
+
+    #[test]
+    fn rule_intervals_replace_the_previous_set() {
+        // A family of its own: the global one is rewritten by every DaemonState in the tests.
+        let family = Family::<RuleLabels, Gauge>::default();
+        let mut registry = Registry::default();
+        registry.register("interval", "test", family.clone());
+        let render = |registry: &Registry| {
+            let mut out = String::new();
+            prometheus_client::encoding::text::encode(&mut out, registry).unwrap();
+            out
+        };
+        set_rule_intervals(&family, [("a", Some(3600)), ("b", None)]);
+        let text = render(&registry);
+        assert!(text.contains(r#"interval{rule="a"} 3600"#), "{text}");
+        assert!(!text.contains(r#"rule="b""#), "{text}");
+        set_rule_intervals(&family, [("c", Some(60))]);
+        let text = render(&registry);
+        assert!(!text.contains(r#"rule="a""#), "{text}");
+        assert!(text.contains(r#"interval{rule="c"} 60"#), "{text}");
+        assert!(global().render().contains("crossdock_start_time_seconds "));
     }
 }

@@ -121,6 +121,15 @@ impl Schedule {
                 .and_then(|d| t.checked_add_signed(d)),
         }
     }
+
+    /// The time between the next two runs after `t`: the interval an alert on a rule that has
+    /// not succeeded for a while compares against (see `crossdock_rule_interval_seconds`).
+    /// `None` when the schedule has fewer than two runs left.
+    pub fn interval_after(&self, t: DateTime<Utc>) -> Option<std::time::Duration> {
+        let first = self.next_after(t)?;
+        let second = self.next_after(first)?;
+        (second - first).to_std().ok()
+    }
 }
 
 fn strip_prefix_ignore_case<'a>(s: &'a str, prefix: &str) -> Option<&'a str> {
@@ -196,6 +205,20 @@ mod tests {
         // 5-7 wraps through Sunday spelled 7.
         let mon = at(2024, 6, 10, 1, 0);
         assert_eq!(next("0 0 * * 5-7", mon), at(2024, 6, 14, 0, 0));
+    }
+
+    #[test]
+    fn interval_is_the_gap_between_the_next_two_runs() {
+        let t = at(2024, 6, 5, 6, 30);
+        let every = Schedule::parse("@every 90m").unwrap();
+        assert_eq!(every.interval_after(t), Some(Duration::from_secs(90 * 60)));
+        let four_hourly = Schedule::parse("0 */4 * * *").unwrap();
+        assert_eq!(
+            four_hourly.interval_after(t),
+            Some(Duration::from_secs(4 * 3600))
+        );
+        let daily = Schedule::parse("@daily").unwrap();
+        assert_eq!(daily.interval_after(t), Some(Duration::from_secs(86400)));
     }
 
     #[test]

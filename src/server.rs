@@ -2,10 +2,13 @@
 //!
 //! Kubernetes reads `/healthz` (the process answers) and `/readyz` (configuration loaded and the
 //! scheduler started — false again while shutting down, so no new traffic is routed); people read
-//! `/status` (each rule, its next run and last result, as JSON); Prometheus scrapes `/metrics`;
+//! `/status` (each rule, its next run and last result, as JSON) or `/`, the same as an HTML page
+//! ([`page`]); Prometheus scrapes `/metrics`;
 //! registries POST their push events to `/notifications` (served by
 //! [`crate::daemon::events`], merged into this router by the daemon).
 //! The paths are constants so the deployment manifests can be checked against them.
+
+mod page;
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -27,6 +30,8 @@ pub const READYZ: &str = "/readyz";
 pub const METRICS: &str = "/metrics";
 /// JSON status path.
 pub const STATUS: &str = "/status";
+/// The status page (HTML).
+pub const PAGE: &str = "/";
 /// Registry notifications path (POST, bearer token; see [`crate::daemon::events`]).
 pub const NOTIFICATIONS: &str = "/notifications";
 
@@ -97,6 +102,14 @@ impl DaemonState {
             st.schedule = schedule;
             next.insert(name, st);
         }
+        let now = Utc::now();
+        crate::metrics::record_rule_intervals(next.iter().map(|(name, st)| {
+            let interval = crate::schedule::Schedule::parse(&st.schedule)
+                .ok()
+                .and_then(|s| s.interval_after(now))
+                .map(|d| d.as_secs());
+            (name.as_str(), interval)
+        }));
         *map = next;
     }
 
@@ -128,6 +141,7 @@ pub fn router(state: Arc<DaemonState>) -> Router {
         .route(READYZ, get(readyz))
         .route(METRICS, get(metrics))
         .route(STATUS, get(status))
+        .route(PAGE, get(page))
         .with_state(state)
 }
 
@@ -150,13 +164,26 @@ async fn metrics() -> Response {
         .into_response()
 }
 
+impl DaemonState {
+    fn doc(&self) -> StatusDoc {
+        StatusDoc {
+            ready: self.is_ready(),
+            shard: self.shard.read().expect("shard lock").clone(),
+            rules: self.rules.read().expect("rules lock").clone(),
+        }
+    }
+}
+
 async fn status(State(s): State<Arc<DaemonState>>) -> Response {
-    let doc = StatusDoc {
-        ready: s.is_ready(),
-        shard: s.shard.read().expect("shard lock").clone(),
-        rules: s.rules.read().expect("rules lock").clone(),
-    };
-    axum::Json(doc).into_response()
+    axum::Json(s.doc()).into_response()
+}
+
+async fn page(State(s): State<Arc<DaemonState>>) -> Response {
+    (
+        [(header::CONTENT_TYPE, "text/html; charset=utf-8")],
+        page::render(&s.doc(), Utc::now()),
+    )
+        .into_response()
 }
 
 #[cfg(test)]
@@ -182,6 +209,9 @@ mod tests {
         assert_eq!(code, StatusCode::OK);
         let (code, body) = get_path(router(state.clone()), HEALTHZ).await;
         assert_eq!((code, body.as_str()), (StatusCode::OK, "ok\n"));
+        let (code, body) = get_path(router(state.clone()), PAGE).await;
+        assert_eq!(code, StatusCode::OK);
+        assert!(body.contains("<td class=\"rule\">alpine</td>"), "{body}");
         let (_, body) = get_path(router(state.clone()), STATUS).await;
         let v: serde_json::Value = serde_json::from_str(&body).unwrap();
         assert_eq!(v["rules"]["alpine"]["schedule"], "@every 1h");

@@ -418,6 +418,39 @@ fn service_and_servicemonitor_reach_the_metrics() {
     assert_none(scrape_problems(&objects, &expect));
 }
 
+/// Every metric an alert reads is one crossdock exports: a renamed metric must not leave an
+/// alert that silently never fires.
+#[test]
+fn alerts_read_only_metrics_crossdock_exports() {
+    let rules = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("deploy/prometheus/crossdock-alerts.yaml"),
+    )
+    .unwrap();
+    // A family renders only once it has a sample: give each one the alerts may read.
+    crossdock::metrics::record_request("alerts-test:1", "GET", Some(200));
+    crossdock::metrics::record_run("alerts-test", "ok", 1.0, 0);
+    crossdock::metrics::record_rule_images("alerts-test", "skipped", 1);
+    crossdock::metrics::record_rule_intervals([("alerts-test", Some(60))]);
+    let exported = crossdock::metrics::global().render();
+    let names: std::collections::BTreeSet<&str> = regex::Regex::new(r"crossdock_[a-z_]+")
+        .unwrap()
+        .find_iter(&rules)
+        .map(|m| m.as_str())
+        .collect();
+    assert!(names.len() >= 5, "{names:?}");
+    let sampled = |n: &str| {
+        exported
+            .lines()
+            .any(|l| l.starts_with(&format!("{n}{{")) || l.starts_with(&format!("{n} ")))
+    };
+    let unknown: Vec<&str> = names.into_iter().filter(|n| !sampled(n)).collect();
+    assert!(
+        unknown.is_empty(),
+        "alerts read metrics crossdock does not export: {unknown:?}"
+    );
+}
+
 #[test]
 fn shards_agree_on_their_count() {
     let objects = source_objects();
@@ -537,6 +570,7 @@ const RENDERS: [(&str, &[&str]); 4] = [
         &[
             "ConfigMap",
             "Deployment",
+            "PrometheusRule",
             "Service",
             "ServiceAccount",
             "ServiceMonitor",

@@ -94,7 +94,7 @@ pub fn record(state: &DaemonState, run: &RuleRun, started: chrono::DateTime<Utc>
         run.seconds,
         finished.timestamp(),
     );
-    for s in ["copied", "up_to_date", "failed", "kept"] {
+    for s in ["copied", "up_to_date", "failed", "kept", "skipped"] {
         crate::metrics::record_rule_images(&run.rule, s, run.count(s));
     }
     let summary = RunSummary {
