@@ -83,14 +83,15 @@ pub async fn login(args: LoginArgs) -> anyhow::Result<u8> {
         return Ok(EXIT_USAGE);
     }
     let password = Secret::new(password);
-    let opts = HttpOptions {
-        plain_http: args.insecure || is_loopback_registry(&registry),
+    let mut opts = HttpOptions {
         credentials: Some(Credentials::Basic {
             username: args.username.clone(),
             password: password.clone(),
         }),
         ..HttpOptions::default()
     };
+    opts.plain_http =
+        args.insecure || (is_loopback_registry(&registry) && !opts.tls_configured(&registry));
     let transport = HttpRegistry::new(&registry, opts)?;
     if let Err(e) = transport.ping().await {
         eprintln!(

@@ -19,7 +19,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::registry::auth::{Credentials, Secret};
 use crate::registry::connect::Connector;
-use crate::registry::http::HttpOptions;
+use crate::registry::http::{CertsD, HttpOptions};
 
 /// Exit code for a failed operation.
 pub const EXIT_FAILURE: u8 = 1;
@@ -85,6 +85,11 @@ pub struct RegistryFlags {
     /// many seconds; a slow transfer that keeps moving is never cut off. Default 120.
     #[arg(long, value_name = "SECS", value_parser = clap::value_parser!(u64).range(1..))]
     pub read_timeout: Option<u64>,
+    /// Look for client certificates and CAs in DIR/HOST[:PORT]/ (*.crt, NAME.cert + NAME.key)
+    /// instead of /etc/containers/certs.d and /etc/docker/certs.d; repeat for several roots.
+    /// Also CROSSDOCK_CERTS_D (colon-separated).
+    #[arg(long = "certs-d", value_name = "DIR")]
+    pub certs_d: Vec<PathBuf>,
 }
 
 impl RegistryFlags {
@@ -97,6 +102,9 @@ impl RegistryFlags {
         };
         if let Some(secs) = self.read_timeout {
             defaults.read_timeout = std::time::Duration::from_secs(secs);
+        }
+        if !self.certs_d.is_empty() {
+            defaults.certs_d = CertsD::Roots(self.certs_d.clone());
         }
         let mut c = Connector::new(defaults);
         for r in &self.insecure_registry {

@@ -20,13 +20,14 @@
 //! Kubernetes allows but most shells do not), so prefer a `[registries."host"]` table with
 //! `password_env`.
 //!
-//! Relative paths in the file (`password_file`, `docker_config`, `ca_file`) are relative to the
-//! file's folder.
+//! Relative paths in the file (`password_file`, `docker_config`, `ca_file`, `client_cert`,
+//! `client_key`) are relative to the file's folder.
 
 mod credentials;
 mod document;
 mod error;
 mod indexes;
+mod network;
 mod notifications;
 mod plan;
 pub mod raw;

@@ -12,7 +12,7 @@ use super::shard::Shard;
 use crate::indexes::IndexPlan;
 use crate::reference::{DOCKER_HUB, is_loopback_registry};
 use crate::registry::auth::{Credentials, Secret};
-use crate::registry::http::HttpOptions;
+use crate::registry::http::{ClientCertificate, HttpOptions, ProxySetting};
 use crate::rules::RulePlan;
 
 /// Default `[server] listen`: loopback, so that nothing is exposed unless asked.
@@ -60,6 +60,11 @@ pub struct RegistrySettings {
     pub ca_file: Option<PathBuf>,
     /// Accept any TLS certificate.
     pub tls_skip_verify: bool,
+    /// The client certificate and key to present (mTLS), checked to belong together at load;
+    /// `None`: the registry's `certs.d` folder's, if any.
+    pub client_certificate: Option<ClientCertificate>,
+    /// The HTTP proxy: the environment's by default, or the registry's own, or none.
+    pub proxy: ProxySetting,
     /// Credentials; `None`: anonymous (tokens for public repositories still work).
     pub credentials: Option<Credentials>,
     /// Requests in flight at once to this registry.
@@ -76,20 +81,24 @@ pub struct RegistrySettings {
 impl RegistrySettings {
     /// The HTTP transport's options for `registry` (as named in references) with these
     /// settings; plain HTTP for `insecure` and, as docker does, for loopback registries — unless
-    /// a loopback registry has `ca_file` or `tls_skip_verify`, which ask for HTTPS.
+    /// a loopback registry has TLS settings (`ca_file`, `tls_skip_verify`, a client
+    /// certificate, a `certs.d` folder), which ask for HTTPS.
     /// Timeouts and retries keep the transport's defaults.
     pub fn http_options(&self, registry: &str) -> HttpOptions {
-        let tls = self.ca_file.is_some() || self.tls_skip_verify;
-        HttpOptions {
-            plain_http: self.insecure || (is_loopback_registry(registry) && !tls),
+        let mut opts = HttpOptions {
             ca_file: self.ca_file.clone(),
             tls_skip_verify: self.tls_skip_verify,
+            client_certificate: self.client_certificate.clone(),
+            proxy: self.proxy.clone(),
             credentials: self.credentials.clone(),
             chunk_size: self.chunk_size,
             max_concurrent_requests: self.max_concurrency,
             requests_per_second: self.requests_per_second,
             ..HttpOptions::default()
-        }
+        };
+        opts.plain_http =
+            self.insecure || (is_loopback_registry(registry) && !opts.tls_configured(registry));
+        opts
     }
 }
 
@@ -99,6 +108,8 @@ impl Default for RegistrySettings {
             insecure: false,
             ca_file: None,
             tls_skip_verify: false,
+            client_certificate: None,
+            proxy: ProxySetting::Environment,
             credentials: None,
             max_concurrency: DEFAULT_MAX_CONCURRENCY,
             requests_per_second: None,

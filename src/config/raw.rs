@@ -163,6 +163,13 @@ pub struct RawRegistry {
     pub ca_file: Option<PathBuf>,
     /// Do not verify TLS certificates.
     pub tls_skip_verify: Option<bool>,
+    /// Client certificate (PEM) for registries that require one (mTLS).
+    pub client_cert: Option<PathBuf>,
+    /// The private key (PEM) of `client_cert`.
+    pub client_key: Option<PathBuf>,
+    /// HTTP proxy URL (may hold credentials, hence a secret), or `"none"`/`""` for a direct
+    /// connection; unset: `HTTPS_PROXY`/`HTTP_PROXY`/`NO_PROXY`.
+    pub proxy: Option<RawSecret>,
     /// Requests in flight at once.
     pub max_concurrency: Option<u32>,
     /// Requests started per second.
@@ -321,6 +328,11 @@ mod tests {
     fn raw_secret_debug_hides_value() {
         let r = RawRegistry {
             password: Some(RawSecret("hunter2".into())),
+            ..Default::default()
+        };
+        assert!(!format!("{r:?}").contains("hunter2"));
+        let r = RawRegistry {
+            proxy: Some(RawSecret("http://u:hunter2@proxy:3128".into())),
             ..Default::default()
         };
         assert!(!format!("{r:?}").contains("hunter2"));

@@ -94,7 +94,7 @@ impl Connector {
             .cloned()
             .unwrap_or_else(|| self.defaults.clone());
         // Loopback speaks plain HTTP unless TLS settings say it serves HTTPS.
-        if (is_loopback_registry(registry) && !opts.tls_configured())
+        if (is_loopback_registry(registry) && !opts.tls_configured(registry))
             || self.insecure.contains(registry)
         {
             opts.plain_http = true;

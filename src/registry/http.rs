@@ -4,6 +4,9 @@
 //! TLS sessions and HTTP/2 are reused), the host's [`Auth`] state, a concurrency semaphore and an
 //! optional request pacer. The work is split by concern:
 //! - [`options`]: what can be configured per registry, and building the reqwest clients;
+//! - [`network`], [`proxy`], [`tls`]: how the registry is reached — the HTTP proxy (from the
+//!   environment or its own setting), extra CAs, a client certificate, `certs.d` folders — and
+//!   what a refused connection means;
 //! - [`exchange`]: sending one request — permits, pacing, credentials, the 401 handshake, metrics,
 //!   expected statuses, retries;
 //! - [`response`]: turning an unexpected response or a failed request into a classified
@@ -18,8 +21,11 @@ mod blob;
 mod exchange;
 mod listing;
 mod manifest;
+mod network;
 mod options;
+mod proxy;
 mod response;
+mod tls;
 mod upload;
 
 use std::sync::Arc;
@@ -37,6 +43,11 @@ use super::{
 use crate::digest::Digest;
 use crate::manifest::{Descriptor, Manifest};
 pub use options::HttpOptions;
+pub use proxy::{ProxyError, ProxySetting, ProxyUrl};
+pub use tls::{
+    CERTS_D_ENV, CertsD, CertsFolder, ClientCertificate, DEFAULT_CERTS_D, TlsError,
+    ca_certificates, client_identity, read_folder,
+};
 
 /// Sentinel for "no `ratelimit-remaining` seen yet".
 const NO_RATELIMIT: i64 = i64::MIN;
@@ -55,6 +66,8 @@ pub struct HttpRegistry {
     upload_client: reqwest::Client,
     auth: Auth,
     opts: HttpOptions,
+    /// Proxy route and TLS material, also used to explain failed connections.
+    network: network::Network,
     permits: Arc<Semaphore>,
     /// As many as `permits`: reserved by blob transfers for the requests they hold open (see
     /// [`Transport::stream_slots`]); the requests themselves still take `permits`.
@@ -73,6 +86,7 @@ impl std::fmt::Debug for HttpRegistry {
             .field("name", &self.name)
             .field("base", &self.base.as_str())
             .field("opts", &self.opts)
+            .field("network", &self.network)
             .finish_non_exhaustive()
     }
 }
@@ -90,8 +104,9 @@ impl HttpRegistry {
                 RegistryError::new(ErrorKind::Invalid, "configure registry", registry_name)
                     .with_message("not a valid registry host[:port]")
             })?;
-        let client = opts.build_client(registry_name, true)?;
-        let upload_client = opts.build_client(registry_name, false)?;
+        let network = opts.network(registry_name)?;
+        let client = opts.build_client(registry_name, &network, true)?;
+        let upload_client = opts.build_client(registry_name, &network, false)?;
         let auth = Auth::new(client.clone(), registry_name, opts.credentials.clone());
         Ok(HttpRegistry {
             name: registry_name.to_string(),
@@ -103,6 +118,7 @@ impl HttpRegistry {
             stream_slots: Arc::new(Semaphore::new(opts.max_concurrent_requests.max(1))),
             pacer: opts.requests_per_second.and_then(options::Pacer::new),
             opts,
+            network,
             ratelimit_remaining: AtomicI64::new(NO_RATELIMIT),
             chunk_after_413: std::sync::atomic::AtomicU64::new(0),
             no_referrers_api: listing::ReferrersMemo::default(),

@@ -14,10 +14,12 @@
 
 pub mod cli;
 pub mod fixtures;
+pub mod pki;
 pub mod proxy;
 pub mod raw;
 pub mod registry;
 pub mod skopeo;
+pub mod tinyproxy;
 
 pub use fixtures::{BuiltImage, Format, ImageSpec, RawManifest, sha256_digest};
 pub use raw::{FetchedManifest, RawClient};

@@ -36,6 +36,7 @@ pub struct TestRegistryBuilder {
     auth: Option<(String, String)>,
     extra_yaml: String,
     tls: Option<(PathBuf, PathBuf)>,
+    client_ca: Option<PathBuf>,
 }
 
 impl TestRegistryBuilder {
@@ -59,6 +60,13 @@ impl TestRegistryBuilder {
     /// not work with it.
     pub fn tls(mut self, certificate: &Path, key: &Path) -> Self {
         self.tls = Some((certificate.to_owned(), key.to_owned()));
+        self
+    }
+
+    /// With [`tls`](Self::tls): require a client certificate signed by this CA (PEM), as
+    /// distribution's `http.tls.clientcas` does (Go's `RequireAndVerifyClientCert`).
+    pub fn client_ca(mut self, ca: &Path) -> Self {
+        self.client_ca = Some(ca.to_owned());
         self
     }
 
@@ -87,6 +95,7 @@ impl TestRegistryBuilder {
             auth: self.auth,
             extra_yaml: self.extra_yaml,
             tls: self.tls,
+            client_ca: self.client_ca,
             process: Mutex::new(None),
             baseline: Mutex::new(RequestMark(0)),
         };
@@ -102,6 +111,7 @@ pub struct TestRegistry {
     auth: Option<(String, String)>,
     extra_yaml: String,
     tls: Option<(PathBuf, PathBuf)>,
+    client_ca: Option<PathBuf>,
     process: Mutex<Option<Processes>>,
     baseline: Mutex<RequestMark>,
 }
@@ -480,7 +490,7 @@ impl TestRegistry {
             ),
             None => String::new(),
         };
-        let tls = match &self.tls {
+        let mut tls = match &self.tls {
             Some((cert, key)) => format!(
                 "  tls:\n    certificate: {}\n    key: {}\n",
                 cert.display(),
@@ -488,6 +498,9 @@ impl TestRegistry {
             ),
             None => String::new(),
         };
+        if let Some(ca) = &self.client_ca {
+            tls.push_str(&format!("    clientcas:\n      - {}\n", ca.display()));
+        }
         let config = format!(
             "version: 0.1
 log:

@@ -216,6 +216,7 @@ impl HttpRegistry {
                 Ok(Answer { response, permit })
             }
             Err(err) => {
+                let err = self.network.explain(&call.url, err);
                 tracing::debug!(
                     registry = %self.name,
                     method = %call.method,
@@ -278,6 +279,10 @@ impl HttpRegistry {
         let Answer { response, permit } = answer;
         let mut err = error_from_response(call.op, response, self.opts.read_timeout).await;
         drop(permit);
+        // A forwarding proxy (plain-HTTP registries) answers 407 itself.
+        if err.status == Some(407) {
+            return Err(self.network.explain(&call.url, err));
+        }
         if err.kind == ErrorKind::Unauthorized && err.message.is_empty() {
             err.message = if self.opts.credentials.is_some() {
                 format!("registry {} refused the configured credentials", self.name)

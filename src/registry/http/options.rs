@@ -2,7 +2,9 @@
 //!
 //! Options are plain data, resolved by the caller (configuration or command line) before the
 //! backend is built: whether to speak plain HTTP (loopback registries and `insecure = true`), an
-//! extra CA, credentials, upload chunking, and the limits that keep crossdock a polite client.
+//! extra CA, a client certificate, where `certs.d` folders are, the proxy, credentials, upload
+//! chunking, and the limits that keep crossdock a polite client. Files and the environment are
+//! read when the client is built ([`super::network`]).
 
 use std::path::PathBuf;
 use std::sync::Mutex;
@@ -13,6 +15,9 @@ use tokio::time::Instant;
 use super::super::auth::Credentials;
 use super::super::retry::RetryPolicy;
 use super::super::{ErrorKind, RegistryError, Result};
+use super::network::{Network, process_var};
+use super::proxy::ProxySetting;
+use super::tls::{CertsD, ClientCertificate};
 
 /// How one registry is reached. `Debug` never shows a secret ([`Credentials`] print `***`).
 #[derive(Clone, Debug)]
@@ -25,6 +30,12 @@ pub struct HttpOptions {
     pub ca_file: Option<PathBuf>,
     /// Accept any TLS certificate. Only when explicitly configured.
     pub tls_skip_verify: bool,
+    /// The client certificate to present (mTLS); `None`: the `certs.d` folder's, if any.
+    pub client_certificate: Option<ClientCertificate>,
+    /// Where Docker-style `certs.d/HOST[:PORT]/` folders are looked for.
+    pub certs_d: CertsD,
+    /// The HTTP proxy: from the environment by default.
+    pub proxy: ProxySetting,
     /// What to present when the registry asks; `None` = anonymous.
     pub credentials: Option<Credentials>,
     /// Upload blobs in `PATCH` chunks of this many bytes; `None` = one streaming `PUT`.
@@ -52,6 +63,9 @@ impl Default for HttpOptions {
             plain_http: false,
             ca_file: None,
             tls_skip_verify: false,
+            client_certificate: None,
+            certs_d: CertsD::default(),
+            proxy: ProxySetting::default(),
             credentials: None,
             chunk_size: None,
             max_concurrent_requests: 8,
@@ -65,11 +79,14 @@ impl Default for HttpOptions {
 }
 
 impl HttpOptions {
-    /// Whether TLS settings were given (`ca_file` or `tls_skip_verify`). They only mean
-    /// something over HTTPS, so they are how a loopback registry — spoken to over plain HTTP by
-    /// default — is marked as serving HTTPS.
-    pub fn tls_configured(&self) -> bool {
-        self.ca_file.is_some() || self.tls_skip_verify
+    /// Whether TLS settings were given for `registry`: `ca_file`, `tls_skip_verify`, a client
+    /// certificate, or a `certs.d` folder. They only mean something over HTTPS, so they are how
+    /// a loopback registry — spoken to over plain HTTP by default — is marked as serving HTTPS.
+    pub fn tls_configured(&self, registry: &str) -> bool {
+        self.ca_file.is_some()
+            || self.tls_skip_verify
+            || self.client_certificate.is_some()
+            || self.certs_d.folder(registry, process_var).is_some()
     }
 
     /// Defaults for `registry_name`, with plain HTTP when it is on loopback (as docker and crane).
@@ -80,17 +97,20 @@ impl HttpOptions {
         }
     }
 
+    /// Reads the files and environment these options name for `registry` (see
+    /// [`super::network`]).
+    pub(super) fn network(&self, registry: &str) -> Result<Network> {
+        Network::resolve(self, registry)
+    }
+
     /// A reqwest client with these options; `read_timeout` only for the client of requests
     /// without a body (see [`super::exchange`] for why uploads use a watchdog instead).
     pub(super) fn build_client(
         &self,
         registry: &str,
+        network: &Network,
         with_read_timeout: bool,
     ) -> Result<reqwest::Client> {
-        let config_error = |message: String| {
-            RegistryError::new(ErrorKind::Invalid, "configure registry", registry)
-                .with_message(message)
-        };
         // Registries redirect blob GETs to object storage, sometimes through a CDN hop or two.
         // reqwest drops Authorization (and cookies) when a redirect changes scheme, host or port.
         let mut builder = reqwest::Client::builder()
@@ -100,26 +120,15 @@ impl HttpOptions {
         if with_read_timeout {
             builder = builder.read_timeout(self.read_timeout);
         }
-        if let Some(path) = &self.ca_file {
-            let pem = std::fs::read(path).map_err(|e| {
-                config_error(format!("reading CA file {}: {e}", path.display())).with_source(e)
-            })?;
-            let certs = reqwest::Certificate::from_pem_bundle(&pem)
-                .map_err(|e| config_error(format!("CA file {} is not PEM: {e}", path.display())))?;
-            if certs.is_empty() {
-                return Err(config_error(format!(
-                    "CA file {} holds no certificate",
-                    path.display()
-                )));
-            }
-            builder = builder.tls_certs_merge(certs);
-        }
+        builder = network.apply(builder);
         if self.tls_skip_verify {
             builder = builder.tls_danger_accept_invalid_certs(true);
         }
-        builder
-            .build()
-            .map_err(|e| config_error(format!("building the HTTP client: {e}")).with_source(e))
+        builder.build().map_err(|e| {
+            RegistryError::new(ErrorKind::Invalid, "configure registry", registry)
+                .with_message(format!("building the HTTP client: {e}"))
+                .with_source(e)
+        })
     }
 }
 
@@ -191,14 +200,14 @@ mod tests {
             ca_file: Some(path.clone()),
             ..HttpOptions::default()
         };
-        let e = o.build_client("r.example", true).unwrap_err();
+        let e = o.network("r.example").unwrap_err();
         assert_eq!(e.kind, ErrorKind::Invalid);
         assert!(e.to_string().contains("ca.pem"), "{e}");
         let missing = HttpOptions {
             ca_file: Some(dir.path().join("missing.pem")),
             ..HttpOptions::default()
         };
-        assert!(missing.build_client("r.example", true).is_err());
+        assert!(missing.network("r.example").is_err());
     }
 
     #[tokio::test]

@@ -1,0 +1,169 @@
+//! How one registry is reached on the network: its proxy route and TLS material, resolved once
+//! when its transport is built, applied to its reqwest clients, and used again to explain a
+//! failed connection in the user's terms (which proxy refused, which certificate is missing).
+//!
+//! The process environment (`HTTPS_PROXY`, `NO_PROXY`, `CROSSDOCK_CERTS_D`, …) is read here and
+//! nowhere else, when the transport is built: a daemon reads it at start and on reload.
+
+use std::path::PathBuf;
+
+use url::Url;
+
+use super::super::{ErrorKind, RegistryError};
+use super::options::HttpOptions;
+use super::proxy::ProxyRoute;
+use super::tls::{ClientCertificate, TlsMaterial, is_client_certificate_refusal, read_folder};
+
+/// The resolved network settings of one registry.
+pub(super) struct Network {
+    /// The registry, as named in references.
+    registry: String,
+    route: ProxyRoute,
+    tls: TlsMaterial,
+    /// The `certs.d` folder used, if any.
+    certs_folder: Option<PathBuf>,
+}
+
+impl std::fmt::Debug for Network {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Network")
+            .field("route", &self.route)
+            .field("client_certificate", &self.client_certificate())
+            .field("certs_folder", &self.certs_folder)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A process environment variable, if set and Unicode.
+pub(super) fn process_var(name: &str) -> Option<String> {
+    std::env::var(name).ok()
+}
+
+impl Network {
+    /// Reads everything `opts` names for `registry` (files, `certs.d`, the environment).
+    pub(super) fn resolve(opts: &HttpOptions, registry: &str) -> Result<Self, RegistryError> {
+        let config_error = |message: String| {
+            RegistryError::new(ErrorKind::Invalid, "configure registry", registry)
+                .with_message(message)
+        };
+        let route = ProxyRoute::resolve(&opts.proxy, process_var)
+            .map_err(|e| config_error(format!("proxy: {e}")))?;
+        let certs_folder = opts.certs_d.folder(registry, process_var);
+        let folder = match &certs_folder {
+            Some(dir) => Some(read_folder(dir).map_err(|e| config_error(e.to_string()))?),
+            None => None,
+        };
+        let tls = TlsMaterial::load(
+            opts.ca_file.as_deref(),
+            opts.client_certificate.as_ref(),
+            folder.as_ref(),
+        )
+        .map_err(|e| config_error(e.to_string()))?;
+        Ok(Network {
+            registry: registry.to_string(),
+            route,
+            tls,
+            certs_folder,
+        })
+    }
+
+    /// The client certificate presented, if any.
+    pub(super) fn client_certificate(&self) -> Option<&ClientCertificate> {
+        self.tls.identity.as_ref().map(|(_, c)| c)
+    }
+
+    /// Applies the proxy route and TLS material to a client builder.
+    pub(super) fn apply(&self, mut builder: reqwest::ClientBuilder) -> reqwest::ClientBuilder {
+        // reqwest's own environment lookup is off: the route decides (see `proxy`).
+        builder = builder.no_proxy();
+        if let Some(p) = self.route.reqwest_proxy() {
+            builder = builder.proxy(p);
+        }
+        if !self.tls.roots.is_empty() {
+            builder = builder.tls_certs_merge(self.tls.roots.clone());
+        }
+        if let Some((identity, _)) = &self.tls.identity {
+            builder = builder.identity(identity.clone());
+        }
+        builder
+    }
+
+    /// Adds what the network settings know to a failed request's error: the proxy it went
+    /// through (without credentials), and what to do when a proxy or the registry's TLS
+    /// refused the connection.
+    pub(super) fn explain(&self, url: &Url, mut err: RegistryError) -> RegistryError {
+        let chain = error_chain(&err);
+        let proxy_refused_auth = err.status == Some(407)
+            || chain.contains("proxy authorization required")
+            || chain.contains("Proxy Authentication Required");
+        if let Some(proxy) = self.route.for_url(url) {
+            if proxy_refused_auth {
+                err.kind = ErrorKind::Unauthorized;
+                return with_hint(
+                    err,
+                    format!(
+                        "the proxy {proxy} refused the request (407 Proxy Authentication \
+                         Required): give the proxy's user and password in its URL, \
+                         http://USER:PASSWORD@HOST:PORT"
+                    ),
+                );
+            }
+            if chain.contains("tunnel error: unsuccessful") {
+                return with_hint(
+                    err,
+                    format!(
+                        "the proxy {proxy} refused to open a tunnel (CONNECT) to {}; check its \
+                         allowed ports and destinations, or set NO_PROXY / proxy = \"none\" \
+                         for this registry",
+                        url.host_str().unwrap_or_default()
+                    ),
+                );
+            }
+            if err.kind == ErrorKind::Transport {
+                return with_hint(err, format!("through the proxy {proxy}"));
+            }
+        }
+        if err.kind == ErrorKind::Transport
+            && url.scheme() == "https"
+            && is_client_certificate_refusal(&chain)
+        {
+            err.kind = ErrorKind::Denied;
+            let hint = match self.client_certificate() {
+                Some(c) => format!(
+                    "the registry refused the client certificate {}; check that it was issued \
+                     by a CA the registry trusts and has not expired",
+                    c.cert.display()
+                ),
+                None => format!(
+                    "this registry asks for a client certificate: set client_cert/client_key in \
+                     [registries.\"{r}\"] or put NAME.cert and NAME.key in certs.d/{r}/ \
+                     (/etc/docker/certs.d, /etc/containers/certs.d, or --certs-d)",
+                    r = self.registry
+                ),
+            };
+            return with_hint(err, hint);
+        }
+        err
+    }
+}
+
+fn with_hint(mut err: RegistryError, hint: String) -> RegistryError {
+    err.message = if err.message.is_empty() {
+        hint
+    } else {
+        format!("{}; {hint}", err.message)
+    };
+    err
+}
+
+/// `err` and its causes, as one line (for matching what the TLS and proxy layers said).
+pub(super) fn error_chain(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut out = err.to_string();
+    let mut cur = err.source();
+    while let Some(e) = cur {
+        out.push_str(": ");
+        out.push_str(&e.to_string());
+        cur = e.source();
+    }
+    out
+}
