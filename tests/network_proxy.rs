@@ -10,6 +10,8 @@
 mod support;
 
 use std::path::Path;
+
+use base64::Engine as _;
 use std::process::{Command, Output};
 
 use crossdock::registry::http::{HttpOptions, HttpRegistry, ProxySetting};
@@ -144,6 +146,10 @@ async fn a_registry_proxy_tunnels_to_an_https_registry_with_credentials_kept_sec
     let text = all_output(&out);
     assert!(text.contains("TRACE"), "no trace output");
     assert!(!text.contains(PROXY_PASSWORD), "proxy password leaked");
+    // Nor in the form it travels in (`Proxy-Authorization: Basic …`).
+    let basic =
+        base64::engine::general_purpose::STANDARD.encode(format!("{PROXY_USER}:{PROXY_PASSWORD}"));
+    assert!(!text.contains(&basic), "proxy credentials leaked (base64)");
     // The image is there, as skopeo sees it over TLS.
     let certs = dir.path().join("skopeo-certs");
     std::fs::create_dir(&certs).unwrap();

@@ -216,7 +216,7 @@ impl HttpRegistry {
                 Ok(Answer { response, permit })
             }
             Err(err) => {
-                let err = self.network.explain(&call.url, err);
+                let err = self.network.explain(&self.opts, &call.url, err).await;
                 tracing::debug!(
                     registry = %self.name,
                     method = %call.method,
@@ -281,7 +281,7 @@ impl HttpRegistry {
         drop(permit);
         // A forwarding proxy (plain-HTTP registries) answers 407 itself.
         if err.status == Some(407) {
-            return Err(self.network.explain(&call.url, err));
+            return Err(self.network.explain(&self.opts, &call.url, err).await);
         }
         if err.kind == ErrorKind::Unauthorized && err.message.is_empty() {
             err.message = if self.opts.credentials.is_some() {

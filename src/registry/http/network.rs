@@ -91,7 +91,12 @@ impl Network {
     /// Adds what the network settings know to a failed request's error: the proxy it went
     /// through (without credentials), and what to do when a proxy or the registry's TLS
     /// refused the connection.
-    pub(super) fn explain(&self, url: &Url, mut err: RegistryError) -> RegistryError {
+    pub(super) async fn explain(
+        &self,
+        opts: &HttpOptions,
+        url: &Url,
+        mut err: RegistryError,
+    ) -> RegistryError {
         let chain = error_chain(&err);
         let proxy_refused_auth = err.status == Some(407)
             || chain.contains("proxy authorization required")
@@ -112,20 +117,17 @@ impl Network {
                 return with_hint(
                     err,
                     format!(
-                        "the proxy {proxy} refused to open a tunnel (CONNECT) to {}; check its \
-                         allowed ports and destinations, or set NO_PROXY / proxy = \"none\" \
-                         for this registry",
+                        "the proxy {proxy} refused to open a tunnel (CONNECT) to {}; check the \
+                         proxy's credentials and allowed ports, or bypass it with NO_PROXY or \
+                         proxy = \"none\"",
                         url.host_str().unwrap_or_default()
                     ),
                 );
             }
-            if err.kind == ErrorKind::Transport {
-                return with_hint(err, format!("through the proxy {proxy}"));
-            }
         }
         if err.kind == ErrorKind::Transport
             && url.scheme() == "https"
-            && is_client_certificate_refusal(&chain)
+            && (is_client_certificate_refusal(&chain) || self.tls_refusal(opts, url, &err).await)
         {
             err.kind = ErrorKind::Denied;
             let hint = match self.client_certificate() {
@@ -143,7 +145,46 @@ impl Network {
             };
             return with_hint(err, hint);
         }
+        if err.kind == ErrorKind::Transport
+            && let Some(proxy) = self.route.for_url(url)
+        {
+            return with_hint(err, format!("through the proxy {proxy}"));
+        }
         err
+    }
+
+    /// Whether the registry's TLS refuses us for want of a (trusted) client certificate, asked
+    /// once more over HTTP/1.1 after a request failed after its handshake. Go's servers send
+    /// TLS 1.3's `certificate_required` alert only after the handshake looks complete to the
+    /// client; over HTTP/2 (what TLS registries negotiate) the request then sees nothing but
+    /// "connection closed", while an HTTP/1.1 read receives the alert itself.
+    async fn tls_refusal(&self, opts: &HttpOptions, url: &Url, err: &RegistryError) -> bool {
+        let failed_in_connect = err
+            .source
+            .as_deref()
+            .and_then(|s| s.downcast_ref::<reqwest::Error>())
+            .is_none_or(|e| e.is_connect() || e.is_timeout());
+        if failed_in_connect {
+            return false;
+        }
+        let mut builder = reqwest::Client::builder()
+            .http1_only()
+            .connect_timeout(opts.connect_timeout)
+            .timeout(opts.read_timeout);
+        builder = self.apply(builder);
+        if opts.tls_skip_verify {
+            builder = builder.tls_danger_accept_invalid_certs(true);
+        }
+        let Ok(client) = builder.build() else {
+            return false;
+        };
+        let mut probe = url.clone();
+        probe.set_path("/v2/");
+        probe.set_query(None);
+        match client.get(probe).send().await {
+            Ok(_) => false,
+            Err(e) => is_client_certificate_refusal(&error_chain(&e)),
+        }
     }
 }
 
