@@ -328,3 +328,51 @@ async fn a_proxy_that_refuses_is_named_without_its_credentials() {
     );
     assert!(!text.contains(PROXY_PASSWORD), "{text}");
 }
+
+/// A proxy that answers every request with `407 Proxy Authentication Required`, as squid
+/// answers a `CONNECT` without valid credentials. Scripted because tinyproxy answers a
+/// `CONNECT` with bad credentials with 401 instead, so no installed proxy produces this answer.
+async fn proxy_answering_407() -> std::net::SocketAddr {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut conn, _)) = listener.accept().await {
+            let mut head = Vec::new();
+            let mut buf = [0u8; 1024];
+            while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                match conn.read(&mut buf).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => head.extend_from_slice(&buf[..n]),
+                }
+            }
+            let _ = conn
+                .write_all(
+                    b"HTTP/1.1 407 Proxy Authentication Required\r\n\
+                      Proxy-Authenticate: Basic realm=\"corp\"\r\nContent-Length: 0\r\n\r\n",
+                )
+                .await;
+        }
+    });
+    addr
+}
+
+#[tokio::test]
+async fn a_407_to_connect_says_the_proxy_wants_credentials() {
+    let addr = proxy_answering_407().await;
+    let proxy = format!("http://{PROXY_USER}:{PROXY_PASSWORD}@{addr}");
+    let e = through("registry.example", &proxy, HttpOptions::default())
+        .ping()
+        .await
+        .unwrap_err();
+    assert_eq!(e.kind, ErrorKind::Unauthorized, "{e}");
+    let text = crossdock::copy::error_chain(&e);
+    assert!(text.contains("https://registry.example/v2/"), "{text}");
+    assert!(
+        text.contains(&format!(
+            "the proxy http://***@{addr} refused the request (407 Proxy Authentication Required)"
+        )),
+        "{text}"
+    );
+    assert!(!text.contains(PROXY_PASSWORD), "{text}");
+}

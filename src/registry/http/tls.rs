@@ -311,6 +311,30 @@ mod tests {
     }
 
     #[test]
+    fn a_key_must_belong_to_its_certificate() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = rcgen::KeyPair::generate().unwrap();
+        let cert = rcgen::CertificateParams::new(vec!["client".to_string()])
+            .unwrap()
+            .self_signed(&key)
+            .unwrap();
+        let c = ClientCertificate {
+            cert: dir.path().join("client.cert"),
+            key: dir.path().join("client.key"),
+        };
+        fs::write(&c.cert, cert.pem()).unwrap();
+        fs::write(&c.key, key.serialize_pem()).unwrap();
+        client_identity(&c).expect("a matching pair");
+        fs::write(&c.key, rcgen::KeyPair::generate().unwrap().serialize_pem()).unwrap();
+        let e = client_identity(&c).unwrap_err();
+        assert!(e.about_key, "{e}");
+        assert!(
+            e.to_string().contains("does not match client certificate"),
+            "{e}"
+        );
+    }
+
+    #[test]
     fn unusable_client_files_are_named() {
         let dir = tempfile::tempdir().unwrap();
         let cert = dir.path().join("client.cert");
