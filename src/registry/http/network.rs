@@ -2,8 +2,9 @@
 //! when its transport is built, applied to its reqwest clients, and used again to explain a
 //! failed connection in the user's terms (which proxy refused, which certificate is missing).
 //!
-//! The process environment (`HTTPS_PROXY`, `NO_PROXY`, `CROSSDOCK_CERTS_D`, …) is read here and
-//! nowhere else, when the transport is built: a daemon reads it at start and on reload.
+//! The process environment (`HTTPS_PROXY`, `NO_PROXY`, `CROSSDOCK_CERTS_D`, …) and the
+//! certificate files are read here and nowhere else, when the transport is built: the daemon
+//! builds its transports again on SIGHUP, which is how a renewed certificate is picked up.
 
 use std::path::PathBuf;
 

@@ -178,16 +178,18 @@ mod tests {
     }
 
     #[test]
-    fn debug_hides_the_password() {
+    fn debug_hides_the_passwords() {
         let o = HttpOptions {
             credentials: Some(Credentials::Basic {
                 username: "alice".into(),
                 password: super::super::super::auth::Secret::new("hunter2"),
             }),
+            proxy: ProxySetting::parse("http://bob:proxy-pw@proxy:3128").unwrap(),
             ..HttpOptions::default()
         };
         let text = format!("{o:?}");
         assert!(!text.contains("hunter2"), "{text}");
+        assert!(!text.contains("proxy-pw"), "{text}");
         assert!(text.contains("alice"), "{text}");
     }
 
