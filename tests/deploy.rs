@@ -1,6 +1,6 @@
 //! The Kubernetes manifests and the Dockerfile under `deploy/` against what the daemon serves
 //! and reads: probe paths, ports, the `--config` path and the mount that provides it, the
-//! credentials mount, the shutdown grace, the shard count, and the hardening every pod shares.
+//! credentials mount, the notifications token's Secret, the shutdown grace, the shard count, and the hardening every pod shares.
 //!
 //! Why a test and not only `deploy/check.sh`: kustomize and the schema validator prove the
 //! manifests are well-formed Kubernetes, not that they fit this program. A probe on `/health`
@@ -21,8 +21,12 @@ use std::time::Duration;
 use crossdock::server;
 use serde_json::Value;
 
+#[path = "deploy/dockerfile.rs"]
+mod dockerfile;
 #[path = "deploy/manifests.rs"]
 mod manifests;
+#[path = "deploy/notifications.rs"]
+mod notifications;
 
 use manifests::{
     CONTAINER, Expect, NONROOT_UID, Object, args, deploy_dir, env_var, flag, k8s_dir,
@@ -108,6 +112,11 @@ fn pod_problems(obj: &Object, expect: &Expect) -> Vec<String> {
                 }
             }
         },
+    }
+
+    // Registry notifications: the token file is the Secret's, where the configuration says.
+    for p in notifications::token_problems(spec, c, expect) {
+        problem(p);
     }
 
     // Shutdown: the daemon's drain fits in the kubelet's grace period, with room to exit.
@@ -467,14 +476,13 @@ fn secret_example_is_what_the_pods_mount() {
     let objects = source_objects();
     let secret = objects
         .iter()
-        .find(|o| o.kind() == "Secret")
+        .find(|o| o.kind() == "Secret" && o.name() == "crossdock-registry-credentials")
         .expect("secret.example.yaml");
     assert!(
         secret.origin.ends_with("secret.example.yaml"),
         "{}",
         secret.at()
     );
-    assert_eq!(secret.name(), "crossdock-registry-credentials");
     assert_eq!(secret.value["type"], "kubernetes.io/dockerconfigjson");
     let json = secret.value["stringData"][".dockerconfigjson"]
         .as_str()
@@ -527,20 +535,9 @@ fn kustomizations_list_every_manifest() {
 #[test]
 fn dockerfile_runs_the_daemon_as_the_manifests_expect() {
     let expect = Expect::from_sources();
-    let dockerfile = read(&deploy_dir().join("Dockerfile"));
-    let instruction = |name: &str| -> &str {
-        dockerfile
-            .lines()
-            .rev()
-            .find_map(|l| l.strip_prefix(name).and_then(|r| r.strip_prefix(' ')))
-            .unwrap_or_else(|| panic!("Dockerfile has no {name}"))
-    };
-    let exec = |name: &str| -> Vec<String> {
-        serde_json::from_str(instruction(name))
-            .unwrap_or_else(|e| panic!("{name} in exec form (no shell in the image): {e}"))
-    };
-    assert_eq!(exec("ENTRYPOINT"), ["crossdock"]);
-    let cmd = exec("CMD");
+    let dockerfile = dockerfile::Dockerfile::parse(&read(&deploy_dir().join("Dockerfile")));
+    assert_eq!(dockerfile.exec("ENTRYPOINT"), ["crossdock"]);
+    let cmd = dockerfile.exec("CMD");
     let cmd: Vec<&str> = cmd.iter().map(String::as_str).collect();
     assert_eq!(cmd[0], "run");
     let deployment = source_objects()
@@ -553,8 +550,14 @@ fn dockerfile_runs_the_daemon_as_the_manifests_expect() {
         flag(&args(c), "--config"),
         "the image's default --config is where the manifests mount it"
     );
-    assert_eq!(instruction("EXPOSE"), expect.listen_port.to_string());
-    assert_eq!(instruction("USER"), format!("{NONROOT_UID}:{NONROOT_UID}"));
+    assert_eq!(
+        dockerfile.exposed_ports(),
+        [format!("{}/tcp", expect.listen_port)]
+    );
+    assert_eq!(
+        dockerfile.last("USER"),
+        format!("{NONROOT_UID}:{NONROOT_UID}")
+    );
 }
 
 /// Each kustomization rendered by deploy/check.sh, and what it must hold.
