@@ -93,7 +93,7 @@ for name in $(printf '%s\n' "${!KUSTOMIZATIONS[@]}" | sort); do
     token_env=()
     if grep -q '^notifications_token_file' "$config"; then
       printf 'stand-in-token-for-check-config' >"$out/notifications-token"
-      token_env=("CROSSDOCK_SERVER__NOTIFICATIONS_TOKEN_FILE=$out/notifications-token")
+      token_env=("CROSSDOCK_SERVER__NOTIFICATIONS_TOKEN_FILE=$PWD/$out/notifications-token")
     fi
     # Any failure here, including a binary without the check-config command, fails the check.
     if ! env "${token_env[@]}" "$crossdock" check-config "$config" | sed 's/^/    /'; then
