@@ -25,8 +25,8 @@ use serde_json::Value;
 mod dockerfile;
 #[path = "deploy/manifests.rs"]
 mod manifests;
-#[path = "deploy/notifications.rs"]
-mod notifications;
+#[path = "deploy/secrets.rs"]
+mod secrets;
 
 use manifests::{
     CONTAINER, Expect, NONROOT_UID, Object, args, deploy_dir, env_var, flag, k8s_dir,
@@ -87,35 +87,12 @@ fn pod_problems(obj: &Object, expect: &Expect) -> Vec<String> {
         }
     }
 
-    // Credentials: $DOCKER_CONFIG/config.json is the Secret's .dockerconfigjson.
-    match env_var(c, "DOCKER_CONFIG").and_then(|e| e["value"].as_str()) {
-        None => problem("no DOCKER_CONFIG".into()),
-        Some(dir) => match volume_at(spec, c, dir) {
-            None => problem(format!("DOCKER_CONFIG={dir}: nothing is mounted there")),
-            Some(v) => {
-                let secret = &v["secret"];
-                if secret["secretName"] != "crossdock-registry-credentials" {
-                    problem(format!("{dir}: not the credentials Secret: {v}"));
-                }
-                if secret["optional"] != true {
-                    problem(format!(
-                        "{dir}: the Secret must be optional (anonymous use)"
-                    ));
-                }
-                let item = secret["items"]
-                    .as_array()
-                    .and_then(|i| i.iter().find(|i| i["key"] == ".dockerconfigjson"));
-                if item.is_none_or(|i| i["path"] != "config.json") {
-                    problem(format!(
-                        "{dir}: .dockerconfigjson is not mounted as config.json"
-                    ));
-                }
-            }
-        },
-    }
-
-    // Registry notifications: the token file is the Secret's, where the configuration says.
-    for p in notifications::token_problems(spec, c, expect) {
+    // The Secrets: registry credentials at $DOCKER_CONFIG, the notifications token where the
+    // configuration says.
+    for p in secrets::credentials_problems(spec, c)
+        .into_iter()
+        .chain(secrets::token_problems(spec, c, expect))
+    {
         problem(p);
     }
 
@@ -469,26 +446,6 @@ fn shards_agree_on_their_count() {
         .count();
     assert_eq!(sharded, 1, "overlays/sharded has one Indexed CronJob");
     assert_none(objects.iter().flat_map(shard_problems).collect());
-}
-
-#[test]
-fn secret_example_is_what_the_pods_mount() {
-    let objects = source_objects();
-    let secret = objects
-        .iter()
-        .find(|o| o.kind() == "Secret" && o.name() == "crossdock-registry-credentials")
-        .expect("secret.example.yaml");
-    assert!(
-        secret.origin.ends_with("secret.example.yaml"),
-        "{}",
-        secret.at()
-    );
-    assert_eq!(secret.value["type"], "kubernetes.io/dockerconfigjson");
-    let json = secret.value["stringData"][".dockerconfigjson"]
-        .as_str()
-        .expect("the .dockerconfigjson key");
-    let config: Value = serde_json::from_str(json).expect("a Docker config.json");
-    assert!(config["auths"].as_object().is_some_and(|a| !a.is_empty()));
 }
 
 #[test]

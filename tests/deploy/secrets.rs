@@ -1,5 +1,7 @@
-//! Registry notifications as deploy/ wires them, for tests/deploy.rs: the token file that
-//! config.toml names (`[server] notifications_token_file`) is the notifications Secret's key,
+//! The Secrets the pods mount, for tests/deploy.rs. Registry credentials: Docker's
+//! config.json at $DOCKER_CONFIG, from the optional Secret `crossdock-registry-credentials`
+//! (anonymous use without it), whose example holds a config.json. Registry notifications: the
+//! token file that config.toml names (`[server] notifications_token_file`) is the notifications Secret's key,
 //! mounted read-only where the configuration says, in every pod (`sync` reads the same
 //! configuration and refuses a missing file as the daemon does); the Secret example has that
 //! name and key and a token crossdock accepts; deploy/README.md's registry-side snippet posts
@@ -8,10 +10,43 @@
 use serde_json::Value;
 
 use super::manifests::{
-    Expect, Object, parent_and_file, read, source_objects, volume_at, yaml_docs,
+    Expect, Object, env_var, parent_and_file, read, source_objects, volume_at, yaml_docs,
 };
 
-/// The Secret holding the token, and its key.
+/// Problems with the registry credentials of one pod; empty when $DOCKER_CONFIG/config.json is
+/// the credentials Secret's `.dockerconfigjson`.
+pub fn credentials_problems(spec: &Value, c: &Value) -> Vec<String> {
+    let mut problems = Vec::new();
+    let Some(dir) = env_var(c, "DOCKER_CONFIG").and_then(|e| e["value"].as_str()) else {
+        return vec!["no DOCKER_CONFIG".into()];
+    };
+    let Some(v) = volume_at(spec, c, dir) else {
+        return vec![format!("DOCKER_CONFIG={dir}: nothing is mounted there")];
+    };
+    let secret = &v["secret"];
+    if secret["secretName"] != CREDENTIALS {
+        problems.push(format!("{dir}: not the credentials Secret: {v}"));
+    }
+    if secret["optional"] != true {
+        problems.push(format!(
+            "{dir}: the Secret must be optional (anonymous use)"
+        ));
+    }
+    let item = secret["items"]
+        .as_array()
+        .and_then(|i| i.iter().find(|i| i["key"] == ".dockerconfigjson"));
+    if item.is_none_or(|i| i["path"] != "config.json") {
+        problems.push(format!(
+            "{dir}: .dockerconfigjson is not mounted as config.json"
+        ));
+    }
+    problems
+}
+
+/// The registry credentials' Secret.
+pub const CREDENTIALS: &str = "crossdock-registry-credentials";
+
+/// The Secret holding the notifications token, and its key.
 pub const SECRET: &str = "crossdock-notifications";
 pub const KEY: &str = "token";
 
@@ -129,4 +164,24 @@ fn readme_snippet_posts_to_the_daemon() {
         auth.is_some_and(|a| a.starts_with("Bearer ")),
         "the snippet sends no bearer token: {endpoint}"
     );
+}
+
+#[test]
+fn secret_example_is_what_the_pods_mount() {
+    let objects = source_objects();
+    let secret = objects
+        .iter()
+        .find(|o| o.kind() == "Secret" && o.name() == CREDENTIALS)
+        .expect("secret.example.yaml");
+    assert!(
+        secret.origin.ends_with("secret.example.yaml"),
+        "{}",
+        secret.at()
+    );
+    assert_eq!(secret.value["type"], "kubernetes.io/dockerconfigjson");
+    let json = secret.value["stringData"][".dockerconfigjson"]
+        .as_str()
+        .expect("the .dockerconfigjson key");
+    let config: Value = serde_json::from_str(json).expect("a Docker config.json");
+    assert!(config["auths"].as_object().is_some_and(|a| !a.is_empty()));
 }
