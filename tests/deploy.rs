@@ -1,6 +1,6 @@
 //! The Kubernetes manifests and the Dockerfile under `deploy/` against what the daemon serves
 //! and reads: probe paths, ports, the `--config` path and the mount that provides it, the
-//! credentials mount, the shutdown grace, the shard count, and the hardening every pod shares.
+//! credentials mount, the notifications token's Secret, the shutdown grace, the shard count, and the hardening every pod shares.
 //!
 //! Why a test and not only `deploy/check.sh`: kustomize and the schema validator prove the
 //! manifests are well-formed Kubernetes, not that they fit this program. A probe on `/health`
@@ -21,8 +21,12 @@ use std::time::Duration;
 use crossdock::server;
 use serde_json::Value;
 
+#[path = "deploy/dockerfile.rs"]
+mod dockerfile;
 #[path = "deploy/manifests.rs"]
 mod manifests;
+#[path = "deploy/secrets.rs"]
+mod secrets;
 
 use manifests::{
     CONTAINER, Expect, NONROOT_UID, Object, args, deploy_dir, env_var, flag, k8s_dir,
@@ -83,31 +87,13 @@ fn pod_problems(obj: &Object, expect: &Expect) -> Vec<String> {
         }
     }
 
-    // Credentials: $DOCKER_CONFIG/config.json is the Secret's .dockerconfigjson.
-    match env_var(c, "DOCKER_CONFIG").and_then(|e| e["value"].as_str()) {
-        None => problem("no DOCKER_CONFIG".into()),
-        Some(dir) => match volume_at(spec, c, dir) {
-            None => problem(format!("DOCKER_CONFIG={dir}: nothing is mounted there")),
-            Some(v) => {
-                let secret = &v["secret"];
-                if secret["secretName"] != "crossdock-registry-credentials" {
-                    problem(format!("{dir}: not the credentials Secret: {v}"));
-                }
-                if secret["optional"] != true {
-                    problem(format!(
-                        "{dir}: the Secret must be optional (anonymous use)"
-                    ));
-                }
-                let item = secret["items"]
-                    .as_array()
-                    .and_then(|i| i.iter().find(|i| i["key"] == ".dockerconfigjson"));
-                if item.is_none_or(|i| i["path"] != "config.json") {
-                    problem(format!(
-                        "{dir}: .dockerconfigjson is not mounted as config.json"
-                    ));
-                }
-            }
-        },
+    // The Secrets: registry credentials at $DOCKER_CONFIG, the notifications token where the
+    // configuration says.
+    for p in secrets::credentials_problems(spec, c)
+        .into_iter()
+        .chain(secrets::token_problems(spec, c, expect))
+    {
+        problem(p);
     }
 
     // Shutdown: the daemon's drain fits in the kubelet's grace period, with room to exit.
@@ -463,27 +449,6 @@ fn shards_agree_on_their_count() {
 }
 
 #[test]
-fn secret_example_is_what_the_pods_mount() {
-    let objects = source_objects();
-    let secret = objects
-        .iter()
-        .find(|o| o.kind() == "Secret")
-        .expect("secret.example.yaml");
-    assert!(
-        secret.origin.ends_with("secret.example.yaml"),
-        "{}",
-        secret.at()
-    );
-    assert_eq!(secret.name(), "crossdock-registry-credentials");
-    assert_eq!(secret.value["type"], "kubernetes.io/dockerconfigjson");
-    let json = secret.value["stringData"][".dockerconfigjson"]
-        .as_str()
-        .expect("the .dockerconfigjson key");
-    let config: Value = serde_json::from_str(json).expect("a Docker config.json");
-    assert!(config["auths"].as_object().is_some_and(|a| !a.is_empty()));
-}
-
-#[test]
 fn kustomizations_list_every_manifest() {
     // A manifest written but not listed would never be applied, nor rendered and validated.
     let mut files = Vec::new();
@@ -527,20 +492,9 @@ fn kustomizations_list_every_manifest() {
 #[test]
 fn dockerfile_runs_the_daemon_as_the_manifests_expect() {
     let expect = Expect::from_sources();
-    let dockerfile = read(&deploy_dir().join("Dockerfile"));
-    let instruction = |name: &str| -> &str {
-        dockerfile
-            .lines()
-            .rev()
-            .find_map(|l| l.strip_prefix(name).and_then(|r| r.strip_prefix(' ')))
-            .unwrap_or_else(|| panic!("Dockerfile has no {name}"))
-    };
-    let exec = |name: &str| -> Vec<String> {
-        serde_json::from_str(instruction(name))
-            .unwrap_or_else(|e| panic!("{name} in exec form (no shell in the image): {e}"))
-    };
-    assert_eq!(exec("ENTRYPOINT"), ["crossdock"]);
-    let cmd = exec("CMD");
+    let dockerfile = dockerfile::Dockerfile::parse(&read(&deploy_dir().join("Dockerfile")));
+    assert_eq!(dockerfile.exec("ENTRYPOINT"), ["crossdock"]);
+    let cmd = dockerfile.exec("CMD");
     let cmd: Vec<&str> = cmd.iter().map(String::as_str).collect();
     assert_eq!(cmd[0], "run");
     let deployment = source_objects()
@@ -553,8 +507,14 @@ fn dockerfile_runs_the_daemon_as_the_manifests_expect() {
         flag(&args(c), "--config"),
         "the image's default --config is where the manifests mount it"
     );
-    assert_eq!(instruction("EXPOSE"), expect.listen_port.to_string());
-    assert_eq!(instruction("USER"), format!("{NONROOT_UID}:{NONROOT_UID}"));
+    assert_eq!(
+        dockerfile.exposed_ports(),
+        [format!("{}/tcp", expect.listen_port)]
+    );
+    assert_eq!(
+        dockerfile.last("USER"),
+        format!("{NONROOT_UID}:{NONROOT_UID}")
+    );
 }
 
 /// Each kustomization rendered by deploy/check.sh, and what it must hold.

@@ -125,6 +125,8 @@ pub struct Expect {
     pub configmap: String,
     /// Its key holding config.toml.
     pub config_key: String,
+    /// `[server] notifications_token_file`, if set.
+    pub notifications_token_file: Option<String>,
 }
 
 impl Expect {
@@ -147,6 +149,9 @@ impl Expect {
             shutdown_grace: humantime::parse_duration(grace).expect("shutdown_grace is a duration"),
             configmap: configmap.to_string(),
             config_key: config_key.to_string(),
+            notifications_token_file: table["server"]
+                .get("notifications_token_file")
+                .map(|f| f.as_str().expect("a path").to_string()),
         }
     }
 
