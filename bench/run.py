@@ -27,8 +27,8 @@ Everything generated goes under --tmp (registries) and --img (images); the regis
 stopped (by PID) and their storage deleted at the end, even on failure (--keep keeps it).
 Needs: docker-registry, skopeo, python3 (stdlib) and cargo. The regbench scripts it calls
 (start/stop-registries.sh, make-image.py, seed.sh, copy-fresh.sh, sync-fresh.sh, raw-copy.py,
-reqcount.py) are copies in bench/regbench/ of ../shared/regbench, unchanged, so that a clone
-alone reproduces the figures; --regbench DIR (or $REGBENCH) runs another copy.
+reqcount.py) are in bench/regbench/ (copied unchanged from the regbench study), so that a
+clone alone reproduces the figures; --regbench DIR (or $REGBENCH) runs another copy.
 """
 import argparse
 import datetime
@@ -563,7 +563,7 @@ def main():
     ap.add_argument("--compare", action="append", default=[], metavar="NAME=BIN",
                     help="also run this crossdock binary under NAME in cases a-f, alternating (repeatable)")
     ap.add_argument("--regbench", default=os.environ.get("REGBENCH", os.path.join(HERE, "regbench")),
-                    help="regbench scripts (default: bench/regbench, copied from ../shared/regbench)")
+                    help="regbench scripts (default: bench/regbench)")
     ap.add_argument("--tmp", default=os.environ.get("TMPDIR", "/tmp"), help="where the registries live")
     ap.add_argument("--img", default=os.environ.get("CROSSDOCK_BENCH_IMG", "/tmp/crossdock-bench-img"),
                     help="image cache (default /tmp/crossdock-bench-img)")

@@ -11,13 +11,10 @@
 mod support;
 
 use std::collections::HashMap;
-use std::io::Read as _;
 use std::net::SocketAddr;
-use std::os::unix::process::ExitStatusExt as _;
-use std::process::{Command, ExitStatus, Stdio};
+use std::process::ExitStatus;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::body::Body;
@@ -40,56 +37,17 @@ struct Run {
     max_rss_kib: i64,
 }
 
-/// Runs crossdock (killed after a minute) and reads its peak RSS from `wait4`.
-// The child is reaped by `wait4` (which std cannot do), not by `Child::wait`.
-#[allow(clippy::zombie_processes)]
+/// Runs crossdock (killed after a minute) and reads its peak RSS.
 fn crossdock(args: &[&str]) -> Run {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_crossdock"))
-        .args(args)
-        .env_remove("RUST_LOG")
-        .env("DOCKER_CONFIG", "/nonexistent-crossdock-test")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn crossdock");
-    let (mut out, mut err) = (child.stdout.take().unwrap(), child.stderr.take().unwrap());
-    let out = std::thread::spawn(move || {
-        let mut v = Vec::new();
-        let _ = out.read_to_end(&mut v);
-        v
-    });
-    let err = std::thread::spawn(move || {
-        let mut v = Vec::new();
-        let _ = err.read_to_end(&mut v);
-        v
-    });
-    let pid = child.id() as libc::pid_t;
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let (status, rusage) = loop {
-        let mut status = 0;
-        // SAFETY: a zeroed rusage is a valid value for wait4 to fill in.
-        let mut rusage: libc::rusage = unsafe { std::mem::zeroed() };
-        // SAFETY: pid is our own unreaped child; the pointers are to live locals.
-        let r = unsafe { libc::wait4(pid, &mut status, libc::WNOHANG, &mut rusage) };
-        if r == pid {
-            break (status, rusage);
-        }
-        assert!(r == 0, "wait4: {}", std::io::Error::last_os_error());
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            panic!("crossdock {args:?} hung");
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    };
+    let run = support::cli::run(support::cli::command(args), None, support::cli::RUN_LIMIT);
     Run {
-        status: ExitStatus::from_raw(status),
+        status: run.output.status,
         text: format!(
             "{}\n{}",
-            String::from_utf8_lossy(&out.join().unwrap()),
-            String::from_utf8_lossy(&err.join().unwrap())
+            String::from_utf8_lossy(&run.output.stdout),
+            String::from_utf8_lossy(&run.output.stderr)
         ),
-        max_rss_kib: rusage.ru_maxrss,
+        max_rss_kib: run.max_rss_kib,
     }
 }
 

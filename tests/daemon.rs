@@ -2,58 +2,12 @@
 
 mod support;
 
-use std::io::Write as _;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::Value;
+use support::cli::command;
+use support::daemon::{Daemon, free_port, metric, sync, sync_json, write_config};
 use support::{Format, ImageSpec, TestRegistry};
-
-fn bin() -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_crossdock"));
-    c.env_remove("RUST_LOG")
-        .env("DOCKER_CONFIG", "/nonexistent-crossdock-test")
-        .env_remove("CROSSDOCK_SHARD")
-        .env_remove("CROSSDOCK_SHARD_COUNT");
-    c
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-fn write_config(dir: &Path, text: &str) -> PathBuf {
-    let p = dir.join("config.toml");
-    std::fs::File::create(&p)
-        .unwrap()
-        .write_all(text.as_bytes())
-        .unwrap();
-    p
-}
-
-fn sync(config: &Path, extra: &[&str]) -> Output {
-    bin()
-        .args(["sync", "--config", config.to_str().unwrap(), "--json"])
-        .args(extra)
-        .output()
-        .unwrap()
-}
-
-fn sync_json(config: &Path, extra: &[&str]) -> Value {
-    let out = sync(config, extra);
-    assert!(
-        out.status.success(),
-        "sync failed: {}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).unwrap()
-}
 
 fn states(report: &Value) -> Vec<(String, String)> {
     let mut v: Vec<(String, String)> = report
@@ -237,18 +191,17 @@ async fn two_shards_cover_every_rule_exactly_once() {
     let all: Vec<String> = (0..8).map(|i| format!("rule-{i}")).collect();
     assert_eq!(seen, all, "every rule exactly once");
     // The environment selects a shard too, as a Kubernetes Indexed Job does.
-    let out = bin()
-        .args([
-            "sync",
-            "--config",
-            cfg.to_str().unwrap(),
-            "--json",
-            "--dry-run",
-        ])
-        .env("CROSSDOCK_SHARD_COUNT", "2")
-        .env("JOB_COMPLETION_INDEX", "1")
-        .output()
-        .unwrap();
+    let out = command(&[
+        "sync",
+        "--config",
+        cfg.to_str().unwrap(),
+        "--json",
+        "--dry-run",
+    ])
+    .env("CROSSDOCK_SHARD_COUNT", "2")
+    .env("JOB_COMPLETION_INDEX", "1")
+    .output()
+    .unwrap();
     let r: Value = serde_json::from_slice(&out.stdout).unwrap();
     let n = r.as_array().unwrap().len();
     assert!(n > 0 && n < 8, "{r}");
@@ -264,111 +217,12 @@ fn bad_config_exits_2_before_binding_the_port() {
             "[server]\nlisten = \"127.0.0.1:{port}\"\n[[rules]]\nname = \"x\"\nsource = \"localhost:5000/a\"\ntarget = \"localhost:5001/{{repo}}\"\ntags = [\"v1\"]\nshedule = \"@hourly\"\n"
         ),
     );
-    let out = bin()
-        .args(["run", "--config", cfg.to_str().unwrap()])
+    let out = command(&["run", "--config", cfg.to_str().unwrap()])
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("shedule") && err.contains("schedule"), "{err}");
-}
-
-struct Daemon {
-    child: Child,
-    port: u16,
-    stderr: PathBuf,
-}
-
-impl Daemon {
-    fn start(config: &Path, port: u16, dir: &Path) -> Daemon {
-        let stderr = dir.join("daemon.log");
-        let child = bin()
-            .args([
-                "run",
-                "--config",
-                config.to_str().unwrap(),
-                "--log-level",
-                "info",
-            ])
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&stderr).unwrap())
-            .spawn()
-            .unwrap();
-        let d = Daemon {
-            child,
-            port,
-            stderr,
-        };
-        d.wait_for(Duration::from_secs(20), "ready", |d| {
-            d.get("/readyz").is_some_and(|(s, _)| s == 200)
-        });
-        d
-    }
-
-    fn get(&self, path: &str) -> Option<(u16, String)> {
-        // A plain HTTP/1.0 GET: the daemon's server is the thing under test, not a client.
-        use std::io::Read as _;
-        let mut s = std::net::TcpStream::connect(("127.0.0.1", self.port)).ok()?;
-        s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-        write!(s, "GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").ok()?;
-        let mut text = String::new();
-        s.read_to_string(&mut text).ok()?;
-        let status = text.split(' ').nth(1)?.parse().ok()?;
-        let body = text.split_once("\r\n\r\n")?.1.to_string();
-        Some((status, body))
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(&self.stderr).unwrap_or_default()
-    }
-
-    fn wait_for(&self, timeout: Duration, what: &str, mut f: impl FnMut(&Daemon) -> bool) {
-        let start = Instant::now();
-        while start.elapsed() < timeout {
-            if f(self) {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        panic!("timed out waiting for {what}; daemon log:\n{}", self.log());
-    }
-
-    fn signal(&self, sig: &str) {
-        let st = Command::new("kill")
-            .args([&format!("-{sig}"), &self.child.id().to_string()])
-            .status()
-            .unwrap();
-        assert!(st.success());
-    }
-
-    fn wait_exit(&mut self, timeout: Duration) -> std::process::ExitStatus {
-        let start = Instant::now();
-        loop {
-            if let Some(st) = self.child.try_wait().unwrap() {
-                return st;
-            }
-            assert!(
-                start.elapsed() < timeout,
-                "daemon did not exit:\n{}",
-                self.log()
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn metric(text: &str, prefix: &str) -> f64 {
-    text.lines()
-        .filter(|l| l.starts_with(prefix))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
 }
 
 #[test]
@@ -386,7 +240,7 @@ fn daemon_mirrors_on_schedule_follows_moves_reloads_and_counts() {
         )
     };
     let cfg = write_config(dir.path(), &rule("app"));
-    let mut d = Daemon::start(&cfg, port, dir.path());
+    let mut d = Daemon::start_logging(&cfg, port, dir.path(), "info");
     let bc = b.client();
     let head = |tag: &str| rt.block_on(bc.poll_manifest("mirror/app", tag));
     d.wait_for(Duration::from_secs(20), "first mirror", |_| {
@@ -466,7 +320,7 @@ fn sigterm_during_a_large_copy_leaves_the_target_consistent() {
             ),
         );
         let mark = b.request_mark();
-        let mut d = Daemon::start(&cfg, port, dir.path());
+        let mut d = Daemon::start_logging(&cfg, port, dir.path(), "info");
         // Wait until blobs are moving, then stop.
         d.wait_for(Duration::from_secs(30), "upload started", |_| {
             b.requests_since(mark).iter().any(|r| r.method == "POST")

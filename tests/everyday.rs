@@ -2,33 +2,15 @@
 
 mod support;
 
-use std::io::Write as _;
-use std::process::{Command, Output, Stdio};
+use std::process::Output;
 
 use serde_json::Value;
 use support::{Format, ImageSpec, TestRegistry, skopeo};
 
 fn crossdock(args: &[&str], docker_config_dir: &std::path::Path, stdin: Option<&str>) -> Output {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_crossdock"))
-        .args(args)
-        .env_remove("RUST_LOG")
-        .env_remove("CROSSDOCK_DOCKER_CONFIG")
-        .env("DOCKER_CONFIG", docker_config_dir)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    if let Some(input) = stdin {
-        child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(input.as_bytes())
-            .unwrap();
-    }
-    drop(child.stdin.take());
-    child.wait_with_output().unwrap()
+    let mut c = support::cli::command(args);
+    c.env("DOCKER_CONFIG", docker_config_dir);
+    support::cli::run(c, stdin, support::cli::RUN_LIMIT).output
 }
 
 fn text(o: &Output) -> String {

@@ -11,75 +11,13 @@
 
 mod support;
 
-use std::io::Read as _;
-use std::process::{Command, Output, Stdio};
+use std::process::{Output, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
+use support::cli::{command, crossdock, text};
 use support::proxy::{Fault, FaultProxy, RetryAfter, Rule, Seen};
 use support::{BuiltImage, Format, ImageSpec, TestRegistry};
-
-/// Longest any single crossdock run may take here; a hang is a failure, not a stuck CI job.
-const RUN_LIMIT: Duration = Duration::from_secs(60);
-
-fn command(args: &[&str]) -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_crossdock"));
-    c.args(args)
-        .env_remove("RUST_LOG")
-        .env("DOCKER_CONFIG", "/nonexistent-crossdock-test")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    c
-}
-
-/// Runs crossdock to the end, or kills it (by its own pid) after `limit` and panics.
-fn run_limited(args: &[&str], limit: Duration) -> Output {
-    let mut child = command(args).spawn().expect("spawn crossdock");
-    let mut stdout = child.stdout.take().unwrap();
-    let mut stderr = child.stderr.take().unwrap();
-    let out_reader = std::thread::spawn(move || {
-        let mut v = Vec::new();
-        let _ = stdout.read_to_end(&mut v);
-        v
-    });
-    let err_reader = std::thread::spawn(move || {
-        let mut v = Vec::new();
-        let _ = stderr.read_to_end(&mut v);
-        v
-    });
-    let deadline = Instant::now() + limit;
-    let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break status;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            let err = String::from_utf8_lossy(&err_reader.join().unwrap()).into_owned();
-            panic!("crossdock {args:?} hung for {limit:?}; stderr:\n{err}");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    Output {
-        status,
-        stdout: out_reader.join().unwrap(),
-        stderr: err_reader.join().unwrap(),
-    }
-}
-
-fn crossdock(args: &[&str]) -> Output {
-    run_limited(args, RUN_LIMIT)
-}
-
-fn text(out: &Output) -> String {
-    format!(
-        "status {}\nstdout:\n{}\nstderr:\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
-}
 
 fn ok(out: &Output) -> Value {
     assert!(out.status.success(), "crossdock failed:\n{}", text(out));

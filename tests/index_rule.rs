@@ -3,14 +3,14 @@
 //! composed again when a platform's tag moves, on schedule or at once on a registry
 //! notification; and the configuration checked with key paths like every other rule.
 
-mod daemon_harness;
 mod support;
 
 use std::time::Duration;
 
 use crossdock::config::{self, ConfigErrors};
-use daemon_harness::{Daemon, bin, free_port, metric, notifying_registry, sync_json, write_config};
 use serde_json::Value;
+use support::cli::command;
+use support::daemon::{Daemon, free_port, metric, notifying_registry, sync_json, write_config};
 use support::{BuiltImage, Format, ImageSpec, RequestKind, TestRegistry};
 
 const TOKEN: &str = "index-rule-test-token-4b1e9a2c";
@@ -364,8 +364,7 @@ sources = ["localhost:5000/app:amd64", "localhost:5000/app:arm64"]
 
     let dir = tempfile::tempdir().unwrap();
     let path = write_config(dir.path(), good);
-    let out = bin()
-        .args(["check-config", path.to_str().unwrap()])
+    let out = command(&["check-config", path.to_str().unwrap()])
         .output()
         .unwrap();
     let text = String::from_utf8_lossy(&out.stdout);

@@ -2,7 +2,7 @@
 //!
 //! The peer is skopeo's `oci:` transport in both directions: what crossdock writes must be
 //! what skopeo reads, byte for byte, and the reverse. skopeo 1.9's `oci:` transport only takes
-//! OCI media types (it refuses Docker manifest lists, /work/shared/regbench/README.md), so
+//! OCI media types (it refuses Docker manifest lists), so
 //! Docker-typed images are round-tripped crossdock ↔ crossdock.
 
 mod support;

@@ -8,9 +8,6 @@
 
 mod support;
 
-use std::io::Read as _;
-use std::os::unix::process::ExitStatusExt as _;
-use std::process::{Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
@@ -24,61 +21,6 @@ const MAX_CONCURRENCY: usize = 2;
 const MAX_IMAGES: usize = 4;
 /// Peak resident memory allowed to the crossdock process.
 const MAX_RSS_KIB: i64 = 100 * 1024;
-
-/// A finished process with its peak resident set size (from `wait4`).
-struct Measured {
-    status: ExitStatus,
-    stdout: Vec<u8>,
-    stderr: Vec<u8>,
-    max_rss_kib: i64,
-}
-
-/// Runs `cmd` to the end (killing it after `limit`) and reads its peak RSS from the kernel.
-// The child is reaped by `wait4` (which std cannot do), not by `Child::wait`.
-#[allow(clippy::zombie_processes)]
-fn run_measured(mut cmd: Command, limit: Duration) -> Measured {
-    let mut child = cmd
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn crossdock");
-    let (mut out, mut err) = (child.stdout.take().unwrap(), child.stderr.take().unwrap());
-    let out = std::thread::spawn(move || {
-        let mut v = Vec::new();
-        let _ = out.read_to_end(&mut v);
-        v
-    });
-    let err = std::thread::spawn(move || {
-        let mut v = Vec::new();
-        let _ = err.read_to_end(&mut v);
-        v
-    });
-    let pid = child.id() as libc::pid_t;
-    let deadline = Instant::now() + limit;
-    let (status, rusage) = loop {
-        let mut status = 0;
-        // SAFETY: a zeroed rusage is a valid value for wait4 to fill in.
-        let mut rusage: libc::rusage = unsafe { std::mem::zeroed() };
-        // SAFETY: pid is our own unreaped child; the pointers are to live locals.
-        let r = unsafe { libc::wait4(pid, &mut status, libc::WNOHANG, &mut rusage) };
-        if r == pid {
-            break (status, rusage);
-        }
-        assert!(r == 0, "wait4: {}", std::io::Error::last_os_error());
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            panic!("crossdock did not finish within {limit:?}");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    Measured {
-        status: ExitStatus::from_raw(status),
-        stdout: out.join().unwrap(),
-        stderr: err.join().unwrap(),
-        max_rss_kib: rusage.ru_maxrss,
-    }
-}
 
 /// A tiny single-platform image for (repo, tag): a 512-byte base layer shared by the tags of
 /// a repository (as tags of one project share their base), and a config of its own.
@@ -165,12 +107,10 @@ all = true
         ),
     )
     .unwrap();
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_crossdock"));
-    cmd.args(["sync", "--config", config.to_str().unwrap(), "--json"])
-        .env_remove("RUST_LOG")
-        .env("DOCKER_CONFIG", "/nonexistent-crossdock-test");
+    let cmd = support::cli::command(&["sync", "--config", config.to_str().unwrap(), "--json"]);
     let synced = Instant::now();
-    let run = run_measured(cmd, Duration::from_secs(240));
+    let measured = support::cli::run(cmd, None, Duration::from_secs(240));
+    let run = &measured.output;
     let sync_time = synced.elapsed();
     assert!(
         run.status.success(),
@@ -207,16 +147,16 @@ all = true
     eprintln!(
         "seeded in {seeded:?}, synced in {sync_time:?}; peak RSS {} KiB; requests {} + {}; \
          peak in flight {} and {}",
-        run.max_rss_kib,
+        measured.max_rss_kib,
         pa.requests().len(),
         pb.requests().len(),
         pa.peak_in_flight(),
         pb.peak_in_flight()
     );
     assert!(
-        run.max_rss_kib < MAX_RSS_KIB,
+        measured.max_rss_kib < MAX_RSS_KIB,
         "peak RSS {} KiB",
-        run.max_rss_kib
+        measured.max_rss_kib
     );
     // Never over the limit, and the limit was reached (so the measure can see a breach).
     assert_eq!(pa.peak_in_flight(), MAX_CONCURRENCY, "source");

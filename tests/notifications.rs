@@ -1,14 +1,13 @@
 //! Event-triggered sync (issue 8): a real `docker-registry` configured to notify the daemon,
 //! and the endpoint's rules — the token, the envelope, which events count — pinned down.
 
-mod daemon_harness;
 mod support;
 
 use std::path::Path;
 use std::time::{Duration, Instant};
 
 use crossdock::config::{self, ConfigErrors};
-use daemon_harness::{Daemon, free_port, metric, notifying_registry, write_config};
+use support::daemon::{Daemon, free_port, metric, notifying_registry, write_config};
 use support::{Format, ImageSpec, RequestKind, TestRegistry};
 
 const TOKEN: &str = "notify-6f1d2c9a8b7e4f30a1b2c3d4";

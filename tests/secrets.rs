@@ -10,7 +10,7 @@
 mod support;
 
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Output;
 
 use base64::Engine as _;
 use crossdock::registry::Transport;
@@ -19,16 +19,11 @@ use support::proxy::{Fault, FaultProxy, Rule};
 use support::{Format, ImageSpec, TestRegistry};
 
 fn crossdock(args: &[&str], envs: &[(&str, &str)]) -> Output {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_crossdock"));
-    c.args(args)
-        .env_remove("RUST_LOG")
-        .env_remove("CROSSDOCK_SRC_CREDS")
-        .env_remove("CROSSDOCK_DEST_CREDS")
-        .env("DOCKER_CONFIG", "/nonexistent-crossdock-test");
+    let mut c = support::cli::command(args);
     for (k, v) in envs {
         c.env(k, v);
     }
-    c.output().expect("run crossdock")
+    support::cli::run(c, None, support::cli::RUN_LIMIT).output
 }
 
 fn all_output(out: &Output) -> String {

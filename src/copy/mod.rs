@@ -22,10 +22,14 @@ mod blob;
 pub mod compose;
 mod error;
 mod fanout;
+#[cfg(test)]
+mod memory;
 mod options;
 mod push;
 mod referrers;
 mod report;
+#[cfg(test)]
+mod tests;
 mod transfer;
 mod walk;
 

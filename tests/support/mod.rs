@@ -3,16 +3,18 @@
 //! It owns the *peer* side of every end-to-end test: real CNCF distribution 2.8 registries
 //! (`docker-registry`) started as child processes on free loopback ports ([`TestRegistry`]),
 //! deterministic image fixtures ([`fixtures`]), a deliberately independent raw HTTP client for
-//! seeding and checking registries ([`raw`]) and a wrapper around the peer tool `skopeo`
-//! ([`skopeo`]). None of it uses crossdock's own transport: a test that seeds or checks a
+//! seeding and checking registries ([`raw`]), a wrapper around the peer tool `skopeo`
+//! ([`skopeo`]), the one launcher of the crossdock binary ([`cli`]) and the one harness for its
+//! daemon ([`daemon`]). None of it uses crossdock's own transport: a test that seeds or checks a
 //! registry with the code under test would prove nothing.
 //!
 //! Why real registries and not mocks: distribution has quirks (Accept negotiation, upload
-//! Location tokens, unsorted tag lists, …, see `/work/shared/regbench/RESULTS.md` §4) that a
-//! mock would only reproduce if we already knew them.
+//! Location tokens, unsorted tag lists, …; bench/regbench holds the scripts that measured them)
+//! that a mock would only reproduce if we already knew them.
 #![allow(dead_code, unused_imports)]
 
 pub mod cli;
+pub mod daemon;
 pub mod fixtures;
 pub mod pki;
 pub mod proxy;

@@ -1,29 +1,23 @@
-//! A `crossdock run` child process for end-to-end tests of the daemon's event and index rules
-//! (`tests/notifications.rs`, `tests/index_rule.rs`, each declaring `mod support;` too):
-//! started on a config file, spoken to with plain HTTP/1.0 over a socket (the daemon's server
-//! is what is tested, so no client library stands in between), its log kept in a file to
-//! assert on, killed on drop. Also a registry configured to notify such a daemon.
-#![allow(dead_code)]
+//! The one harness for `crossdock run` (the daemon) and `crossdock sync` in end-to-end tests:
+//! a daemon child process started on a config file, spoken to with plain HTTP/1.0 over a socket
+//! (the daemon's server is what is tested, so no client library stands in between), its log
+//! kept in a file to assert on, signalled like Kubernetes would, killed on drop.
+//! Also a registry configured to send its notifications to such a daemon.
+//!
+//! The daemon is started through [`super::cli::command`], so it sees the same cleaned
+//! environment as every other crossdock run in the tests.
 
 use std::io::{Read as _, Write as _};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::time::{Duration, Instant};
 
-/// The crossdock binary, with nothing from the caller's environment that would change it.
-pub fn bin() -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_crossdock"));
-    c.env_remove("RUST_LOG")
-        .env("DOCKER_CONFIG", "/nonexistent-crossdock-test")
-        .env_remove("CROSSDOCK_SHARD")
-        .env_remove("CROSSDOCK_SHARD_COUNT");
-    c
-}
+use super::cli;
 
 /// A registry that sends its events to a daemon on `daemon_port` with `token`, configured as an
 /// operator would (distribution retries a failed delivery after `backoff`).
-pub fn notifying_registry(daemon_port: u16, token: &str) -> crate::support::TestRegistry {
-    crate::support::TestRegistry::builder()
+pub fn notifying_registry(daemon_port: u16, token: &str) -> super::TestRegistry {
+    super::TestRegistry::builder()
         .extra_yaml(&format!(
             "notifications:
   endpoints:
@@ -54,19 +48,17 @@ pub fn write_config(dir: &Path, text: &str) -> PathBuf {
     p
 }
 
-/// `crossdock sync --json` with `extra` arguments; the report, asserting success.
+/// `crossdock sync --config CONFIG --json` with `extra` arguments, to the end.
+pub fn sync(config: &Path, extra: &[&str]) -> Output {
+    let mut args = vec!["sync", "--config", config.to_str().unwrap(), "--json"];
+    args.extend_from_slice(extra);
+    cli::run(cli::command(&args), None, Duration::from_secs(240)).output
+}
+
+/// [`sync`]'s report, asserting success.
 pub fn sync_json(config: &Path, extra: &[&str]) -> serde_json::Value {
-    let out: Output = bin()
-        .args(["sync", "--config", config.to_str().unwrap(), "--json"])
-        .args(extra)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "sync failed: {}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let out = sync(config, extra);
+    assert!(out.status.success(), "sync failed:\n{}", cli::text(&out));
     serde_json::from_slice(&out.stdout).unwrap()
 }
 
@@ -86,21 +78,28 @@ pub struct Daemon {
 }
 
 impl Daemon {
-    /// Starts `crossdock run` and waits until `/readyz` answers 200.
+    /// Starts `crossdock run` on `config` (whose server listens on `port`), logging at debug
+    /// level into `dir/daemon.log`, and waits until `/readyz` answers 200.
     pub fn start(config: &Path, port: u16, dir: &Path) -> Daemon {
+        Daemon::start_logging(config, port, dir, "debug")
+    }
+
+    /// [`Daemon::start`] logging at `level` (`info` for a test moving hundreds of MiB, whose
+    /// debug log would slow it down).
+    pub fn start_logging(config: &Path, port: u16, dir: &Path, level: &str) -> Daemon {
         let log = dir.join("daemon.log");
-        let child = bin()
-            .args([
-                "run",
-                "--config",
-                config.to_str().unwrap(),
-                "--log-level",
-                "debug",
-            ])
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).unwrap())
-            .spawn()
-            .unwrap();
+        let child = cli::command(&[
+            "run",
+            "--config",
+            config.to_str().unwrap(),
+            "--log-level",
+            level,
+        ])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
         let d = Daemon { child, port, log };
         d.wait_for(Duration::from_secs(20), "ready", |d| {
             d.get("/readyz").is_some_and(|(s, _)| s == 200)
@@ -119,7 +118,7 @@ impl Daemon {
         Some((status, body))
     }
 
-    /// GET `path`: status and body.
+    /// GET `path`: status and body; `None` when the daemon does not answer.
     pub fn get(&self, path: &str) -> Option<(u16, String)> {
         self.exchange(format!("GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").as_bytes())
     }
@@ -166,6 +165,31 @@ impl Daemon {
             std::thread::sleep(Duration::from_millis(50));
         }
         panic!("timed out waiting for {what}; daemon log:\n{}", self.log());
+    }
+
+    /// Sends signal `sig` (`HUP`, `TERM`, …) to the daemon, by its own pid.
+    pub fn signal(&self, sig: &str) {
+        let st = Command::new("kill")
+            .args([&format!("-{sig}"), &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(st.success(), "kill -{sig} failed");
+    }
+
+    /// Waits for the daemon to exit; panics with the log after `timeout`.
+    pub fn wait_exit(&mut self, timeout: Duration) -> ExitStatus {
+        let start = Instant::now();
+        loop {
+            if let Some(st) = self.child.try_wait().unwrap() {
+                return st;
+            }
+            assert!(
+                start.elapsed() < timeout,
+                "daemon did not exit:\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
     }
 }
 

@@ -1,0 +1,248 @@
+//! Unit tests of the engine's phases over the in-memory registry ([`super::memory`]): exact
+//! request counts for the cheap paths, and the invariants (verified before commit, tag last,
+//! nothing written on a conflict) for the others. Each runs in milliseconds; the same
+//! behaviours are pinned end to end against real registries in tests/.
+
+use std::sync::Arc;
+
+use super::memory::MemoryRegistry;
+use super::{CopyOptions, CopyReport, Engine, EngineOptions, Source, Target, TargetStatus};
+use crate::manifest::{Manifest, media_type};
+use crate::reference::Reference;
+use crate::registry::Transport;
+
+/// An OCI image of `layers` layers in `reg`'s `repo` under `tag`, seeded by `seed`.
+fn image(reg: &MemoryRegistry, repo: &str, tag: &str, seed: u8, layers: usize) -> Manifest {
+    let config = reg.put_blob(
+        repo,
+        "application/vnd.oci.image.config.v1+json",
+        format!(r#"{{"architecture":"amd64","os":"linux","seed":{seed}}}"#).as_bytes(),
+    );
+    let layers: Vec<_> = (0..layers)
+        .map(|i| {
+            let bytes = vec![seed.wrapping_add(i as u8); 1000 + i];
+            reg.put_blob(repo, "application/vnd.oci.image.layer.v1.tar", &bytes)
+        })
+        .collect();
+    let doc = serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": media_type::OCI_MANIFEST,
+        "config": config,
+        "layers": layers,
+    });
+    let m = Manifest::from_bytes(
+        serde_json::to_vec(&doc).unwrap().into(),
+        Some(media_type::OCI_MANIFEST),
+    )
+    .unwrap();
+    reg.put_manifest(repo, Some(tag), &m);
+    m
+}
+
+/// An OCI index of `images` in `repo` under `tag`.
+fn index(reg: &MemoryRegistry, repo: &str, tag: &str, images: &[(&Manifest, &str)]) -> Manifest {
+    let manifests: Vec<_> = images
+        .iter()
+        .map(|(m, arch)| {
+            let mut d = serde_json::to_value(m.descriptor()).unwrap();
+            d["platform"] = serde_json::json!({"os": "linux", "architecture": arch});
+            d
+        })
+        .collect();
+    let doc = serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": media_type::OCI_INDEX,
+        "manifests": manifests,
+    });
+    let m = Manifest::from_bytes(
+        serde_json::to_vec(&doc).unwrap().into(),
+        Some(media_type::OCI_INDEX),
+    )
+    .unwrap();
+    reg.put_manifest(repo, Some(tag), &m);
+    m
+}
+
+fn source(reg: &Arc<MemoryRegistry>, reference: &str) -> Source {
+    Source {
+        transport: reg.clone() as Arc<dyn Transport>,
+        reference: Reference::parse(&format!("{}/{reference}", reg.name())).unwrap(),
+    }
+}
+
+fn target(reg: &Arc<MemoryRegistry>, repo: &str, tags: &[&str]) -> Target {
+    Target {
+        transport: reg.clone() as Arc<dyn Transport>,
+        reference: Reference::parse(&format!("{}/{repo}", reg.name())).unwrap(),
+        tags: tags.iter().map(|t| t.to_string()).collect(),
+    }
+}
+
+fn registries() -> (Arc<MemoryRegistry>, Arc<MemoryRegistry>) {
+    (
+        Arc::new(MemoryRegistry::new("src.test")),
+        Arc::new(MemoryRegistry::new("dst.test")),
+    )
+}
+
+async fn copy(engine: &Engine, src: &Source, targets: &[Target]) -> CopyReport {
+    engine
+        .copy(src, targets, &CopyOptions::default())
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn a_no_op_costs_one_head_at_each_registry() {
+    let (a, b) = registries();
+    image(&a, "app", "v1", 1, 3);
+    let engine = Engine::default();
+    let (src, dst) = (source(&a, "app:v1"), target(&b, "app", &["v1"]));
+    assert!(copy(&engine, &src, std::slice::from_ref(&dst)).await.ok());
+    a.clear_calls();
+    b.clear_calls();
+    let report = copy(&engine, &src, &[dst]).await;
+    assert_eq!(report.targets[0].status, TargetStatus::UpToDate);
+    assert_eq!(a.calls().len(), 1, "{:?}", a.calls());
+    assert_eq!(a.count("manifest_head"), 1);
+    assert_eq!(b.calls().len(), 1, "{:?}", b.calls());
+    assert_eq!(b.count("manifest_head"), 1);
+}
+
+#[tokio::test]
+async fn a_fresh_repository_gets_each_blob_without_a_head() {
+    let (a, b) = registries();
+    let m = image(&a, "app", "v1", 2, 3);
+    let report = copy(
+        &Engine::default(),
+        &source(&a, "app:v1"),
+        &[target(&b, "mirror/app", &["v1"])],
+    )
+    .await;
+    assert!(report.ok(), "{report:?}");
+    assert_eq!(report.targets[0].blobs_copied, 4);
+    // One tag question for the repository, then per blob a mount from itself (which asks "have
+    // you got it?" and opens the upload) and the upload: no HEAD.
+    assert_eq!(b.count("tags"), 1);
+    assert_eq!(b.count("blob_head"), 0);
+    assert_eq!(b.count("blob_mount"), 4);
+    assert_eq!(b.count("blob_put"), 4);
+    assert_eq!(b.count("manifest_put"), 1);
+    assert_eq!(b.tag("mirror/app", "v1").as_ref(), Some(m.digest()));
+}
+
+#[tokio::test]
+async fn a_corrupt_blob_is_never_committed_and_nothing_is_tagged() {
+    let (a, b) = registries();
+    let m = image(&a, "app", "v1", 3, 2);
+    let crate::manifest::ManifestView::Image(img) = m.view() else {
+        panic!("an image")
+    };
+    let bad = img.layers[1].digest.clone();
+    a.corrupt(&bad);
+    let report = copy(
+        &Engine::default(),
+        &source(&a, "app:v1"),
+        &[target(&b, "app", &["v1"])],
+    )
+    .await;
+    let TargetStatus::Failed(e) = &report.targets[0].status else {
+        panic!("{report:?}")
+    };
+    assert!(e.contains(&bad.to_string()) && e.contains("digest"), "{e}");
+    assert!(!b.has_blob("app", &bad));
+    assert_eq!(b.tag("app", "v1"), None);
+    assert_eq!(b.count("manifest_put"), 0);
+}
+
+#[tokio::test]
+async fn an_index_goes_up_children_first_and_its_tag_last() {
+    let (a, b) = registries();
+    let amd = image(&a, "app", "amd64", 4, 2);
+    let arm = image(&a, "app", "arm64", 5, 2);
+    let top = index(&a, "app", "v1", &[(&amd, "amd64"), (&arm, "arm64")]);
+    let report = copy(
+        &Engine::default(),
+        &source(&a, "app:v1"),
+        &[target(&b, "app", &["v1"])],
+    )
+    .await;
+    assert!(report.ok(), "{report:?}");
+    assert_eq!((report.images, report.manifests, report.blobs), (2, 3, 6));
+    let calls = b.calls();
+    let puts: Vec<usize> = calls
+        .iter()
+        .enumerate()
+        .filter(|(_, c)| c.op == "manifest_put")
+        .map(|(i, _)| i)
+        .collect();
+    assert_eq!(puts.len(), 3);
+    // Every blob before any manifest; the tag (the last PUT) last of all.
+    let last_blob = calls.iter().rposition(|c| c.op == "blob_put").unwrap();
+    assert!(last_blob < puts[0], "{calls:?}");
+    assert_eq!(*puts.last().unwrap(), calls.len() - 1);
+    assert_eq!(b.tag("app", "v1").as_ref(), Some(top.digest()));
+}
+
+#[tokio::test]
+async fn a_tag_at_another_image_stops_the_copy_before_any_write() {
+    let (a, b) = registries();
+    image(&a, "app", "v1", 6, 1);
+    let other = image(&b, "app", "v1", 7, 1);
+    b.clear_calls();
+    let e = Engine::default()
+        .copy(
+            &source(&a, "app:v1"),
+            &[target(&b, "app", &["v1"])],
+            &CopyOptions::default(),
+        )
+        .await
+        .unwrap_err();
+    assert!(matches!(e, super::CopyError::Conflict { .. }), "{e}");
+    assert_eq!(b.tag("app", "v1").as_ref(), Some(other.digest()));
+    assert!(
+        b.calls().iter().all(|c| c.op == "manifest_head"),
+        "{:?}",
+        b.calls()
+    );
+}
+
+#[tokio::test]
+async fn engine_options_bound_nothing_a_copy_needs() {
+    // One blob permit and one image permit still copy an image with several blobs.
+    let (a, b) = registries();
+    image(&a, "app", "v1", 8, 4);
+    let engine = Engine::new(EngineOptions {
+        max_concurrent_blobs: 1,
+        max_concurrent_images: 1,
+    });
+    let report = copy(
+        &engine,
+        &source(&a, "app:v1"),
+        &[target(&b, "app", &["v1"])],
+    )
+    .await;
+    assert!(report.ok(), "{report:?}");
+}
+
+#[tokio::test]
+async fn a_failed_upload_is_retried_from_a_fresh_source_stream() {
+    let (a, b) = registries();
+    let m = image(&a, "app", "v1", 9, 1);
+    let reset = crate::registry::RegistryError::new(
+        crate::registry::ErrorKind::Transport,
+        "PUT blob",
+        "dst.test/app",
+    );
+    b.fail("blob_put", vec![reset]);
+    let report = copy(
+        &Engine::default(),
+        &source(&a, "app:v1"),
+        &[target(&b, "app", &["v1"])],
+    )
+    .await;
+    assert!(report.ok(), "{report:?}");
+    assert_eq!(b.count("blob_put"), 3, "2 blobs, one of them twice");
+    assert_eq!(a.count("blob_get"), 3, "the retry read the source again");
+    assert_eq!(b.tag("app", "v1").as_ref(), Some(m.digest()));
+}
