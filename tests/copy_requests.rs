@@ -6,6 +6,8 @@
 //! - that same mount makes an interrupted copy resume without moving its blobs again;
 //! - into a repository with tags, each blob is HEADed first, as before (a registry that does not
 //!   mount would otherwise get blobs it has sent again);
+//! - into several repositories of one registry, each blob is read once and uploaded once, into
+//!   the first repository; the others mount it from there (one POST each, no bytes);
 //! - a `sync` of many tags lists the source's tags once, and asks a registry without the
 //!   Referrers API once per repository, not once per image.
 
@@ -62,6 +64,59 @@ async fn a_new_repository_gets_each_blob_with_one_post_and_one_put() {
     );
     for d in img.blobs.keys() {
         assert!(c.blob_exists("fresh/app", d).await, "blob {d} missing");
+    }
+}
+
+#[tokio::test]
+async fn fan_out_into_repositories_of_one_registry_uploads_once_and_mounts_the_rest() {
+    let (a, b) = (TestRegistry::start(), TestRegistry::start());
+    let img = image(5);
+    a.client().push_image("app", "v1", &img).await;
+    let (mark_a, mark_b) = (a.request_mark(), b.request_mark());
+    let r = report(&crossdock(&[
+        "import",
+        &a.image_ref("app", "v1"),
+        &b.image_ref("x/app", "v1"),
+        &b.image_ref("y/app", "v1"),
+        &b.image_ref("z/app", "v1"),
+        "--json",
+    ]));
+    let blobs = img.blobs.len();
+    let counted: Vec<(u64, u64)> = r["targets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| {
+            let n = |k: &str| t[k].as_u64().unwrap();
+            (n("blobs_copied"), n("blobs_mounted"))
+        })
+        .collect();
+    let (all, none) = (blobs as u64, 0);
+    assert_eq!(counted, [(all, none), (none, all), (none, all)], "{r}");
+    let ra = a.requests_since(mark_a);
+    assert_eq!(count(&ra, "GET", RequestKind::is_blob), blobs, "{ra:?}");
+    let rb = b.requests_since(mark_b);
+    // The bytes once (x's own mount opens the upload, then the PUT); y and z mount from x.
+    assert_eq!(count(&rb, "PUT", RequestKind::is_upload), blobs, "{rb:?}");
+    assert_eq!(
+        count(&rb, "POST", RequestKind::is_upload),
+        3 * blobs,
+        "{rb:?}"
+    );
+    assert_eq!(count(&rb, "HEAD", RequestKind::is_blob), 0, "{rb:?}");
+    // Per repository: the tag HEAD, the tag list that found it new, and the manifests.
+    let manifests = img.manifests.len() + 1;
+    assert_eq!(rb.len(), 3 * (2 + manifests) + 4 * blobs, "{rb:?}");
+    let c = b.client();
+    for repo in ["x/app", "y/app", "z/app"] {
+        assert_eq!(
+            c.head_manifest(repo, "v1").await.as_deref(),
+            Some(img.digest()),
+            "{repo}"
+        );
+        for d in img.blobs.keys() {
+            assert!(c.blob_exists(repo, d).await, "blob {d} missing in {repo}");
+        }
     }
 }
 

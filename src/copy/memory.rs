@@ -284,6 +284,8 @@ impl Transport for MemoryRegistry {
         _session: Option<UploadSession>,
     ) -> Result<()> {
         let fault = self.log("blob_put", repo);
+        // A real upload takes a while: let other copies run meanwhile (and meet this one).
+        tokio::task::yield_now().await;
         let url = format!("{}/{repo}/blobs/{digest}", self.name);
         // The body is read whole first, as a registry would, so that a fault still drains it.
         let chunks: Vec<Bytes> = body.try_collect().await.map_err(|e| {

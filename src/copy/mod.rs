@@ -21,13 +21,13 @@ pub mod backup;
 mod blob;
 pub mod compose;
 mod error;
-mod fanout;
 #[cfg(test)]
 mod memory;
 mod options;
 mod push;
 mod referrers;
 mod report;
+mod tee;
 #[cfg(test)]
 mod tests;
 mod transfer;
@@ -52,10 +52,21 @@ pub use walk::SourceImage;
 use crate::digest::Digest;
 use crate::manifest::Manifest;
 use crate::registry::RegistryError;
+use crate::registry::retry::RetryPolicy;
 
 type SharedTransfer = Shared<BoxFuture<'static, Result<BlobOutcome, Arc<CopyError>>>>;
 /// (target registry, target repository, blob digest): one transfer each at a time.
 type TransferKey = (String, String, Digest);
+
+/// How a failed blob upload is tried again: from a fresh source read, three times at most, and
+/// never waiting longer in all than a minute (the HTTP layer below has already retried each
+/// request that could be); a `Retry-After` beyond that fails the blob at once.
+const BLOB_RETRY: RetryPolicy = RetryPolicy {
+    max_attempts: 3,
+    base_delay: std::time::Duration::from_millis(500),
+    max_delay: std::time::Duration::from_secs(10),
+    max_elapsed: std::time::Duration::from_secs(60),
+};
 
 /// Blob locations remembered for mounts, at most this many.
 const MAX_LOCATIONS: usize = 200_000;
@@ -72,6 +83,8 @@ const MAX_FRESH: usize = 10_000;
 
 struct Inner {
     blob_permits: Arc<Semaphore>,
+    /// How a failed blob upload is tried again.
+    blob_retry: RetryPolicy,
     image_permits: Arc<Semaphore>,
     inflight: Mutex<HashMap<TransferKey, (u64, SharedTransfer)>>,
     located: Mutex<HashMap<(String, Digest), String>>,
@@ -107,9 +120,15 @@ struct Counters {
 impl Engine {
     /// A new engine.
     pub fn new(opts: EngineOptions) -> Self {
+        Engine::with_blob_retry(opts, BLOB_RETRY)
+    }
+
+    /// A new engine retrying failed blob uploads by `blob_retry`.
+    fn with_blob_retry(opts: EngineOptions, blob_retry: RetryPolicy) -> Self {
         Engine {
             inner: Arc::new(Inner {
                 blob_permits: Arc::new(Semaphore::new(opts.max_concurrent_blobs.max(1))),
+                blob_retry,
                 image_permits: Arc::new(Semaphore::new(opts.max_concurrent_images.max(1))),
                 inflight: Mutex::new(HashMap::new()),
                 located: Mutex::new(HashMap::new()),
@@ -299,17 +318,12 @@ impl Engine {
         .boxed()
         .shared();
 
-        // Several targets: each blob is read from the source once and teed to every target
-        // that needs it ([`fanout`]); a target whose blobs failed gets no manifest.
-        let fanned = pending.len() > 1;
-        let mut blob_failures: Vec<Option<CopyError>> = pending.iter().map(|_| None).collect();
+        // Blobs, to every target at once: each read from the source once ([`blob`]); a target
+        // whose blobs failed gets no manifest.
         let all_counters: Vec<Counters> = pending.iter().map(|_| Counters::default()).collect();
-        if fanned {
-            let ts: Vec<&Target> = pending.iter().map(|&i| &targets[i]).collect();
-            let fan_out =
-                self.fan_out_blobs(source, &ts, &image, opts, &all_counters, &mut blob_failures);
-            futures_util::future::join(fan_out, discovery.clone()).await;
-        }
+        let ts: Vec<&Target> = pending.iter().map(|&i| &targets[i]).collect();
+        let push = self.push_blobs(source, &ts, &image, opts, &all_counters);
+        let (blob_failures, _) = futures_util::future::join(push, discovery.clone()).await;
 
         let previous: Vec<Vec<(String, Digest)>> =
             reports.iter().map(|r| r.previous.clone()).collect();
@@ -329,9 +343,6 @@ impl Engine {
                         return (i, Err(e));
                     }
                     let push = async {
-                        if !fanned {
-                            self.push_blobs(source, t, image, opts, &counters).await?;
-                        }
                         self.push_manifests(t, image, opts, &counters, previous)
                             .await
                             .map(|_| ())

@@ -1,13 +1,16 @@
 //! Writing one image to its targets, in the order that keeps a mirror safe to read: every blob
-//! (one target at a time, or teed to several from one source read), then image manifests, then
+//! (to every target at once, each read from the source once), then image manifests, then
 //! nested indexes, then the top manifest under its tags — last. A tag about to move first gets
 //! its old image kept under a backup tag when asked.
 
 use std::sync::atomic::Ordering;
 
+use futures_util::StreamExt;
+use futures_util::future::join_all;
+use futures_util::stream::FuturesUnordered;
+
 use super::{
     BlobOutcome, CopyError, CopyOptions, Counters, Engine, Source, SourceImage, Target, backup,
-    fanout,
 };
 use crate::digest::Digest;
 use crate::manifest::Manifest;
@@ -37,104 +40,57 @@ impl Engine {
             .blob_done(target_name, &d.digest, d.size, outcome);
     }
 
-    /// Every blob of `image` to several targets, each read from the source once.
-    pub(super) async fn fan_out_blobs(
+    /// Every blob of `image` to every one of `targets`, each blob read from the source once for
+    /// all of them ([`super::blob`]). Returns, per target, its first failure: a target whose
+    /// blobs failed gets no manifest, and the others carry on.
+    pub(super) async fn push_blobs(
         &self,
         source: &Source,
         targets: &[&Target],
         image: &SourceImage,
         opts: &CopyOptions,
         counters: &[Counters],
-        failures: &mut [Option<CopyError>],
-    ) {
+    ) -> Vec<Option<CopyError>> {
         let names: Vec<String> = targets.iter().map(|t| t.display()).collect();
-        for n in &names {
-            opts.progress.target_started(
-                n,
-                image.blobs.len(),
-                image
-                    .blobs
-                    .iter()
-                    .fold(0u64, |n, d| n.saturating_add(d.size)),
-            );
-        }
-        let jobs: Vec<_> = image
+        let total = image
             .blobs
             .iter()
-            .map(|d| {
-                let job = fanout::GroupJob {
-                    source: source.transport.clone(),
-                    source_repo: source.reference.repository().to_string(),
-                    descriptor: d.clone(),
-                    branches: targets
-                        .iter()
-                        .map(|t| fanout::Branch {
-                            target: t.transport.clone(),
-                            repo: t.repo().to_string(),
-                            mount_from: self.mount_source(source, t, &d.digest),
-                        })
-                        .collect(),
-                    dry_run: opts.dry_run,
-                };
-                let permits = self.inner.blob_permits.clone();
-                async move {
-                    let _permit = permits.acquire_owned().await;
-                    (d, job.run(&opts.progress).await)
-                }
+            .fold(0u64, |n, d| n.saturating_add(d.size));
+        for n in &names {
+            opts.progress.target_started(n, image.blobs.len(), total);
+        }
+        let fresh: Vec<bool> = if opts.dry_run || image.blobs.is_empty() {
+            vec![false; targets.len()]
+        } else {
+            join_all(targets.iter().map(|t| self.target_is_fresh(t))).await
+        };
+        let fresh = &fresh;
+        // Every blob is polled at once; the engine's blob permits bound the transfers.
+        let mut transfers: FuturesUnordered<_> = image
+            .blobs
+            .iter()
+            .map(|d| async move {
+                let outcomes = self.transfer_blob(source, targets, fresh, d, opts).await;
+                (d, outcomes)
             })
             .collect();
-        for (d, outcomes) in futures_util::future::join_all(jobs).await {
+        let mut failures: Vec<Option<CopyError>> = targets.iter().map(|_| None).collect();
+        while let Some((d, outcomes)) = transfers.next().await {
             for (k, r) in outcomes.into_iter().enumerate() {
                 match r {
-                    Ok(outcome) => {
-                        if !opts.dry_run {
-                            self.remember(targets[k], &d.digest);
-                        }
-                        Self::count_blob(&counters[k], opts, &names[k], d, outcome);
-                    }
+                    Ok(outcome) => Self::count_blob(&counters[k], opts, &names[k], d, outcome),
                     Err(e) => {
                         failures[k].get_or_insert(e);
                     }
                 }
             }
+            // Every target failed: the other transfers would be for nothing. Dropping them
+            // releases their permits.
+            if failures.iter().all(Option::is_some) {
+                break;
+            }
         }
-    }
-
-    /// Every blob of `image` to one target.
-    pub(super) async fn push_blobs(
-        &self,
-        source: &Source,
-        t: &Target,
-        image: &SourceImage,
-        opts: &CopyOptions,
-        counters: &Counters,
-    ) -> Result<(), CopyError> {
-        let target_name = t.display();
-        opts.progress.target_started(
-            &target_name,
-            image.blobs.len(),
-            image
-                .blobs
-                .iter()
-                .fold(0u64, |n, d| n.saturating_add(d.size)),
-        );
-        let fresh = !opts.dry_run && !image.blobs.is_empty() && self.target_is_fresh(t).await;
-        // Blobs, concurrently; a shared transfer serves every image needing the same blob.
-        let blob_futs: Vec<_> = image
-            .blobs
-            .iter()
-            .map(|d| {
-                let target_name = &target_name;
-                async move {
-                    let outcome = self.ensure_blob(source, t, d, opts, fresh).await?;
-                    Self::count_blob(counters, opts, target_name, d, outcome);
-                    Ok::<_, CopyError>(())
-                }
-            })
-            .collect();
-        // Every blob is polled at once; the engine's blob permits bound the transfers.
-        futures_util::future::try_join_all(blob_futs).await?;
-        Ok(())
+        failures
     }
 
     /// The manifests of `image` to one target whose blobs are all present: image manifests

@@ -4,12 +4,14 @@
 //! behaviours are pinned end to end against real registries in tests/.
 
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use super::memory::MemoryRegistry;
 use super::{CopyOptions, CopyReport, Engine, EngineOptions, Source, Target, TargetStatus};
 use crate::manifest::{Manifest, media_type};
 use crate::reference::Reference;
-use crate::registry::Transport;
+use crate::registry::retry::RetryPolicy;
+use crate::registry::{ErrorKind, RegistryError, Transport};
 
 /// An OCI image of `layers` layers in `reg`'s `repo` under `tag`, seeded by `seed`.
 fn image(reg: &MemoryRegistry, repo: &str, tag: &str, seed: u8, layers: usize) -> Manifest {
@@ -225,6 +227,19 @@ async fn engine_options_bound_nothing_a_copy_needs() {
     assert!(report.ok(), "{report:?}");
 }
 
+/// An engine whose blob retries wait milliseconds.
+fn fast_engine() -> Engine {
+    Engine::with_blob_retry(
+        EngineOptions::default(),
+        RetryPolicy {
+            max_attempts: 3,
+            base_delay: Duration::from_millis(1),
+            max_delay: Duration::from_millis(5),
+            max_elapsed: Duration::from_secs(5),
+        },
+    )
+}
+
 #[tokio::test]
 async fn a_failed_upload_is_retried_from_a_fresh_source_stream() {
     let (a, b) = registries();
@@ -236,7 +251,7 @@ async fn a_failed_upload_is_retried_from_a_fresh_source_stream() {
     );
     b.fail("blob_put", vec![reset]);
     let report = copy(
-        &Engine::default(),
+        &fast_engine(),
         &source(&a, "app:v1"),
         &[target(&b, "app", &["v1"])],
     )
@@ -245,4 +260,103 @@ async fn a_failed_upload_is_retried_from_a_fresh_source_stream() {
     assert_eq!(b.count("blob_put"), 3, "2 blobs, one of them twice");
     assert_eq!(a.count("blob_get"), 3, "the retry read the source again");
     assert_eq!(b.tag("app", "v1").as_ref(), Some(m.digest()));
+}
+
+#[tokio::test]
+async fn a_retry_after_beyond_the_budget_fails_the_blob_at_once_and_says_so() {
+    let (a, b) = registries();
+    image(&a, "app", "v1", 10, 1);
+    let mut limited = RegistryError::new(
+        ErrorKind::RateLimited,
+        "PUT blob",
+        "https://dst.test/v2/app/blobs/uploads/1",
+    );
+    limited.retry_after = Some(Duration::from_secs(2 * 3600));
+    b.fail("blob_put", vec![limited]);
+    let started = Instant::now();
+    let report = copy(
+        &Engine::default(),
+        &source(&a, "app:v1"),
+        &[target(&b, "app", &["v1"])],
+    )
+    .await;
+    assert!(started.elapsed() < Duration::from_secs(1), "it waited");
+    let TargetStatus::Failed(e) = &report.targets[0].status else {
+        panic!("{report:?}")
+    };
+    assert!(e.contains("registry dst.test asked to wait 2h"), "{e}");
+    assert_eq!(b.tag("app", "v1"), None);
+}
+
+#[tokio::test]
+async fn fan_out_into_repositories_of_one_registry_uploads_once_and_mounts() {
+    let (a, b) = registries();
+    let m = image(&a, "app", "v1", 11, 3);
+    let repos = ["one/app", "two/app", "three/app"];
+    let targets: Vec<Target> = repos.iter().map(|r| target(&b, r, &["v1"])).collect();
+    let report = copy(&Engine::default(), &source(&a, "app:v1"), &targets).await;
+    assert!(report.ok(), "{report:?}");
+    // 4 blobs: read once, uploaded once (into the first repository), mounted into the others.
+    assert_eq!(a.count("blob_get"), 4);
+    assert_eq!(b.count("blob_put"), 4);
+    assert_eq!(b.count("blob_head"), 0, "fresh repositories are not HEADed");
+    // The first repository's own mount asks "have you got it?"; the others mount from it.
+    assert_eq!(b.count("blob_mount"), 4 + 2 * 4);
+    let counts: Vec<_> = report
+        .targets
+        .iter()
+        .map(|t| (t.blobs_copied, t.blobs_mounted))
+        .collect();
+    assert_eq!(counts, [(4, 0), (0, 4), (0, 4)]);
+    for r in repos {
+        assert_eq!(b.tag(r, "v1").as_ref(), Some(m.digest()), "{r}");
+    }
+}
+
+#[tokio::test]
+async fn fan_out_to_two_registries_reads_the_source_once() {
+    let (a, b) = registries();
+    let c = Arc::new(MemoryRegistry::new("other.test"));
+    image(&a, "app", "v1", 12, 2);
+    let targets = [target(&b, "app", &["v1"]), target(&c, "app", &["v1"])];
+    let report = copy(&Engine::default(), &source(&a, "app:v1"), &targets).await;
+    assert!(report.ok(), "{report:?}");
+    assert_eq!(a.count("blob_get"), 3);
+    assert_eq!((b.count("blob_put"), c.count("blob_put")), (3, 3));
+    // The fresh-repository shortcut holds for several targets too.
+    assert_eq!((b.count("blob_head"), c.count("blob_head")), (0, 0));
+}
+
+#[tokio::test]
+async fn copies_at_the_same_time_share_transfers_whatever_their_number_of_targets() {
+    let (a, b) = registries();
+    image(&a, "app", "v1", 13, 3);
+    let engine = Engine::default();
+    let src = source(&a, "app:v1");
+    let first = [target(&b, "x/app", &["v1"]), target(&b, "y/app", &["v1"])];
+    let second = [target(&b, "x/app", &["v2"]), target(&b, "y/app", &["v2"])];
+    let (r1, r2) = futures_util::join!(copy(&engine, &src, &first), copy(&engine, &src, &second));
+    assert!(r1.ok() && r2.ok(), "{r1:?}\n{r2:?}");
+    // 4 blobs, each read and uploaded once for both copies and both repositories.
+    assert_eq!(a.count("blob_get"), 4);
+    assert_eq!(b.count("blob_put"), 4);
+    for r in ["x/app", "y/app"] {
+        assert_eq!(b.tag(r, "v1"), b.tag(r, "v2"));
+        assert!(b.tag(r, "v1").is_some());
+    }
+}
+
+#[tokio::test]
+async fn a_target_that_fails_does_not_fail_the_others() {
+    let (a, b) = registries();
+    let c = Arc::new(MemoryRegistry::new("other.test"));
+    let m = image(&a, "app", "v1", 14, 1);
+    let denied = || RegistryError::new(ErrorKind::Denied, "PUT blob", "https://other.test/v2/app");
+    c.fail("blob_put", vec![denied(), denied()]);
+    let targets = [target(&b, "app", &["v1"]), target(&c, "app", &["v1"])];
+    let report = copy(&fast_engine(), &source(&a, "app:v1"), &targets).await;
+    assert!(report.targets[0].ok(), "{report:?}");
+    assert!(matches!(report.targets[1].status, TargetStatus::Failed(_)));
+    assert_eq!(b.tag("app", "v1").as_ref(), Some(m.digest()));
+    assert_eq!(c.tag("app", "v1"), None);
 }

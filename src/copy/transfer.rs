@@ -1,89 +1,148 @@
 //! One blob transfer per (target registry, repository, digest) in the whole process, and the
 //! memory of where blobs are, which lets later copies mount instead of upload.
+//!
+//! A blob bound for several targets is one [`BlobGroup`]; a target whose (registry,
+//! repository, digest) is already being transferred by another copy — another image sharing a
+//! base layer, another platform — waits for that transfer instead of joining the group, so the
+//! bytes move once. This holds for any number of targets: a single target is a group of one.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Instant;
 
 use futures_util::FutureExt;
-use futures_util::future::BoxFuture;
+use futures_util::future::{BoxFuture, Shared, join_all};
 
+use super::blob::{BlobGroup, Branch};
 use super::{
     BlobOutcome, CopyError, CopyOptions, Engine, FRESH_TTL, FreshProbe, MAX_FRESH, MAX_LOCATIONS,
-    Source, Target, TransferKey, blob,
+    SharedTransfer, Source, Target, TransferKey,
 };
 use crate::digest::Digest;
+use crate::manifest::Descriptor;
+
+/// One group transfer's outcomes, one per branch, shared by the branches' waiters.
+type SharedGroup = Shared<BoxFuture<'static, Arc<Vec<Result<BlobOutcome, Arc<CopyError>>>>>>;
 
 impl Engine {
-    /// Gets one blob into the target, sharing the transfer with any concurrent request for the
-    /// same blob and repository.
-    pub(super) async fn ensure_blob(
+    /// Gets blob `d` into every one of `targets` (`fresh[k]`: target `k`'s repository had no
+    /// tags), sharing each target's transfer with any concurrent copy of the same blob into the
+    /// same repository. One outcome per target, in order.
+    pub(super) async fn transfer_blob(
         &self,
         source: &Source,
-        t: &Target,
-        d: &crate::manifest::Descriptor,
+        targets: &[&Target],
+        fresh: &[bool],
+        d: &Descriptor,
         opts: &CopyOptions,
-        fresh_target: bool,
-    ) -> Result<BlobOutcome, CopyError> {
-        let key = (
-            t.transport.name().to_string(),
-            t.repo().to_string(),
-            d.digest.clone(),
-        );
-        let (id, fut) = {
-            let mut inflight = self.inner.inflight.lock().expect("inflight lock");
-            if let Some((id, f)) = inflight.get(&key).filter(|_| !opts.dry_run) {
-                (*id, f.clone())
-            } else {
-                let id = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
-                let mount_from = self.mount_source(source, t, &d.digest);
-                let job = blob::BlobJob {
-                    source: source.transport.clone(),
-                    source_repo: source.reference.repository().to_string(),
-                    target: t.transport.clone(),
-                    target_repo: t.repo().to_string(),
-                    descriptor: d.clone(),
-                    mount_from,
-                    fresh_target,
-                    dry_run: opts.dry_run,
-                };
-                let permits = self.inner.blob_permits.clone();
-                let progress = opts.progress.clone();
-                let fut: BoxFuture<'static, Result<BlobOutcome, Arc<CopyError>>> = async move {
-                    let _permit = permits.acquire_owned().await.map_err(|_| {
-                        Arc::new(CopyError::Internal {
-                            message: "engine closed".into(),
-                        })
-                    })?;
-                    job.run(&progress).await.map_err(Arc::new)
+    ) -> Vec<Result<BlobOutcome, CopyError>> {
+        let keys: Vec<TransferKey> = targets
+            .iter()
+            .map(|t| {
+                let registry = t.transport.name().to_string();
+                (registry, t.repo().to_string(), d.digest.clone())
+            })
+            .collect();
+        let waits = self.join_or_start(source, targets, fresh, d, opts, &keys);
+        // Each map entry goes when its waiter is done — or dropped: a copy that fails drops its
+        // other blob futures, and an entry left behind kept that transfer alive but never
+        // polled, holding the engine's blob permit and any request permit it had been granted,
+        // for good (with max_concurrency = 1, every later request hung).
+        let _forget: Vec<ForgetTransfer<'_>> = keys
+            .iter()
+            .zip(&waits)
+            .map(|(key, (id, _))| ForgetTransfer {
+                engine: self,
+                key,
+                id: *id,
+            })
+            .collect();
+        let results = join_all(waits.into_iter().map(|(_, f)| f)).await;
+        results
+            .into_iter()
+            .zip(targets)
+            .map(|(r, t)| match r {
+                Ok(outcome) => {
+                    if !opts.dry_run {
+                        self.remember(t, &d.digest);
+                    }
+                    Ok(outcome)
                 }
-                .boxed();
-                let fut = fut.shared();
-                if !opts.dry_run {
-                    inflight.insert(key.clone(), (id, fut.clone()));
-                }
-                (id, fut)
-            }
-        };
-        // The map's entry goes when this waiter is done — or dropped: a copy that fails on
-        // one blob drops its other blob futures, and an entry left behind kept that transfer
-        // alive but never polled, holding the engine's blob permit and any request permit it
-        // had been granted, for good (with max_concurrency = 1, every later request hung).
-        let _forget = ForgetTransfer {
-            engine: self,
-            key: &key,
-            id,
-        };
-        let result = fut.await;
-        match result {
-            Ok(outcome) => {
-                if !opts.dry_run {
-                    self.remember(t, &d.digest);
-                }
-                Ok(outcome)
-            }
-            Err(e) => Err(CopyError::Shared(e)),
+                Err(e) => Err(CopyError::Shared(e)),
+            })
+            .collect()
+    }
+
+    /// For each target, the transfer in flight for its key, or a share of a new group transfer
+    /// holding every target that had none.
+    fn join_or_start(
+        &self,
+        source: &Source,
+        targets: &[&Target],
+        fresh: &[bool],
+        d: &Descriptor,
+        opts: &CopyOptions,
+        keys: &[TransferKey],
+    ) -> Vec<(u64, SharedTransfer)> {
+        let mut inflight = self.inner.inflight.lock().expect("inflight lock");
+        let mut waits: Vec<Option<(u64, SharedTransfer)>> = keys
+            .iter()
+            .map(|k| inflight.get(k).filter(|_| !opts.dry_run).cloned())
+            .collect();
+        let mine: Vec<usize> = (0..keys.len()).filter(|&k| waits[k].is_none()).collect();
+        if mine.is_empty() {
+            return waits.into_iter().flatten().collect();
         }
+        let id = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
+        let group = BlobGroup {
+            source: source.transport.clone(),
+            source_repo: source.reference.repository().to_string(),
+            descriptor: d.clone(),
+            branches: mine
+                .iter()
+                .map(|&k| Branch {
+                    target: targets[k].transport.clone(),
+                    repo: targets[k].repo().to_string(),
+                    mount_from: self.mount_source(source, targets[k], &d.digest),
+                    fresh: fresh[k],
+                })
+                .collect(),
+            dry_run: opts.dry_run,
+            retry: self.inner.blob_retry.clone(),
+        };
+        let permits = self.inner.blob_permits.clone();
+        let progress = opts.progress.clone();
+        let shared: SharedGroup = async move {
+            let outcomes = match permits.acquire_owned().await {
+                Ok(_permit) => group
+                    .run(&progress)
+                    .await
+                    .into_iter()
+                    .map(|r| r.map_err(Arc::new))
+                    .collect(),
+                Err(_) => {
+                    let closed = Arc::new(CopyError::Internal {
+                        message: "engine closed".into(),
+                    });
+                    group.branches.iter().map(|_| Err(closed.clone())).collect()
+                }
+            };
+            Arc::new(outcomes)
+        }
+        .boxed()
+        .shared();
+        for (pos, &k) in mine.iter().enumerate() {
+            let shared = shared.clone();
+            let share: SharedTransfer = async move { shared.await[pos].clone() }.boxed().shared();
+            if !opts.dry_run {
+                inflight.insert(keys[k].clone(), (id, share.clone()));
+            }
+            waits[k] = Some((id, share));
+        }
+        waits
+            .into_iter()
+            .map(|w| w.expect("every target joined or started a transfer"))
+            .collect()
     }
 
     /// Whether `t`'s repository has no tags: a new repository (or one an interrupted copy left
