@@ -200,21 +200,24 @@ fn print_summary(r: &CopyReport) {
                 println!(
                     "  {}{tags}: {verb} {} blob(s) ({}), mounted {} ({}), skipped {} ({}); {} manifest(s); digest {}",
                     t.target,
-                    t.blobs_copied,
-                    human_bytes(t.bytes_copied),
-                    t.blobs_mounted,
-                    human_bytes(t.bytes_mounted),
-                    t.blobs_skipped,
-                    human_bytes(t.bytes_skipped),
+                    t.counts.blobs_copied,
+                    human_bytes(t.counts.bytes_copied),
+                    t.counts.blobs_mounted,
+                    human_bytes(t.counts.bytes_mounted),
+                    t.counts.blobs_skipped,
+                    human_bytes(t.counts.bytes_skipped),
                     if *s == TargetStatus::DryRun {
                         r.manifests as u64
                     } else {
-                        t.manifests_pushed
+                        t.counts.manifests_pushed
                     },
                     t.digest,
                 );
-                if t.referrers_copied > 0 {
-                    println!("    {} attached artifact(s) copied", t.referrers_copied);
+                if t.counts.referrers_copied > 0 {
+                    println!(
+                        "    {} attached artifact(s) copied",
+                        t.counts.referrers_copied
+                    );
                 }
                 for (tag, old) in &t.previous {
                     println!("    moved tag {tag} (was {old})");

@@ -399,30 +399,62 @@ pub async fn compose(
     } else {
         target.tags.clone()
     };
-    let mut all_there = true;
+    if index_in_place(target, &index, &names, &mut report.previous)
+        .await
+        .map_err(target_error)?
+    {
+        report.up_to_date = true;
+        return Ok(report);
+    }
+    let copied = copy_children(engine, sources, &read, target, opts).await?;
+    for (child, copied) in report.children.iter_mut().zip(copied) {
+        child.copied = copied;
+    }
+
+    // The index, last.
     for name in &names {
-        match target
+        target
             .transport
-            .manifest_head(repo, name)
+            .manifest_put(repo, name, &index)
             .await
-            .map_err(target_error)?
-        {
+            .map_err(target_error)?;
+    }
+    Ok(report)
+}
+
+/// Whether every one of `names` (tags, or the index digest) already points at `index` at
+/// `target`; tags pointing elsewhere are added to `previous`.
+async fn index_in_place(
+    target: &Target,
+    index: &Manifest,
+    names: &[String],
+    previous: &mut Vec<(String, Digest)>,
+) -> Result<bool, RegistryError> {
+    let mut all_there = true;
+    for name in names {
+        match target.transport.manifest_head(target.repo(), name).await? {
             Some(h) if &h.digest == index.digest() => {}
             Some(h) => {
                 all_there = false;
                 if !target.tags.is_empty() {
-                    report.previous.push((name.clone(), h.digest));
+                    previous.push((name.clone(), h.digest));
                 }
             }
             None => all_there = false,
         }
     }
-    if all_there {
-        report.up_to_date = true;
-        return Ok(report);
-    }
+    Ok(all_there)
+}
 
-    // Children, by digest, untagged.
+/// Copies every child (`read`: each source's manifest) into `target`'s repository by digest,
+/// untagged; for each, whether it had to be copied.
+async fn copy_children(
+    engine: &Engine,
+    sources: &[Source],
+    read: &[(Manifest, Platform)],
+    target: &Target,
+    opts: &ComposeOptions,
+) -> Result<Vec<bool>, ComposeError> {
     let copy_opts = CopyOptions {
         platforms: Vec::new(),
         dry_run: false,
@@ -432,7 +464,8 @@ pub async fn compose(
         tags: Vec::new(),
         ..target.clone()
     };
-    let copies = sources.iter().zip(&read).map(|(s, (m, _))| {
+    let target_name = target.display();
+    let copies = sources.iter().zip(read).map(|(s, (m, _))| {
         let source = Source {
             transport: s.transport.clone(),
             reference: s.reference.with_digest(m.digest().clone()),
@@ -455,20 +488,7 @@ pub async fn compose(
             }
         }
     });
-    let copied = futures_util::future::try_join_all(copies).await?;
-    for (child, copied) in report.children.iter_mut().zip(copied) {
-        child.copied = copied;
-    }
-
-    // The index, last.
-    for name in &names {
-        target
-            .transport
-            .manifest_put(repo, name, &index)
-            .await
-            .map_err(target_error)?;
-    }
-    Ok(report)
+    futures_util::future::try_join_all(copies).await
 }
 
 #[cfg(test)]

@@ -12,9 +12,11 @@
 
 use std::collections::HashSet;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 
-use super::{CopyError, CopyOptions, Counters, Engine, Source, SourceImage, Target, TargetStatus};
+use futures_util::FutureExt;
+use futures_util::future::{BoxFuture, Shared};
+
+use super::{CopyError, CopyOptions, Engine, Source, SourceImage, Target, TargetStatus};
 use crate::digest::Digest;
 use crate::registry::Transport;
 
@@ -28,6 +30,28 @@ pub struct ReferrerItem {
     pub digest: Digest,
     /// The tag it is found under, to be set at the target too (tag-based conventions).
     pub tag: Option<String>,
+}
+
+/// The referrers of an image being found at the source, awaited by every target.
+pub(super) type Discovery<'a> = Shared<BoxFuture<'a, Vec<ReferrerItem>>>;
+
+/// Starts finding the artifacts referring to `image` (none when `opts` does not copy them).
+/// They are needed only once an image's own manifests are written, so the discovery (a
+/// referrers request and a tag list at most) runs while the blobs move instead of before them.
+pub(super) fn discovery<'a>(
+    source: &'a Source,
+    image: &'a SourceImage,
+    opts: &'a CopyOptions,
+) -> Discovery<'a> {
+    async move {
+        if !opts.referrers {
+            return Vec::new();
+        }
+        let repo = source.reference.repository();
+        discover(&source.transport, repo, image, opts.source_tags.as_deref()).await
+    }
+    .boxed()
+    .shared()
 }
 
 /// Finds the artifacts referring to any manifest of `image`.
@@ -106,15 +130,15 @@ pub async fn discover(
     items
 }
 
-/// Copies every referrer to one target.
+/// Copies every referrer to one target; how many were copied.
 pub(super) async fn copy_all(
     engine: &Engine,
     source: &Source,
     target: &Target,
     items: &[ReferrerItem],
     opts: &CopyOptions,
-    counters: &Counters,
-) -> Result<(), CopyError> {
+) -> Result<u64, CopyError> {
+    let mut copied = 0;
     // Artifacts are copied whole (all platforms), without their own referrers, and their tags
     // are moved freely: a `.sig` tag changes whenever a signature is added.
     let sub_opts = CopyOptions {
@@ -140,9 +164,7 @@ pub(super) async fn copy_all(
             Box::pin(engine.copy_unlimited(&src, std::slice::from_ref(&tgt), &sub_opts)).await?;
         for t in report.targets {
             match t.status {
-                TargetStatus::Copied => {
-                    counters.referrers_copied.fetch_add(1, Ordering::Relaxed);
-                }
+                TargetStatus::Copied => copied += 1,
                 TargetStatus::Failed(e) => {
                     return Err(CopyError::Referrer {
                         digest: item.digest.clone(),
@@ -153,5 +175,5 @@ pub(super) async fn copy_all(
             }
         }
     }
-    Ok(())
+    Ok(copied)
 }

@@ -1,9 +1,47 @@
 //! What a copy did, for people (the CLI summary) and for programs (`--json`, the daemon status).
 
+use std::time::Instant;
+
 use serde::Serialize;
 
 use super::CopyError;
 use crate::digest::Digest;
+
+/// What the engine did at one target: counted as the work happens, reported as is (one type
+/// for both, so no count is copied by hand).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct TransferCounts {
+    /// Blobs streamed from the source.
+    pub blobs_copied: u64,
+    /// Blobs the target had.
+    pub blobs_skipped: u64,
+    /// Blobs mounted from another repository.
+    pub blobs_mounted: u64,
+    /// Bytes streamed.
+    pub bytes_copied: u64,
+    /// Bytes mounted.
+    pub bytes_mounted: u64,
+    /// Bytes the target had.
+    pub bytes_skipped: u64,
+    /// Manifests written.
+    pub manifests_pushed: u64,
+    /// Referrer artifacts copied (signatures, SBOMs, attestations).
+    pub referrers_copied: u64,
+}
+
+impl TransferCounts {
+    /// Counts one blob that reached the target as `outcome`.
+    pub(super) fn blob(&mut self, outcome: super::BlobOutcome, size: u64) {
+        use super::BlobOutcome::*;
+        let (n, bytes) = match outcome {
+            Skipped => (&mut self.blobs_skipped, &mut self.bytes_skipped),
+            Mounted | WouldMount => (&mut self.blobs_mounted, &mut self.bytes_mounted),
+            Copied | WouldCopy => (&mut self.blobs_copied, &mut self.bytes_copied),
+        };
+        *n += 1;
+        *bytes = bytes.saturating_add(size);
+    }
+}
 
 /// The outcome at one target.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -34,22 +72,9 @@ pub struct TargetReport {
     pub status: TargetStatus,
     /// Tags that pointed at another image before, and what at.
     pub previous: Vec<(String, Digest)>,
-    /// Blobs streamed from the source.
-    pub blobs_copied: u64,
-    /// Blobs the target had.
-    pub blobs_skipped: u64,
-    /// Blobs mounted from another repository.
-    pub blobs_mounted: u64,
-    /// Bytes streamed.
-    pub bytes_copied: u64,
-    /// Bytes mounted.
-    pub bytes_mounted: u64,
-    /// Bytes the target had.
-    pub bytes_skipped: u64,
-    /// Manifests written.
-    pub manifests_pushed: u64,
-    /// Referrer artifacts copied (signatures, SBOMs, attestations).
-    pub referrers_copied: u64,
+    /// What was moved, mounted, skipped and written there.
+    #[serde(flatten)]
+    pub counts: TransferCounts,
     /// Backup tags written before tags moved, and the image each keeps.
     pub backups: Vec<(String, Digest)>,
 }
@@ -62,20 +87,33 @@ impl TargetReport {
             digest,
             status: TargetStatus::Pending,
             previous: Vec::new(),
-            blobs_copied: 0,
-            blobs_skipped: 0,
-            blobs_mounted: 0,
-            bytes_copied: 0,
-            bytes_mounted: 0,
-            bytes_skipped: 0,
-            manifests_pushed: 0,
-            referrers_copied: 0,
+            counts: TransferCounts::default(),
             backups: Vec::new(),
         }
     }
 
     pub(super) fn fail(&mut self, e: CopyError) {
         self.status = TargetStatus::Failed(error_chain(&e));
+    }
+
+    /// Phase 6 for a target that was written: its counts and backups, or its failure.
+    pub(super) fn settle(
+        &mut self,
+        outcome: Result<(TransferCounts, Vec<(String, Digest)>), CopyError>,
+        dry_run: bool,
+    ) {
+        match outcome {
+            Ok((counts, backups)) => {
+                self.status = if dry_run {
+                    TargetStatus::DryRun
+                } else {
+                    TargetStatus::Copied
+                };
+                self.counts = counts;
+                self.backups = backups;
+            }
+            Err(e) => self.fail(e),
+        }
     }
 
     /// Whether this target ended well.
@@ -116,6 +154,49 @@ pub struct CopyReport {
 }
 
 impl CopyReport {
+    /// The report of a copy of `source`, resolved to `source_digest`, before the walk.
+    pub(super) fn new(source: &super::Source, source_digest: &Digest, dry_run: bool) -> Self {
+        CopyReport {
+            source: source.reference.to_string(),
+            source_digest: source_digest.clone(),
+            media_type: String::new(),
+            filtered: false,
+            platforms: Vec::new(),
+            images: 0,
+            manifests: 0,
+            blobs: 0,
+            bytes: 0,
+            skipped_foreign: 0,
+            dry_run,
+            targets: Vec::new(),
+            seconds: 0.0,
+        }
+    }
+
+    /// What the walk found.
+    pub(super) fn describe(&mut self, image: &super::SourceImage) {
+        self.media_type = image.root.media_type().to_string();
+        self.filtered = image.filtered;
+        self.platforms = image.platforms.clone();
+        self.images = image.image_count();
+        self.manifests = image.children.len() + 1;
+        self.blobs = image.blobs.len();
+        // Saturating: a hostile manifest's sizes (2^63 twice) must not overflow (a panic in
+        // debug builds); the verifying stream refuses such a blob when it is read.
+        self.bytes = image
+            .blobs
+            .iter()
+            .fold(0u64, |n, d| n.saturating_add(d.size));
+        self.skipped_foreign = image.skipped_foreign.len();
+    }
+
+    /// The finished report, with `targets`, timed from `started`.
+    pub(super) fn finish(mut self, targets: Vec<TargetReport>, started: Instant) -> Self {
+        self.targets = targets;
+        self.seconds = started.elapsed().as_secs_f64();
+        self
+    }
+
     /// Whether every target ended well.
     pub fn ok(&self) -> bool {
         self.targets.iter().all(TargetReport::ok)

@@ -122,7 +122,7 @@ async fn a_fresh_repository_gets_each_blob_without_a_head() {
     )
     .await;
     assert!(report.ok(), "{report:?}");
-    assert_eq!(report.targets[0].blobs_copied, 4);
+    assert_eq!(report.targets[0].counts.blobs_copied, 4);
     // One tag question for the repository, then per blob a mount from itself (which asks "have
     // you got it?" and opens the upload) and the upload: no HEAD.
     assert_eq!(b.count("tags"), 1);
@@ -305,7 +305,7 @@ async fn fan_out_into_repositories_of_one_registry_uploads_once_and_mounts() {
     let counts: Vec<_> = report
         .targets
         .iter()
-        .map(|t| (t.blobs_copied, t.blobs_mounted))
+        .map(|t| (t.counts.blobs_copied, t.counts.blobs_mounted))
         .collect();
     assert_eq!(counts, [(4, 0), (0, 4), (0, 4)]);
     for r in repos {
@@ -359,4 +359,90 @@ async fn a_target_that_fails_does_not_fail_the_others() {
     assert!(matches!(report.targets[1].status, TargetStatus::Failed(_)));
     assert_eq!(b.tag("app", "v1").as_ref(), Some(m.digest()));
     assert_eq!(c.tag("app", "v1"), None);
+}
+
+#[tokio::test]
+async fn resolve_under_a_platform_filter_reads_the_index_once() {
+    let (a, _) = registries();
+    let amd = image(&a, "app", "amd64", 15, 1);
+    let arm = image(&a, "app", "arm64", 16, 1);
+    let top = index(&a, "app", "v1", &[(&amd, "amd64"), (&arm, "arm64")]);
+    a.clear_calls();
+    let opts = CopyOptions {
+        platforms: vec![crate::manifest::Platform::parse("linux/arm64").unwrap()],
+        ..CopyOptions::default()
+    };
+    let src = source(&a, "app:v1");
+    let engine = Engine::default();
+    let resolved = engine.resolve(&src, &opts).await.unwrap();
+    assert_eq!(&resolved.source_digest, top.digest());
+    assert_ne!(
+        resolved.wanted, resolved.source_digest,
+        "a new, filtered index"
+    );
+    assert_eq!(a.calls().len(), 1, "{:?}", a.calls());
+    assert_eq!(a.count("manifest_get"), 1);
+    // The walk starts from what was resolved: only the kept image is read.
+    let image = engine.read_source(&src, resolved, &opts).await.unwrap();
+    assert!(image.filtered);
+    assert_eq!(image.children.len(), 1);
+    assert_eq!(image.children[0].digest(), arm.digest());
+}
+
+#[tokio::test]
+async fn check_targets_sorts_up_to_date_from_pending_and_keeps_moved_tags() {
+    let (a, b) = registries();
+    let m = image(&a, "app", "v1", 17, 1);
+    let old = image(&b, "moved", "v1", 18, 1);
+    b.put_manifest("same", Some("v1"), &m);
+    let targets = [
+        target(&b, "same", &["v1"]),
+        target(&b, "new", &["v1"]),
+        target(&b, "moved", &["v1"]),
+    ];
+    let engine = Engine::default();
+    let e = engine
+        .check_targets(&targets, m.digest(), &CopyOptions::default())
+        .await
+        .err()
+        .expect("a moved tag stops an unforced copy");
+    assert!(matches!(e, super::CopyError::Conflict { .. }), "{e}");
+    let forced = CopyOptions {
+        force: true,
+        ..CopyOptions::default()
+    };
+    let checked = engine
+        .check_targets(&targets, m.digest(), &forced)
+        .await
+        .unwrap();
+    assert_eq!(checked.pending, [1, 2]);
+    assert_eq!(checked.reports[0].status, TargetStatus::UpToDate);
+    assert_eq!(
+        checked.reports[2].previous,
+        [("v1".to_string(), old.digest().clone())]
+    );
+}
+
+#[test]
+fn one_counts_type_counts_each_outcome_where_the_report_reads_it() {
+    use super::{BlobOutcome, TransferCounts};
+    let mut c = TransferCounts::default();
+    c.blob(BlobOutcome::Copied, 10);
+    c.blob(BlobOutcome::WouldCopy, 1);
+    c.blob(BlobOutcome::Mounted, 20);
+    c.blob(BlobOutcome::Skipped, 30);
+    c.blob(BlobOutcome::Skipped, u64::MAX);
+    assert_eq!((c.blobs_copied, c.bytes_copied), (2, 11));
+    assert_eq!((c.blobs_mounted, c.bytes_mounted), (1, 20));
+    assert_eq!(
+        (c.blobs_skipped, c.bytes_skipped),
+        (2, u64::MAX),
+        "saturating"
+    );
+    let json = serde_json::to_value(super::TargetReport {
+        counts: c,
+        ..super::TargetReport::new("r/x".into(), vec![], crate::digest::Digest::sha256_of(b""))
+    })
+    .unwrap();
+    assert_eq!(json["blobs_copied"], 2, "flattened into the report: {json}");
 }

@@ -1,5 +1,6 @@
-//! One blob transfer per (target registry, repository, digest) in the whole process, and the
-//! memory of where blobs are, which lets later copies mount instead of upload.
+//! Phase 4 of a copy, transfer: every blob of the image to every pending target. One blob
+//! transfer per (target registry, repository, digest) in the whole process, and the memory of
+//! where blobs are, which lets later copies mount instead of upload.
 //!
 //! A blob bound for several targets is one [`BlobGroup`]; a target whose (registry,
 //! repository, digest) is already being transferred by another copy — another image sharing a
@@ -10,13 +11,14 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Instant;
 
-use futures_util::FutureExt;
 use futures_util::future::{BoxFuture, Shared, join_all};
+use futures_util::stream::FuturesUnordered;
+use futures_util::{FutureExt, StreamExt};
 
 use super::blob::{BlobGroup, Branch};
 use super::{
     BlobOutcome, CopyError, CopyOptions, Engine, FRESH_TTL, FreshProbe, MAX_FRESH, MAX_LOCATIONS,
-    SharedTransfer, Source, Target, TransferKey,
+    SharedTransfer, Source, SourceImage, Target, TransferCounts, TransferKey,
 };
 use crate::digest::Digest;
 use crate::manifest::Descriptor;
@@ -25,6 +27,65 @@ use crate::manifest::Descriptor;
 type SharedGroup = Shared<BoxFuture<'static, Arc<Vec<Result<BlobOutcome, Arc<CopyError>>>>>>;
 
 impl Engine {
+    /// Phase 4: every blob of `image` to every one of `targets`, each blob read from the source
+    /// once for all of them ([`super::blob`]), counted into `counts` (one per target). Returns,
+    /// per target, its first failure: a target whose blobs failed gets no manifest, and the
+    /// others carry on.
+    pub(super) async fn transfer(
+        &self,
+        source: &Source,
+        targets: &[&Target],
+        image: &SourceImage,
+        opts: &CopyOptions,
+        counts: &mut [TransferCounts],
+    ) -> Vec<Option<CopyError>> {
+        let names: Vec<String> = targets.iter().map(|t| t.display()).collect();
+        let total = image
+            .blobs
+            .iter()
+            .fold(0u64, |n, d| n.saturating_add(d.size));
+        for n in &names {
+            opts.progress.target_started(n, image.blobs.len(), total);
+        }
+        let fresh: Vec<bool> = if opts.dry_run || image.blobs.is_empty() {
+            vec![false; targets.len()]
+        } else {
+            join_all(targets.iter().map(|t| self.target_is_fresh(t))).await
+        };
+        let fresh = &fresh;
+        // Every blob is polled at once; the engine's blob permits bound the transfers.
+        let mut transfers: FuturesUnordered<_> = image
+            .blobs
+            .iter()
+            .map(|d| async move {
+                let outcomes = self.transfer_blob(source, targets, fresh, d, opts).await;
+                (d, outcomes)
+            })
+            .collect();
+        let mut failures: Vec<Option<CopyError>> = targets.iter().map(|_| None).collect();
+        while let Some((d, outcomes)) = transfers.next().await {
+            for (k, r) in outcomes.into_iter().enumerate() {
+                match r {
+                    Ok(outcome) => {
+                        counts[k].blob(outcome, d.size);
+                        crate::metrics::record_blob(outcome, d.size);
+                        opts.progress
+                            .blob_done(&names[k], &d.digest, d.size, outcome);
+                    }
+                    Err(e) => {
+                        failures[k].get_or_insert(e);
+                    }
+                }
+            }
+            // Every target failed: the other transfers would be for nothing. Dropping them
+            // releases their permits.
+            if failures.iter().all(Option::is_some) {
+                break;
+            }
+        }
+        failures
+    }
+
     /// Gets blob `d` into every one of `targets` (`fresh[k]`: target `k`'s repository had no
     /// tags), sharing each target's transfer with any concurrent copy of the same blob into the
     /// same repository. One outcome per target, in order.

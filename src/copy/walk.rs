@@ -169,41 +169,52 @@ pub async fn walk(
                 max: MAX_MANIFESTS,
             });
         }
-        for d in &next_descs {
-            if !media_type::is_manifest(&d.media_type) {
-                return Err(CopyError::UnsupportedChild {
-                    digest: d.digest.clone(),
-                    media_type: d.media_type.clone(),
-                });
-            }
-        }
-        let fetches: Vec<_> = next_descs
-            .into_iter()
-            .map(|d| {
-                let source = source.clone();
-                async move {
-                    let m = source
-                        .manifest_get(repo, &d.digest.to_string())
-                        .await
-                        .map_err(|e| CopyError::source(repo, e))?;
-                    if m.size() != d.size {
-                        return Err(CopyError::SizeLies {
-                            digest: d.digest.clone(),
-                            declared: d.size,
-                            actual: m.size(),
-                        });
-                    }
-                    Ok::<_, CopyError>((m, d.platform.clone()))
-                }
-            })
-            .collect();
-        level = stream::iter(fetches)
-            .buffered(FETCH_CONCURRENCY)
-            .try_collect()
-            .await?;
+        level = fetch_level(source, repo, next_descs).await?;
     }
     for lvl in levels.into_iter().rev() {
         out.children.extend(lvl);
     }
     Ok(out)
+}
+
+/// Fetches the manifests `descs` of one level of the tree (a few at a time), each checked to be
+/// a manifest of the size its descriptor declares.
+async fn fetch_level(
+    source: &Arc<dyn Transport>,
+    repo: &str,
+    descs: Vec<Descriptor>,
+) -> Result<Vec<(Manifest, Option<Platform>)>, CopyError> {
+    if let Some(d) = descs
+        .iter()
+        .find(|d| !media_type::is_manifest(&d.media_type))
+    {
+        return Err(CopyError::UnsupportedChild {
+            digest: d.digest.clone(),
+            media_type: d.media_type.clone(),
+        });
+    }
+    let fetches: Vec<_> = descs
+        .into_iter()
+        .map(|d| {
+            let source = source.clone();
+            async move {
+                let m = source
+                    .manifest_get(repo, &d.digest.to_string())
+                    .await
+                    .map_err(|e| CopyError::source(repo, e))?;
+                if m.size() != d.size {
+                    return Err(CopyError::SizeLies {
+                        digest: d.digest.clone(),
+                        declared: d.size,
+                        actual: m.size(),
+                    });
+                }
+                Ok::<_, CopyError>((m, d.platform.clone()))
+            }
+        })
+        .collect();
+    stream::iter(fetches)
+        .buffered(FETCH_CONCURRENCY)
+        .try_collect()
+        .await
 }

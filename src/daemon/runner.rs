@@ -259,7 +259,7 @@ async fn copy_one(
             for (t, &i) in r.targets.iter().zip(&reached) {
                 let out = &mut outs[i];
                 out.digest = Some(t.digest.to_string());
-                out.bytes_copied = t.bytes_copied;
+                out.bytes_copied = t.counts.bytes_copied;
                 out.state = match &t.status {
                     TargetStatus::Copied => "copied".into(),
                     TargetStatus::UpToDate => "up_to_date".into(),
