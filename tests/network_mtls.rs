@@ -8,21 +8,17 @@
 mod support;
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Output;
 
 use support::pki::{Pair, TestCa, stray_key};
 use support::{Format, ImageSpec, TestRegistry};
 
 fn crossdock(args: &[&str], envs: &[(&str, &str)]) -> Output {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_crossdock"));
-    c.args(args)
-        .env_remove("RUST_LOG")
-        .env_remove("CROSSDOCK_CERTS_D")
-        .env("DOCKER_CONFIG", "/nonexistent-crossdock-test");
+    let mut c = support::cli::command(args);
     for (k, v) in envs {
         c.env(k, v);
     }
-    c.output().expect("run crossdock")
+    support::cli::run(c, None, support::cli::RUN_LIMIT).output
 }
 
 fn all_output(out: &Output) -> String {

@@ -12,7 +12,7 @@ mod support;
 use std::path::Path;
 
 use base64::Engine as _;
-use std::process::{Command, Output};
+use std::process::Output;
 
 use crossdock::registry::http::{HttpOptions, HttpRegistry, ProxySetting};
 use crossdock::registry::retry::RetryPolicy;
@@ -26,27 +26,11 @@ const PROXY_PASSWORD: &str = "proxy-pw-Zr8qL3";
 
 /// Runs crossdock with no proxy variables but those in `envs`.
 fn crossdock(args: &[&str], envs: &[(&str, &str)]) -> Output {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_crossdock"));
-    c.args(args)
-        .env_remove("RUST_LOG")
-        .env("DOCKER_CONFIG", "/nonexistent-crossdock-test");
-    for v in [
-        "HTTPS_PROXY",
-        "https_proxy",
-        "HTTP_PROXY",
-        "http_proxy",
-        "ALL_PROXY",
-        "all_proxy",
-        "NO_PROXY",
-        "no_proxy",
-        "CROSSDOCK_CERTS_D",
-    ] {
-        c.env_remove(v);
-    }
+    let mut c = support::cli::command(args);
     for (k, v) in envs {
         c.env(k, v);
     }
-    c.output().expect("run crossdock")
+    support::cli::run(c, None, support::cli::RUN_LIMIT).output
 }
 
 fn all_output(out: &Output) -> String {

@@ -2,14 +2,13 @@
 //! between real registries, the page loaded by headless Chromium (Debian's `chromium`), and the
 //! rendered document read back — rule names, a success, a failure with its error.
 
-mod daemon_harness;
 mod support;
 
 use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-use daemon_harness::{Daemon, free_port, write_config};
+use support::daemon::{Daemon, free_port, write_config};
 use support::{Format, ImageSpec, TestRegistry};
 
 /// Headless Chromium's rendering of `url` (`--dump-dom`: the DOM after parsing, as a browser

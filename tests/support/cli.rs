@@ -2,7 +2,8 @@
 //!
 //! Its environment is cleaned the same way for every test: no `RUST_LOG`, no `CROSSDOCK_…`
 //! variable of any kind (configuration overrides, shard, credentials, Docker config path, log
-//! level), no `JOB_COMPLETION_INDEX`, and `DOCKER_CONFIG` pointing nowhere, so that nothing
+//! level, certificate folders), no proxy variable, no `JOB_COMPLETION_INDEX`, and `DOCKER_CONFIG`
+//! pointing nowhere, so that nothing
 //! from the machine running the tests changes what crossdock does; a test states what it gives
 //! it with [`Command::env`]. (Eight copies of this launcher had drifted apart: some removed the
 //! credentials variables, some the shard ones, some neither.)
@@ -29,11 +30,26 @@ pub fn command(args: &[&str]) -> Command {
             c.env_remove(name);
         }
     }
+    for name in PROXY_VARIABLES {
+        c.env_remove(name);
+    }
     c.env_remove("RUST_LOG")
         .env_remove("JOB_COMPLETION_INDEX")
         .env("DOCKER_CONFIG", "/nonexistent-crossdock-test");
     c
 }
+
+/// The proxy variables crossdock honours, in both cases.
+const PROXY_VARIABLES: [&str; 8] = [
+    "HTTPS_PROXY",
+    "https_proxy",
+    "HTTP_PROXY",
+    "http_proxy",
+    "ALL_PROXY",
+    "all_proxy",
+    "NO_PROXY",
+    "no_proxy",
+];
 
 /// Runs crossdock to completion (within [`RUN_LIMIT`]).
 pub fn crossdock(args: &[&str]) -> Output {
