@@ -308,6 +308,11 @@ async fn unsigned_wrong_key_tampered_and_other_image_are_refused() {
         "is not signed",
     );
     let _ = unsigned;
+    let metrics = crate::metrics::global().render();
+    assert!(
+        metrics.contains("crossdock_images_refused_total{reason=\"unsigned\"} "),
+        "{metrics}"
+    );
 
     let d = push_image(&t, "wrong-key", "b").await;
     let other = TestKey::ed25519(9);
