@@ -128,7 +128,7 @@ impl Policy {
             }
             Err(e) => {
                 crate::metrics::record_refused(e.reason());
-                tracing::warn!(image = %source, reason = e.reason(), error = %e, "image refused");
+                tracing::debug!(image = %source, reason = e.reason(), error = %e, "image refused");
             }
         }
         r
