@@ -2,7 +2,10 @@
 //! in the real registry's storage (distribution's filesystem layout), is re-read and every
 //! damaged object is named.
 
+mod daemon_harness;
 mod support;
+
+use std::time::Duration;
 
 use crossdock::audit::Sample;
 use crossdock::digest::Digest;
@@ -123,4 +126,37 @@ async fn verify_config_checks_every_rule_target() {
         stdout.contains("2 image(s) checked, 1 intact, 1 failed"),
         "{stdout}"
     );
+}
+
+#[tokio::test]
+async fn the_daemon_audits_a_rule_on_its_schedule_and_counts_what_it_finds() {
+    let (a, b) = (TestRegistry::start(), TestRegistry::start());
+    let image = ImageSpec::single(Format::Oci, "linux/amd64")
+        .seed(4)
+        .build();
+    a.client().push_image("app", "1.0", &image).await;
+    let dir = tempfile::tempdir().unwrap();
+    let port = daemon_harness::free_port();
+    let cfg = daemon_harness::write_config(
+        dir.path(),
+        &format!(
+            "[server]\nlisten = \"127.0.0.1:{port}\"\n[[rules]]\nname = \"app\"\n\
+             source = \"{a}/app\"\ntarget = \"{b}/m/app\"\ntags = [\"1.0\"]\n\
+             schedule = \"@every 1h\"\naudit = \"@every 1s\"\n",
+            a = a.host(),
+            b = b.host()
+        ),
+    );
+    let layer = image.images[0].layer_digests[0].clone();
+    let d = daemon_harness::Daemon::start(&cfg, port, dir.path());
+    let corrupt = "crossdock_audited_objects_total{rule=\"app\",result=\"corrupt\"}";
+    let intact = "crossdock_audited_objects_total{rule=\"app\",result=\"intact\"}";
+    d.wait_for(Duration::from_secs(30), "an intact audit", |d| {
+        daemon_harness::metric(&d.metrics(), intact) >= 3.0
+    });
+    flip_byte(&b.blob_data_path(&layer), 0);
+    d.wait_for(Duration::from_secs(30), "the corrupt layer found", |d| {
+        daemon_harness::metric(&d.metrics(), corrupt) >= 1.0
+    });
+    assert!(d.log().contains(&layer), "{}", d.log());
 }
