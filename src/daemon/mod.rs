@@ -94,7 +94,14 @@ pub fn record(state: &DaemonState, run: &RuleRun, started: chrono::DateTime<Utc>
         run.seconds,
         finished.timestamp(),
     );
-    for s in ["copied", "up_to_date", "failed", "kept", "skipped", "refused"] {
+    for s in [
+        "copied",
+        "up_to_date",
+        "failed",
+        "kept",
+        "skipped",
+        "refused",
+    ] {
         crate::metrics::record_rule_images(&run.rule, s, run.count(s));
     }
     let summary = RunSummary {
