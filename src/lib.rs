@@ -4,8 +4,11 @@
 //! [`manifest`]); the transport ([`registry`]: a trait for "a place images live" and its
 //! backends); the copy engine ([`copy`]) that uses only the trait; and on top the configuration
 //! ([`config`], [`rules`], [`indexes`]), scheduling ([`schedule`]), serving ([`server`],
-//! [`metrics`]) and the command line ([`cli`]).
+//! [`metrics`]) and the command line ([`cli`]). Beside the copy: [`trust`] (the signature
+//! policy checked before an image is copied) and [`audit`] (re-reading a mirror to prove it
+//! intact).
 
+pub mod audit;
 pub mod cli;
 pub mod config;
 pub mod copy;
@@ -19,3 +22,4 @@ pub mod registry;
 pub mod rules;
 pub mod schedule;
 pub mod server;
+pub mod trust;

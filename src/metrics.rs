@@ -62,6 +62,22 @@ pub struct NotificationLabels {
     pub result: String,
 }
 
+/// Labels for images refused by the signature policy.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabels {
+    /// `unsigned`, `invalid_signature` or `lookup_failed` (see `trust::Refusal::reason`).
+    pub reason: String,
+}
+
+/// Labels for audit results.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct AuditLabels {
+    /// Rule name.
+    pub rule: String,
+    /// `intact`, `corrupt` or `missing`.
+    pub result: String,
+}
+
 /// The process-wide metrics.
 pub struct Metrics {
     /// Rule runs by rule and result.
@@ -90,6 +106,10 @@ pub struct Metrics {
     pub rule_interval: Family<RuleLabels, Gauge>,
     /// Unix time at which this process started.
     pub start_time: Gauge,
+    /// Images the signature policy refused, by reason.
+    pub images_refused: Family<ReasonLabels, Counter>,
+    /// Objects (manifests and blobs) audited at targets, by rule and result.
+    pub audited: Family<AuditLabels, Counter>,
 }
 
 impl Metrics {
@@ -124,6 +144,19 @@ impl Metrics {
             "images_pushed",
             "Images (top-level manifests) written to a target",
             images.clone(),
+        );
+        let images_refused = Family::<ReasonLabels, Counter>::default();
+        registry.register(
+            "images_refused",
+            "Images not copied because no signature by a trusted key covers them, by reason",
+            images_refused.clone(),
+        );
+        let audited = Family::<AuditLabels, Counter>::default();
+        registry.register(
+            "audited_objects",
+            "Manifests and blobs re-read at targets by audits, by rule and result \
+             (intact, corrupt, missing)",
+            audited.clone(),
         );
         let runs = Family::<RunLabels, Counter>::default();
         registry.register(
@@ -185,6 +218,8 @@ impl Metrics {
             requests,
             ratelimit_remaining,
             notifications,
+            images_refused,
+            audited,
         }
     }
 
@@ -332,6 +367,29 @@ pub fn record_notifications(result: &str, n: u64) {
         global()
             .notifications
             .get_or_create(&NotificationLabels {
+                result: result.to_string(),
+            })
+            .inc_by(n);
+    }
+}
+
+/// Counts one image refused by the signature policy.
+pub fn record_refused(reason: &str) {
+    global()
+        .images_refused
+        .get_or_create(&ReasonLabels {
+            reason: reason.to_string(),
+        })
+        .inc();
+}
+
+/// Counts `n` objects audited by `rule` with `result`.
+pub fn record_audited(rule: &str, result: &str, n: u64) {
+    if n > 0 {
+        global()
+            .audited
+            .get_or_create(&AuditLabels {
+                rule: rule.to_string(),
                 result: result.to_string(),
             })
             .inc_by(n);

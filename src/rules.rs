@@ -313,6 +313,10 @@ pub struct RulePlan {
     pub timeout: Duration,
     /// Backup tag template: before a tag moves off another image, that image is tagged with it.
     pub backup_tag: Option<String>,
+    /// Signature policy: copy only images signed with one of these keys (`verify_keys`).
+    pub verify: Option<std::sync::Arc<crate::trust::Policy>>,
+    /// When to audit the rule's targets (`audit`), if ever.
+    pub audit: Option<Schedule>,
 }
 
 impl RulePlan {
@@ -575,6 +579,8 @@ mod tests {
             platforms: vec![],
             referrers: true,
             backup_tag: None,
+            verify: None,
+            audit: None,
             on_conflict: OnConflict::Keep,
             schedule: Schedule::Every(Duration::from_secs(60)),
             timeout: Duration::from_secs(60),

@@ -49,6 +49,10 @@ pub struct ImportArgs {
     /// Blob transfers at once.
     #[arg(long, default_value_t = 6, value_name = "N")]
     pub concurrency: usize,
+    /// Copy only if a cosign signature of the source's digest verifies with this PEM public
+    /// key (repeatable: any one key suffices).
+    #[arg(long = "verify-key", value_name = "FILE")]
+    pub verify_keys: Vec<std::path::PathBuf>,
     /// Registry connection options.
     #[command(flatten)]
     pub registry: RegistryFlags,
@@ -116,6 +120,15 @@ pub async fn run(args: ImportArgs) -> anyhow::Result<u8> {
             return Ok(EXIT_USAGE);
         }
     };
+    let policy = match crate::trust::Policy::load(&args.verify_keys) {
+        Ok(p) => p,
+        Err(errors) => {
+            for e in errors {
+                eprintln!("error: --verify-key {e}");
+            }
+            return Ok(EXIT_USAGE);
+        }
+    };
     let target_registries: Vec<&str> = plan.targets.iter().map(|(r, _)| r.registry()).collect();
     let connector = args
         .registry
@@ -123,6 +136,20 @@ pub async fn run(args: ImportArgs) -> anyhow::Result<u8> {
     let source = Source {
         transport: connector.get(plan.source.registry())?,
         reference: plan.source.clone(),
+    };
+    // Signature policy (issue 17): the copy reads only the digest whose signature verified.
+    let source = match &policy {
+        None => source,
+        Some(p) => match p.admit(&*source.transport, &source.reference).await {
+            Ok((pinned, _)) => Source {
+                reference: pinned,
+                ..source
+            },
+            Err(refusal) => {
+                print_refusal(&plan.source, &refusal, args.json);
+                return Ok(EXIT_FAILURE);
+            }
+        },
     };
     let targets = plan
         .targets
@@ -159,6 +186,18 @@ pub async fn run(args: ImportArgs) -> anyhow::Result<u8> {
         print_summary(&report);
     }
     Ok(if report.ok() { 0 } else { EXIT_FAILURE })
+}
+
+fn print_refusal(source: &Reference, refusal: &crate::trust::Refusal, json: bool) {
+    if json {
+        let v = serde_json::json!({
+            "source": source.to_string(),
+            "refused": {"reason": refusal.reason(), "error": refusal.to_string()},
+        });
+        println!("{v:#}");
+    } else {
+        eprintln!("refused ({}): {refusal}; nothing copied", refusal.reason());
+    }
 }
 
 fn print_summary(r: &CopyReport) {

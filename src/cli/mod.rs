@@ -11,6 +11,7 @@ mod inspect;
 mod login;
 mod ls;
 mod progress;
+mod verify;
 
 use std::path::PathBuf;
 
@@ -156,6 +157,8 @@ pub enum Command {
     Login(login::LoginArgs),
     /// Remove stored credentials for a registry.
     Logout(login::LogoutArgs),
+    /// Re-read images at a mirror and check every digest and size (exit 1 if any is bad).
+    Verify(verify::VerifyArgs),
 }
 
 impl Cli {
@@ -182,6 +185,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<u8> {
         Command::Ls(a) => ls::run(a).await,
         Command::Login(a) => login::login(a).await,
         Command::Logout(a) => login::logout(a),
+        Command::Verify(a) => verify::run(a).await,
     }
 }
 

@@ -21,7 +21,7 @@
 //! `password_env`.
 //!
 //! Relative paths in the file (`password_file`, `docker_config`, `ca_file`, `client_cert`,
-//! `client_key`) are relative to the file's folder.
+//! `client_key`, `verify_keys`) are relative to the file's folder.
 
 mod credentials;
 mod document;
@@ -32,6 +32,7 @@ mod notifications;
 mod plan;
 pub mod raw;
 mod shard;
+mod trust;
 mod validate;
 
 use std::collections::BTreeMap;

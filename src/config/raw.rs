@@ -284,6 +284,10 @@ pub struct RawRule {
     pub timeout: Option<String>,
     /// Backup tag template used before moving a tag.
     pub backup_tag: Option<String>,
+    /// Public key files (relative to the configuration file): copy only images signed with one.
+    pub verify_keys: Option<Vec<String>>,
+    /// When to re-read this rule's targets and check every digest (cron or `@every`).
+    pub audit: Option<String>,
 }
 
 /// `[[indexes]]`: an index kept composed from per-platform tags.

@@ -476,6 +476,8 @@ fn rule(
             Some(_) => backup_tag(raw.backup_tag.as_ref(), &path.key("backup_tag"), problems),
             None => defaults.backup_tag.clone(),
         },
+        verify: None,
+        audit: None,
     })
 }
 
@@ -610,7 +612,8 @@ pub(crate) fn validate(
         None => {}
         Some(list) => {
             for (i, r) in list.iter().enumerate() {
-                if let Some(plan) = rule(i, r, &defaults, &mut names, problems) {
+                if let Some(mut plan) = rule(i, r, &defaults, &mut names, problems) {
+                    super::trust::apply(&mut plan, i, r, base, problems);
                     rules.push(plan);
                 }
             }

@@ -94,7 +94,14 @@ pub fn record(state: &DaemonState, run: &RuleRun, started: chrono::DateTime<Utc>
         run.seconds,
         finished.timestamp(),
     );
-    for s in ["copied", "up_to_date", "failed", "kept", "skipped"] {
+    for s in [
+        "copied",
+        "up_to_date",
+        "failed",
+        "kept",
+        "skipped",
+        "refused",
+    ] {
         crate::metrics::record_rule_images(&run.rule, s, run.count(s));
     }
     let summary = RunSummary {
@@ -288,6 +295,18 @@ fn start_generation(
         .configure(plan.server.notifications_token.clone(), rules.clone());
     let stop = CancellationToken::new();
     for rule in rules {
+        // Audits (issue 17): a rule with `audit = "CRON"` re-reads its targets on that schedule.
+        if let Rule::Mirror(r) = &rule
+            && let Some(s) = &r.audit
+        {
+            let audit = crate::audit::rule::audit_loop(
+                r.clone(),
+                s.clone(),
+                ctx.connector.clone(),
+                stop.clone(),
+            );
+            tasks.spawn(audit);
+        }
         let queue = shared.events.queue(rule.name());
         tasks.spawn(rule_loop(RuleTask {
             rule,

@@ -61,7 +61,8 @@ pub struct ImageOutcome {
     /// Target reference.
     pub target: String,
     /// `copied`, `up_to_date`, `kept` (target tag differs and the rule keeps it), `dry_run`,
-    /// `skipped` (rate-limit reserve reached) or `failed`.
+    /// `skipped` (rate-limit reserve reached), `refused` (no valid signature, see
+    /// [`crate::trust`]) or `failed`.
     pub state: String,
     /// The digest written (or that would be).
     pub digest: Option<String>,
@@ -116,7 +117,12 @@ pub async fn run_rule(rule: &RulePlan, ctx: &RunContext, dry_run: bool) -> RuleR
             humantime::format_duration(rule.timeout)
         ));
         RunResult::Timeout
-    } else if run.errors.is_empty() && run.images.iter().all(|i| i.state != "failed") {
+    } else if run.errors.is_empty()
+        && run
+            .images
+            .iter()
+            .all(|i| i.state != "failed" && i.state != "refused")
+    {
         RunResult::Ok
     } else {
         RunResult::Failed
@@ -182,7 +188,8 @@ async fn run_inner(
             };
             let images = images.clone();
             async move {
-                let outcomes = copy_one(ctx, &src, &tgts, &opts).await;
+                let verify = rule.verify.as_deref();
+                let outcomes = copy_one(ctx, &src, &tgts, &opts, verify).await;
                 images.lock().expect("images lock").extend(outcomes);
             }
         })
@@ -198,6 +205,7 @@ async fn copy_one(
     src: &Reference,
     tgts: &[Reference],
     opts: &CopyOptions,
+    verify: Option<&crate::trust::Policy>,
 ) -> Vec<ImageOutcome> {
     let mut outs: Vec<ImageOutcome> = tgts
         .iter()
@@ -235,6 +243,21 @@ async fn copy_one(
         fail_all(&mut outs, "skipped", e);
         return outs;
     }
+    // Signature policy (issue 17): only the digest whose signature verified is copied.
+    let pinned;
+    let src = match verify {
+        None => src,
+        Some(policy) => match policy.admit(&*s, src).await {
+            Ok((p, _)) => {
+                pinned = p;
+                &pinned
+            }
+            Err(refusal) => {
+                fail_all(&mut outs, "refused", refusal.to_string());
+                return outs;
+            }
+        },
+    };
     let mut targets = Vec::new();
     let mut reached = Vec::new();
     for (i, tgt) in tgts.iter().enumerate() {
@@ -276,7 +299,14 @@ async fn copy_one(
         // engine stops before writing any, so each target is retried on its own.
         Err(CopyError::Conflict { .. }) if !opts.force && targets.len() > 1 => {
             for &i in &reached {
-                let one = Box::pin(copy_one(ctx, src, std::slice::from_ref(&tgts[i]), opts)).await;
+                let one = Box::pin(copy_one(
+                    ctx,
+                    src,
+                    std::slice::from_ref(&tgts[i]),
+                    opts,
+                    None,
+                ))
+                .await;
                 outs[i] = one.into_iter().next().expect("one outcome per target");
             }
         }
@@ -299,7 +329,7 @@ async fn copy_one(
 /// A short one-line account of a run, for logs and `sync` output.
 pub fn summary_line(run: &RuleRun) -> String {
     format!(
-        "rule {}: {} in {:.1}s — {} copied, {} up to date, {} kept, {} failed{}",
+        "rule {}: {} in {:.1}s — {} copied, {} up to date, {} kept, {} failed{}{}",
         run.rule,
         run.result.as_str(),
         run.seconds,
@@ -309,6 +339,11 @@ pub fn summary_line(run: &RuleRun) -> String {
         run.count("failed"),
         if run.count("skipped") > 0 {
             format!(", {} skipped (rate limit reserve)", run.count("skipped"))
+        } else {
+            String::new()
+        },
+        if run.count("refused") > 0 {
+            format!(", {} refused (no valid signature)", run.count("refused"))
         } else {
             String::new()
         }
