@@ -2,7 +2,6 @@
 //! in the real registry's storage (distribution's filesystem layout), is re-read and every
 //! damaged object is named.
 
-mod daemon_harness;
 mod support;
 
 use std::time::Duration;
@@ -136,8 +135,8 @@ async fn the_daemon_audits_a_rule_on_its_schedule_and_counts_what_it_finds() {
         .build();
     a.client().push_image("app", "1.0", &image).await;
     let dir = tempfile::tempdir().unwrap();
-    let port = daemon_harness::free_port();
-    let cfg = daemon_harness::write_config(
+    let port = support::daemon::free_port();
+    let cfg = support::daemon::write_config(
         dir.path(),
         &format!(
             "[server]\nlisten = \"127.0.0.1:{port}\"\n[[rules]]\nname = \"app\"\n\
@@ -148,15 +147,15 @@ async fn the_daemon_audits_a_rule_on_its_schedule_and_counts_what_it_finds() {
         ),
     );
     let layer = image.images[0].layer_digests[0].clone();
-    let d = daemon_harness::Daemon::start(&cfg, port, dir.path());
+    let d = support::daemon::Daemon::start(&cfg, port, dir.path());
     let corrupt = "crossdock_audited_objects_total{rule=\"app\",result=\"corrupt\"}";
     let intact = "crossdock_audited_objects_total{rule=\"app\",result=\"intact\"}";
     d.wait_for(Duration::from_secs(30), "an intact audit", |d| {
-        daemon_harness::metric(&d.metrics(), intact) >= 3.0
+        support::daemon::metric(&d.metrics(), intact) >= 3.0
     });
     flip_byte(&b.blob_data_path(&layer), 0);
     d.wait_for(Duration::from_secs(30), "the corrupt layer found", |d| {
-        daemon_harness::metric(&d.metrics(), corrupt) >= 1.0
+        support::daemon::metric(&d.metrics(), corrupt) >= 1.0
     });
     assert!(d.log().contains(&layer), "{}", d.log());
 }
