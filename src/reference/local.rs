@@ -39,6 +39,22 @@ impl fmt::Display for ArchiveKind {
     }
 }
 
+impl Reference {
+    /// The image name this reference gives an image (`registry/repository`, as in `RepoTags`):
+    /// a registry reference's, a named `docker-archive:`'s; `None` for folders and archives
+    /// that name none.
+    pub fn image_name(&self) -> Option<String> {
+        match self.archive() {
+            Some((ArchiveKind::Docker, _)) if !self.repository.is_empty() => {
+                Some(self.repository.clone())
+            }
+            Some(_) => None,
+            None if self.layout_path().is_some() => None,
+            None => Some(self.full_name()),
+        }
+    }
+}
+
 /// `oci:PATH[:TAG][@DIGEST]`, `rest` being what follows `oci:`. The digest is after the last
 /// `@` when no `/` follows it; the tag is after the last `:` that follows the last `/`. A path
 /// whose last component holds `:` or `@` is written with a trailing `/` (`oci:/d/a:b/:tag`).

@@ -387,10 +387,10 @@ impl Reference {
     }
 
     /// The same reference with another repository: for a `docker-archive:`, whose repository is
-    /// the name of its image (`registry/repository` of `name`).
-    pub fn with_image_name(&self, name: &Reference) -> Self {
+    /// the name of its image (`registry/repository`, see [`Reference::image_name`]).
+    pub fn with_image_name(&self, name: &str) -> Self {
         Reference {
-            repository: name.full_name(),
+            repository: name.to_string(),
             ..self.clone()
         }
     }

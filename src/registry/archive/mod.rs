@@ -168,9 +168,8 @@ impl ArchiveError {
     /// As a transport error of `operation` on the archive `name` (`oci-archive:/path`). The
     /// message is this error's, which names the path; the URL field names the transport.
     pub fn into_registry(self, operation: &'static str, name: &str) -> RegistryError {
-        RegistryError::new(self.kind(), operation, name)
-            .with_message(self.to_string())
-            .with_source(self)
+        // The message only: as a source too, cause-chain printers would say it twice.
+        RegistryError::new(self.kind(), operation, name).with_message(self.to_string())
     }
 }
 
