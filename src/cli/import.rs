@@ -6,7 +6,7 @@ use clap::Args;
 use super::progress::{self, human_bytes};
 use super::{EXIT_FAILURE, EXIT_USAGE, RegistryFlags};
 use crate::copy::{CopyOptions, CopyReport, Engine, EngineOptions, Source, Target, TargetStatus};
-use crate::manifest::Platform;
+use crate::manifest::{ManifestView, Platform};
 use crate::reference::{ArchiveKind, Reference};
 use crate::registry::Transport;
 
@@ -172,6 +172,10 @@ pub async fn run(args: ImportArgs) -> anyhow::Result<u8> {
             })
         })
         .collect::<anyhow::Result<Vec<_>>>()?;
+    if let Err(e) = check_one_platform(&plan, &source).await {
+        eprintln!("error: {e:#}");
+        return Ok(EXIT_USAGE);
+    }
     let bars = progress::for_terminal(!args.json);
     let opts = CopyOptions {
         platforms: plan.platforms.clone(),
@@ -219,6 +223,47 @@ fn print_refusal(source: &Reference, refusal: &crate::trust::Refusal, json: bool
     } else {
         eprintln!("refused ({}): {refusal}; nothing copied", refusal.reason());
     }
+}
+
+/// A docker archive holds one platform: with a multi-platform source and no `--platform`,
+/// says so before anything is copied (the archive would refuse the index only at the end).
+async fn check_one_platform(plan: &Plan, source: &Source) -> anyhow::Result<()> {
+    let Some((target, _)) = plan
+        .targets
+        .iter()
+        .find(|(r, _)| matches!(r.archive(), Some((ArchiveKind::Docker, _))))
+    else {
+        return Ok(());
+    };
+    if !plan.platforms.is_empty() {
+        return Ok(());
+    }
+    let r = &source.reference;
+    let m = source
+        .transport
+        .manifest_get(r.repository(), &r.manifest_reference())
+        .await
+        .with_context(|| format!("reading {r}"))?;
+    let ManifestView::Index(index) = m.view() else {
+        return Ok(());
+    };
+    let platforms: Vec<String> = index
+        .manifests
+        .iter()
+        .filter_map(|d| d.platform.as_ref())
+        .filter(|p| p.os != "unknown")
+        .map(ToString::to_string)
+        .collect();
+    if platforms.len() > 1 {
+        bail!(
+            "{target} holds one platform and {r} has {}: {}; choose one with --platform \
+             (e.g. --platform {})",
+            platforms.len(),
+            platforms.join(", "),
+            platforms[0]
+        );
+    }
+    Ok(())
 }
 
 /// Writes out the archive targets the copy reached (an archive is one file, written whole
