@@ -514,3 +514,19 @@ async fn bad_archives_are_named_and_nothing_is_half_written() {
         &[path_str(&existing), "no image v2", "v1"],
     );
 }
+
+#[test]
+fn a_daemon_rule_cannot_target_an_archive() {
+    // An archive is written whole by one import; a rule runs again and again.
+    let text = "[[rules]]\nname = \"a\"\nsource = \"localhost:5000/x\"\n\
+                target = \"oci-archive:/srv/{name}.tar\"\ntags = [\"latest\"]\n";
+    let errs = crossdock::config::load_str(Path::new("crossdock.toml"), text, [])
+        .err()
+        .expect("refused");
+    let errs: Vec<String> = errs.iter().map(|e| e.to_string()).collect();
+    assert!(
+        errs.iter()
+            .any(|e| e.contains("rules[0].target") && e.contains("archive")),
+        "{errs:#?}"
+    );
+}
