@@ -16,7 +16,7 @@ fn blob_stream(bytes: &'static [u8]) -> crate::registry::ByteStream {
 
 /// A one-layer image: (config, layer, manifest).
 fn image() -> (&'static [u8], &'static [u8], Manifest) {
-    let config: &'static [u8] = br#"{"architecture":"amd64","os":"linux","rootfs":{"type":"layers","diff_ids":["sha256:6e340b9cffb37a989ca544e6bb780a2c78901d3fb33738768511a30617afa01d"]}}"#;
+    let config: &'static [u8] = br#"{"architecture":"amd64","os":"linux","rootfs":{"type":"layers","diff_ids":["sha256:dac1d7cfa95021764849fd102524e141488c5e3a90f861dbb5a12d9ac8584f85"]}}"#;
     let layer: &'static [u8] = b"layer";
     let m = serde_json::json!({
         "schemaVersion": 2,
@@ -179,4 +179,56 @@ async fn an_unfinished_or_failed_target_leaves_nothing() {
         0,
         "nothing written"
     );
+}
+
+/// A classic `docker save` tar holding two images.
+fn classic_with_two_images(path: &std::path::Path) {
+    let mut b = tar::Builder::new(std::fs::File::create(path).unwrap());
+    let mut add = |name: &str, data: &[u8]| {
+        let mut h = tar::Header::new_gnu();
+        h.set_size(data.len() as u64);
+        h.set_mode(0o644);
+        b.append_data(&mut h, name, data).unwrap();
+    };
+    let (config, layer, _) = image();
+    add("c1.json", config);
+    add("l1/layer.tar", layer);
+    let other = br#"{"os":"linux","rootfs":{"diff_ids":[]}}"#;
+    add("c2.json", other);
+    add(
+        "manifest.json",
+        br#"[{"Config":"c1.json","RepoTags":["app:v1"],"Layers":["l1/layer.tar"]},
+             {"Config":"c2.json","RepoTags":["quay.io/x/other:2"],"Layers":[]}]"#,
+    );
+    b.finish().unwrap();
+}
+
+#[tokio::test]
+async fn a_classic_docker_archive_is_read_by_name_and_unnamed_reads_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("two.tar");
+    classic_with_two_images(&path);
+    let s = ArchiveSource::new(ArchiveKind::Docker, &path);
+    // Names compare normalised: `app:v1` is docker.io/library/app:v1.
+    let m = s.manifest_get("docker.io/library/app", "v1").await.unwrap();
+    assert_eq!(m.media_type(), media_type::DOCKER_MANIFEST);
+    assert!(s.made_manifest(m.digest()), "made, and said so");
+    let body = s.blob_get("", &Digest::sha256_of(b"layer")).await.unwrap();
+    let bytes: Vec<Bytes> = body.stream.try_collect().await.unwrap();
+    assert_eq!(bytes.concat(), b"layer");
+    assert!(s.manifest_get("quay.io/x/other", "2").await.is_ok());
+    let e = s.manifest_get("", "latest").await.unwrap_err().to_string();
+    assert!(
+        e.contains("docker-archive:PATH:NAME:TAG")
+            && e.contains("docker.io/library/app:v1")
+            && e.contains("quay.io/x/other:2"),
+        "{e}"
+    );
+    let e = s
+        .manifest_get("docker.io/library/app", "v2")
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("holds no image docker.io/library/app:v2"), "{e}");
+    assert_eq!(s.tags("docker.io/library/app").await.unwrap(), vec!["v1"]);
 }
