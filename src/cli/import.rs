@@ -6,8 +6,9 @@ use clap::Args;
 use super::progress::{self, human_bytes};
 use super::{EXIT_FAILURE, EXIT_USAGE, RegistryFlags};
 use crate::copy::{CopyOptions, CopyReport, Engine, EngineOptions, Source, Target, TargetStatus};
-use crate::manifest::Platform;
-use crate::reference::Reference;
+use crate::manifest::{ManifestView, Platform};
+use crate::reference::{ArchiveKind, Reference};
+use crate::registry::Transport;
 
 /// Arguments of `import`.
 #[derive(Debug, Args)]
@@ -72,7 +73,13 @@ fn plan(args: &ImportArgs) -> anyhow::Result<Plan> {
         .with_default_tag();
     let mut targets = Vec::new();
     for (i, t) in args.targets.iter().enumerate() {
-        let r = Reference::parse(t).with_context(|| format!("target {t:?}"))?;
+        let mut r = Reference::parse(t).with_context(|| format!("target {t:?}"))?;
+        // A docker archive's image keeps the source's name unless given one (as docker save).
+        if let (Some((ArchiveKind::Docker, _)), "", Some(name)) =
+            (r.archive(), r.repository(), source.image_name())
+        {
+            r = r.with_image_name(&name);
+        }
         if r.digest().is_some() {
             bail!("target {t:?} names a digest; a target is a repository with an optional tag");
         }
@@ -130,9 +137,10 @@ pub async fn run(args: ImportArgs) -> anyhow::Result<u8> {
         }
     };
     let target_registries: Vec<&str> = plan.targets.iter().map(|(r, _)| r.registry()).collect();
-    let connector = args
+    let mut connector = args
         .registry
         .connector(Some(plan.source.registry()), &target_registries)?;
+    connector.set_archive_targets(target_registries.iter().copied(), args.force);
     let source = Source {
         transport: connector.get(plan.source.registry())?,
         reference: plan.source.clone(),
@@ -156,12 +164,18 @@ pub async fn run(args: ImportArgs) -> anyhow::Result<u8> {
         .iter()
         .map(|(r, tags)| {
             Ok(Target {
-                transport: connector.get(r.registry())?,
+                transport: connector
+                    .get(r.registry())
+                    .with_context(|| format!("target {r}"))?,
                 reference: r.clone(),
                 tags: tags.clone(),
             })
         })
         .collect::<anyhow::Result<Vec<_>>>()?;
+    if let Err(e) = check_one_platform(&plan, &source).await {
+        eprintln!("error: {e:#}");
+        return Ok(EXIT_USAGE);
+    }
     let bars = progress::for_terminal(!args.json);
     let opts = CopyOptions {
         platforms: plan.platforms.clone(),
@@ -179,11 +193,22 @@ pub async fn run(args: ImportArgs) -> anyhow::Result<u8> {
     });
     let result = engine.copy(&source, &targets, &opts).await;
     bars.finish();
-    let report = result.with_context(|| format!("importing {}", plan.source))?;
+    let mut report = result.with_context(|| format!("importing {}", plan.source))?;
+    finish_archives(&targets, &mut report).await;
+    let made = source.transport.made_manifest(&report.source_digest);
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
+        let mut json = serde_json::to_value(&report)?;
+        json["source_manifest_made"] = made.into();
+        println!("{}", serde_json::to_string_pretty(&json)?);
     } else {
         print_summary(&report);
+        if made {
+            println!(
+                "note: {} holds no manifest (a docker save archive): crossdock made one \
+                 (Docker v2 schema 2), digest {}; config and layers are the archive's as they are",
+                plan.source, report.source_digest
+            );
+        }
     }
     Ok(if report.ok() { 0 } else { EXIT_FAILURE })
 }
@@ -197,6 +222,62 @@ fn print_refusal(source: &Reference, refusal: &crate::trust::Refusal, json: bool
         println!("{v:#}");
     } else {
         eprintln!("refused ({}): {refusal}; nothing copied", refusal.reason());
+    }
+}
+
+/// A docker archive holds one platform: with a multi-platform source and no `--platform`,
+/// says so before anything is copied (the archive would refuse the index only at the end).
+async fn check_one_platform(plan: &Plan, source: &Source) -> anyhow::Result<()> {
+    let Some((target, _)) = plan
+        .targets
+        .iter()
+        .find(|(r, _)| matches!(r.archive(), Some((ArchiveKind::Docker, _))))
+    else {
+        return Ok(());
+    };
+    if !plan.platforms.is_empty() {
+        return Ok(());
+    }
+    let r = &source.reference;
+    let m = source
+        .transport
+        .manifest_get(r.repository(), &r.manifest_reference())
+        .await
+        .with_context(|| format!("reading {r}"))?;
+    let ManifestView::Index(index) = m.view() else {
+        return Ok(());
+    };
+    let platforms: Vec<String> = index
+        .manifests
+        .iter()
+        .filter_map(|d| d.platform.as_ref())
+        .filter(|p| p.os != "unknown")
+        .map(ToString::to_string)
+        .collect();
+    if platforms.len() > 1 {
+        bail!(
+            "{target} holds one platform and {r} has {}: {}; choose one with --platform \
+             (e.g. --platform {})",
+            platforms.len(),
+            platforms.join(", "),
+            platforms[0]
+        );
+    }
+    Ok(())
+}
+
+/// Writes out the archive targets the copy reached (an archive is one file, written whole
+/// once complete); a failure marks that target failed.
+async fn finish_archives(targets: &[Target], report: &mut CopyReport) {
+    for (target, tr) in targets.iter().zip(report.targets.iter_mut()) {
+        if target.reference.archive().is_none()
+            || !matches!(tr.status, TargetStatus::Copied | TargetStatus::UpToDate)
+        {
+            continue;
+        }
+        if let Err(e) = Transport::finish(&*target.transport).await {
+            tr.status = TargetStatus::Failed(e.to_string());
+        }
     }
 }
 

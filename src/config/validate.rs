@@ -511,6 +511,15 @@ fn target_template(
                         ok = false;
                         break;
                     }
+                    Ok(t) if t.archive().is_some() => {
+                        problems.add(
+                            &target_path,
+                            "an archive is written whole by one `crossdock import`; a rule's \
+                             target is a registry or an oci: folder",
+                        );
+                        ok = false;
+                        break;
+                    }
                     Ok(t) if &t == src => {
                         problems.add(
                             &target_path,

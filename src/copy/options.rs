@@ -52,10 +52,14 @@ impl Target {
     }
 }
 
-/// `registry/repository` for messages; an OCI layout (whose repository is empty) is its path.
+/// `registry/repository` for messages; an OCI layout (whose repository is empty) is its path,
+/// an archive its path and image name.
 pub(crate) fn location(transport: &dyn Transport, repo: &str) -> String {
     if repo.is_empty() {
         transport.name().to_string()
+    } else if crate::reference::archive_of(transport.name()).is_some() {
+        // A docker archive's repository is its image's name.
+        format!("{}:{repo}", transport.name())
     } else {
         format!("{}/{repo}", transport.name())
     }

@@ -5,16 +5,22 @@
 //! go through the same one. The CLI builds a [`Connector`] from its flags, the daemon from its
 //! configuration; both get credentials, in order, from explicit settings and then from Docker's
 //! `config.json`, and plain HTTP for loopback registries and those marked insecure.
+//!
+//! Local pseudo-registries need no HTTP: `oci:PATH` is a layout folder, read and written;
+//! `oci-archive:PATH` and `docker-archive:PATH` are tar files, read unless the caller named
+//! them as archive targets ([`Connector::set_archive_targets`]), which are written whole
+//! once finished.
 
 use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
+use super::archive::{ArchiveSource, ArchiveTarget};
 use super::auth::{self, Credentials};
 use super::http::{HttpOptions, HttpRegistry};
 use super::layout::LayoutTransport;
 use super::{ErrorKind, RegistryError, Transport};
-use crate::reference::{is_loopback_registry, layout_path_of};
+use crate::reference::{archive_of, is_loopback_registry, layout_path_of};
 
 /// Builds and caches transports.
 pub struct Connector {
@@ -23,6 +29,8 @@ pub struct Connector {
     insecure: HashSet<String>,
     docker_config: Option<PathBuf>,
     use_docker_config: bool,
+    archive_targets: HashSet<String>,
+    replace_archives: bool,
     cache: Mutex<HashMap<String, Arc<dyn Transport>>>,
 }
 
@@ -41,6 +49,8 @@ impl Connector {
             insecure: HashSet::new(),
             docker_config: None,
             use_docker_config: true,
+            archive_targets: HashSet::new(),
+            replace_archives: false,
             cache: Mutex::new(HashMap::new()),
         }
     }
@@ -65,6 +75,23 @@ impl Connector {
         self.use_docker_config = yes;
     }
 
+    /// Archives (pseudo-registries `oci-archive:PATH`, `docker-archive:PATH`) to be written
+    /// rather than read; an existing file is replaced only if `replace` (`--force`). Their
+    /// transports write nothing until [`Transport::finish`].
+    pub fn set_archive_targets<'a>(
+        &mut self,
+        registries: impl IntoIterator<Item = &'a str>,
+        replace: bool,
+    ) {
+        self.archive_targets.extend(
+            registries
+                .into_iter()
+                .filter(|r| archive_of(r).is_some())
+                .map(str::to_string),
+        );
+        self.replace_archives = replace;
+    }
+
     /// Sets credentials for one registry, keeping its other options.
     pub fn set_credentials(&mut self, registry: &str, credentials: Credentials) {
         let mut opts = self
@@ -85,6 +112,18 @@ impl Connector {
         // `oci:PATH` (a layout reference's pseudo-registry): a folder, no HTTP options.
         if let Some(path) = layout_path_of(registry) {
             let t: Arc<dyn Transport> = Arc::new(LayoutTransport::new(path));
+            cache.insert(registry.to_string(), t.clone());
+            return Ok(t);
+        }
+        if let Some((kind, path)) = archive_of(registry) {
+            let t: Arc<dyn Transport> = if self.archive_targets.contains(registry) {
+                Arc::new(
+                    ArchiveTarget::create(kind, path, self.replace_archives)
+                        .map_err(|e| e.into_registry("open archive target", registry))?,
+                )
+            } else {
+                Arc::new(ArchiveSource::new(kind, path))
+            };
             cache.insert(registry.to_string(), t.clone());
             return Ok(t);
         }

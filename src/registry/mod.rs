@@ -3,7 +3,8 @@
 //! The copy engine talks only to [`Transport`]; it never sees HTTP. One transport value serves
 //! one registry host (or one OCI layout folder), and every call names the repository.
 //! Backends: [`http::HttpRegistry`] (the OCI distribution API over reqwest, with [`auth`] and
-//! [`retry`] beneath it) and [`layout::LayoutTransport`] (an OCI image-layout folder).
+//! [`retry`] beneath it), [`layout::LayoutTransport`] (an OCI image-layout folder) and the
+//! [`archive`] transports (`oci-archive:` and `docker-archive:` tar files).
 //!
 //! Contract every backend keeps:
 //! - manifests are returned with their exact bytes and verified against the digest asked for
@@ -13,6 +14,7 @@
 //! - calls without a body are retried on transient faults inside the backend; a blob upload is
 //!   not (its body is gone), the caller retries it from a fresh source stream.
 
+pub mod archive;
 pub mod auth;
 pub mod connect;
 pub mod error;
@@ -123,6 +125,21 @@ pub trait Transport: Send + Sync {
     /// The referrers of `digest` through the OCI Referrers API. `Ok(None)` when the registry
     /// does not implement the API (the caller then uses the `sha256-<hex>` tag fallback).
     async fn referrers(&self, repo: &str, digest: &Digest) -> Result<Option<Vec<Descriptor>>>;
+
+    /// Writes out what this backend staged. Archives are one file written whole once the copy
+    /// into them is complete: whoever built the transport calls this after the last copy into
+    /// it (the CLI does), and until then nothing is in place. Other backends write as they go
+    /// and have nothing to do.
+    async fn finish(&self) -> Result<()> {
+        Ok(())
+    }
+
+    /// Whether the manifest `digest` was made by this backend because what it reads holds none
+    /// (a `docker save` archive): its digest is then crossdock's, not that of any image
+    /// published elsewhere, and reports say so.
+    fn made_manifest(&self, _digest: &Digest) -> bool {
+        false
+    }
 
     /// The last `ratelimit-remaining` the registry announced (Docker Hub), if any.
     fn ratelimit_remaining(&self) -> Option<i64> {

@@ -26,7 +26,7 @@
 //! verifying stream on the way out and again here on the way in, before they are renamed into
 //! place. How the files are changed safely is in [`store`].
 
-mod store;
+pub(crate) mod store;
 
 use std::io;
 use std::path::{Path, PathBuf};

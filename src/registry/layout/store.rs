@@ -316,6 +316,15 @@ impl IndexFile {
             .find_map(|e| serde_json::from_value::<Descriptor>(e.clone()).ok())
     }
 
+    /// The entries without a name that are descriptors, in index order.
+    pub fn untagged(&self) -> Vec<Descriptor> {
+        self.entries()
+            .iter()
+            .filter(|e| entry_name(e).is_none())
+            .filter_map(|e| serde_json::from_value::<Descriptor>(e.clone()).ok())
+            .collect()
+    }
+
     /// Every entry name, each once, in index order.
     pub fn names(&self) -> Vec<String> {
         let mut out: Vec<String> = Vec::new();

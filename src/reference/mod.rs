@@ -14,15 +14,25 @@
 //! `oci:` prefix always means a layout, so a registry host literally named `oci` cannot be
 //! written with a port (`oci:5000/x` is the layout `5000/x`).
 //!
+//! Two more forms name image archives, as skopeo names them (see [`ArchiveKind`]):
+//! `oci-archive:PATH[:TAG][@DIGEST]` (a tar of a layout; path, tag and digest split as for
+//! `oci:`) and `docker-archive:PATH[:NAME[:TAG]]` (what `docker save` writes; as in skopeo the
+//! path ends at the first `:` and the rest is an image name as in `RepoTags`, held in the
+//! repository and tag). Their pseudo-registry is `<prefix><absolute path>`.
+//!
 //! Parsing does no I/O beyond reading the working directory to make a layout path absolute.
 //! Errors name the part that is wrong.
 
 use std::fmt;
 use std::net::IpAddr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::str::FromStr;
 
 use crate::digest::{Digest, DigestError};
+
+mod local;
+pub use local::{ArchiveKind, archive_of, familiar_name, layout_path_of};
+use local::{archive_error, layout_reference, parse_docker_archive, parse_layout};
 
 /// The registry name Docker Hub images are normalised to.
 pub const DOCKER_HUB: &str = "docker.io";
@@ -87,6 +97,16 @@ pub enum ReferenceError {
         input: String,
         /// What is wrong.
         reason: &'static str,
+    },
+    /// An `oci-archive:` or `docker-archive:` reference is malformed.
+    #[error("invalid {kind} reference {input:?}: {reason}")]
+    Archive {
+        /// Which archive.
+        kind: ArchiveKind,
+        /// Whole input.
+        input: String,
+        /// What is wrong.
+        reason: String,
     },
     /// The repository name is too long.
     #[error("repository name in reference {input:?} is {len} characters, over {MAX_NAME_LEN}")]
@@ -228,7 +248,13 @@ impl Reference {
             return Err(ReferenceError::Empty);
         }
         if let Some(rest) = input.strip_prefix(LAYOUT_PREFIX) {
-            return parse_layout(input, rest);
+            return parse_layout(input, rest, LAYOUT_PREFIX);
+        }
+        if let Some(rest) = input.strip_prefix(ArchiveKind::Oci.prefix()) {
+            return parse_layout(input, rest, ArchiveKind::Oci.prefix());
+        }
+        if let Some(rest) = input.strip_prefix(ArchiveKind::Docker.prefix()) {
+            return parse_docker_archive(input, rest);
         }
         let (rest, digest) = match input.split_once('@') {
             Some((r, d)) => (
@@ -311,6 +337,16 @@ impl Reference {
         if let Some(path) = layout_path_of(registry) {
             return Reference::layout(path, tag, digest.cloned());
         }
+        if let Some((kind, path)) = archive_of(registry) {
+            let input = format!("{registry}:{repository}");
+            let mut r = layout_reference(&input, path, tag, digest.cloned(), kind.prefix())?;
+            if kind == ArchiveKind::Docker && !repository.is_empty() {
+                r.repository = Reference::parse(repository)
+                    .map_err(|e| archive_error(kind, &input, e.to_string()))?
+                    .full_name();
+            }
+            return Ok(r);
+        }
         let mut s = format!("{registry}/{repository}");
         if let Some(t) = tag {
             s.push(':');
@@ -332,12 +368,31 @@ impl Reference {
         tag: Option<&str>,
         digest: Option<Digest>,
     ) -> Result<Self, ReferenceError> {
-        layout_reference(&path.to_string_lossy(), path, tag, digest)
+        layout_reference(&path.to_string_lossy(), path, tag, digest, LAYOUT_PREFIX)
     }
 
     /// The layout folder, when this reference names an OCI image layout.
     pub fn layout_path(&self) -> Option<&Path> {
         layout_path_of(&self.registry)
+    }
+
+    /// The archive kind and file, when this reference names an image archive.
+    pub fn archive(&self) -> Option<(ArchiveKind, &Path)> {
+        archive_of(&self.registry)
+    }
+
+    /// `registry/repository`, e.g. `docker.io/library/alpine` (an image name as in `RepoTags`).
+    pub fn full_name(&self) -> String {
+        format!("{}/{}", self.registry, self.repository)
+    }
+
+    /// The same reference with another repository: for a `docker-archive:`, whose repository is
+    /// the name of its image (`registry/repository`, see [`Reference::image_name`]).
+    pub fn with_image_name(&self, name: &str) -> Self {
+        Reference {
+            repository: name.to_string(),
+            ..self.clone()
+        }
     }
 
     /// Checks a tag on its own (e.g. from `--tag`).
@@ -427,69 +482,6 @@ impl Reference {
     }
 }
 
-/// `oci:PATH[:TAG][@DIGEST]`, `rest` being what follows `oci:`. The digest is after the last
-/// `@` when no `/` follows it; the tag is after the last `:` that follows the last `/`. A path
-/// whose last component holds `:` or `@` is written with a trailing `/` (`oci:/d/a:b/:tag`).
-fn parse_layout(input: &str, rest: &str) -> Result<Reference, ReferenceError> {
-    let (rest, digest) = match rest.rsplit_once('@') {
-        Some((r, d)) if !d.contains('/') => (
-            r,
-            Some(Digest::parse(d).map_err(|source| ReferenceError::Digest {
-                input: input.to_string(),
-                source,
-            })?),
-        ),
-        _ => (rest, None),
-    };
-    let last_slash = rest.rfind('/').map(|i| i + 1).unwrap_or(0);
-    let (path, tag) = match rest[last_slash..].rfind(':') {
-        Some(i) => (&rest[..last_slash + i], Some(&rest[last_slash + i + 1..])),
-        None => (rest, None),
-    };
-    layout_reference(input, Path::new(path), tag, digest)
-}
-
-fn layout_reference(
-    input: &str,
-    path: &Path,
-    tag: Option<&str>,
-    digest: Option<Digest>,
-) -> Result<Reference, ReferenceError> {
-    let bad = |reason| ReferenceError::Layout {
-        input: input.to_string(),
-        reason,
-    };
-    if path.as_os_str().is_empty() {
-        return Err(bad(
-            "empty path: write oci:PATH[:TAG], e.g. oci:./layout:v1",
-        ));
-    }
-    if let Some(t) = tag {
-        check_tag(t).map_err(|reason| ReferenceError::Tag {
-            input: input.to_string(),
-            tag: t.to_string(),
-            reason,
-        })?;
-    }
-    let absolute: PathBuf = std::path::absolute(path)
-        .map_err(|_| bad("cannot make the path absolute (is the working directory gone?)"))?
-        .components()
-        .collect();
-    let absolute = absolute.to_str().ok_or_else(|| bad("path is not UTF-8"))?;
-    Ok(Reference {
-        registry: format!("{LAYOUT_PREFIX}{absolute}"),
-        repository: String::new(),
-        tag: tag.map(str::to_string),
-        digest,
-    })
-}
-
-/// The layout folder a pseudo-registry name (`oci:PATH`, from [`Reference::registry`]) stands
-/// for; `None` for a real registry.
-pub fn layout_path_of(registry: &str) -> Option<&Path> {
-    registry.strip_prefix(LAYOUT_PREFIX).map(Path::new)
-}
-
 /// The host to connect to for a registry name: Docker Hub's API host for `docker.io`.
 pub fn api_host(registry: &str) -> &str {
     if registry == DOCKER_HUB {
@@ -511,8 +503,26 @@ pub fn is_loopback_registry(registry: &str) -> bool {
 
 impl fmt::Display for Reference {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if let Some(path) = self.layout_path() {
-            write!(f, "{LAYOUT_PREFIX}{}", path.display())?;
+        if let Some((ArchiveKind::Docker, path)) = self.archive() {
+            write!(f, "{}{}", ArchiveKind::Docker.prefix(), path.display())?;
+            // Without a name the tag (a default `latest`) would read back as a name.
+            if !self.repository.is_empty() {
+                write!(f, ":{}", familiar_name(&self.repository))?;
+                if let Some(t) = &self.tag {
+                    write!(f, ":{t}")?;
+                }
+            }
+            if let Some(d) = &self.digest {
+                write!(f, "@{d}")?;
+            }
+            return Ok(());
+        }
+        let local = match self.archive() {
+            Some((kind, path)) => Some((kind.prefix(), path)),
+            None => self.layout_path().map(|p| (LAYOUT_PREFIX, p)),
+        };
+        if let Some((prefix, path)) = local {
+            write!(f, "{prefix}{}", path.display())?;
             // A last component holding ':' or '@' would read back as a tag or digest.
             if path
                 .file_name()
@@ -610,64 +620,6 @@ mod tests {
         assert!(Reference::parse("a/b...c").is_err());
         assert!(Reference::parse("").is_err());
         assert!(Reference::parse(&format!("x/{}", "a".repeat(300))).is_err());
-    }
-
-    #[test]
-    fn layout_references() {
-        let r = Reference::parse("oci:/media/usb/repo:v1").unwrap();
-        assert_eq!(r.layout_path(), Some(Path::new("/media/usb/repo")));
-        assert_eq!(r.registry(), "oci:/media/usb/repo");
-        assert_eq!((r.repository(), r.tag()), ("", Some("v1")));
-        assert_eq!(r.to_string(), "oci:/media/usb/repo:v1");
-        assert_eq!(r.repository_only().to_string(), "oci:/media/usb/repo");
-        assert!(!r.is_loopback());
-        // Relative paths become absolute; '.' and trailing '/' go, '..' stays.
-        let r = Reference::parse("oci:./a/./b/").unwrap();
-        let cwd = std::env::current_dir().unwrap();
-        assert_eq!(r.layout_path().unwrap(), cwd.join("a/b"));
-        assert_eq!(r.tag(), None);
-        let r = Reference::parse("oci:/x/../y:t").unwrap();
-        assert_eq!(r.registry(), "oci:/x/../y");
-        // The tag is after the last ':' after the last '/'.
-        let r = Reference::parse("oci:/d/a:b/c:t").unwrap();
-        assert_eq!((r.registry(), r.tag()), ("oci:/d/a:b/c", Some("t")));
-        let r = Reference::parse("oci:/d/a:b/").unwrap();
-        assert_eq!((r.registry(), r.tag()), ("oci:/d/a:b", None));
-        assert_eq!(r.to_string(), "oci:/d/a:b/");
-        assert_eq!(Reference::parse(&r.to_string()).unwrap(), r);
-        // Digest, with and without tag; '@' inside a directory stays in the path.
-        let r = Reference::parse(&format!("oci:/d/l:v1@{D}")).unwrap();
-        assert_eq!(
-            (r.tag(), r.digest().unwrap().to_string()),
-            (Some("v1"), D.into())
-        );
-        assert_eq!(r.manifest_reference(), D);
-        assert_eq!(r.to_string(), format!("oci:/d/l:v1@{D}"));
-        let r = Reference::parse("oci:/u@h/l").unwrap();
-        assert_eq!((r.registry(), r.digest()), ("oci:/u@h/l", None));
-        // Re-targeting keeps the layout.
-        let again = Reference::from_parts(r.registry(), r.repository(), Some("x"), None).unwrap();
-        assert_eq!(again.to_string(), "oci:/u@h/l:x");
-        let again = Reference::layout(Path::new("/u@h/l"), Some("x"), None).unwrap();
-        assert_eq!(again.registry(), "oci:/u@h/l");
-    }
-
-    #[test]
-    fn layout_errors() {
-        for bad in ["oci:", "oci::v1", &format!("oci:@{D}")] {
-            assert!(
-                matches!(Reference::parse(bad), Err(ReferenceError::Layout { .. })),
-                "{bad}"
-            );
-        }
-        let e = Reference::parse("oci:/d/l:..").unwrap_err();
-        assert!(matches!(e, ReferenceError::Tag { .. }), "{e}");
-        let e = Reference::parse("oci:/d/l@sha256:zz").unwrap_err();
-        assert!(matches!(e, ReferenceError::Digest { .. }), "{e}");
-        assert!(Reference::layout(Path::new("/d"), Some("a/b"), None).is_err());
-        // Not a registry any more: `oci:` always means a layout.
-        let r = Reference::parse("oci:5000/x").unwrap();
-        assert!(r.layout_path().is_some());
     }
 
     #[test]
