@@ -116,7 +116,7 @@ pub async fn run(args: ImportArgs) -> anyhow::Result<u8> {
     let plan = match plan(&args) {
         Ok(p) => p,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            eprintln!("{}", super::errors::render(&e));
             return Ok(EXIT_USAGE);
         }
     };

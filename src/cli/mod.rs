@@ -5,12 +5,14 @@
 //! Errors print with their whole cause chain.
 
 mod daemon;
+pub mod errors;
 mod import;
 mod index;
 mod inspect;
 mod login;
 mod ls;
 mod progress;
+mod retry_line;
 mod verify;
 
 use std::path::PathBuf;
@@ -171,6 +173,15 @@ impl Cli {
             (None, _) => "warn",
         }
     }
+
+    /// Whether retries show as one progress line rather than as log lines: for a one-shot
+    /// command at the default log level in text format (see `retry_line`).
+    pub fn retries_as_progress(&self) -> bool {
+        self.log_level.is_none()
+            && self.log_format == LogFormat::Text
+            && !matches!(self.command, Command::Run(_))
+            && std::env::var_os("RUST_LOG").is_none()
+    }
 }
 
 /// Runs the parsed command line and returns the process exit code.
@@ -189,18 +200,37 @@ pub async fn run(cli: Cli) -> anyhow::Result<u8> {
     }
 }
 
-/// Sets up logging to stderr.
-pub fn init_logging(level: &str, format: LogFormat) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+/// Sets up logging to stderr; with `retries_as_progress`, the retry loop's warnings go to one
+/// progress line instead (see `retry_line`).
+pub fn init_logging(level: &str, format: LogFormat, retries_as_progress: bool) {
+    use tracing_subscriber::prelude::*;
+
+    let mut filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .or_else(|_| tracing_subscriber::EnvFilter::try_new(level))
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
-    // Colours only for a person at a terminal, never into log files or collectors.
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_writer(std::io::stderr);
-    match format {
-        LogFormat::Text => builder.init(),
-        LogFormat::Json => builder.json().init(),
+    if retries_as_progress {
+        filter = filter.add_directive(
+            format!("{}=off", retry_line::RETRY_TARGET)
+                .parse()
+                .expect("static directive"),
+        );
     }
+    let terminal = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    // Colours only for a person at a terminal, never into log files or collectors.
+    let fmt = tracing_subscriber::fmt::layer()
+        .with_ansi(terminal)
+        .with_writer(std::io::stderr);
+    let fmt = match format {
+        LogFormat::Text => fmt.boxed(),
+        LogFormat::Json => fmt.json().boxed(),
+    };
+    let retries = retries_as_progress.then(|| {
+        retry_line::RetryLine::new(terminal).with_filter(tracing_subscriber::filter::filter_fn(
+            |m| m.target() == retry_line::RETRY_TARGET,
+        ))
+    });
+    tracing_subscriber::registry()
+        .with(fmt.with_filter(filter))
+        .with(retries)
+        .init();
 }
