@@ -11,6 +11,11 @@ use crate::reference::Reference;
 
 /// Arguments of `import`.
 #[derive(Debug, Args)]
+#[command(after_help = "Examples:
+  crossdock import oci:examples/hello:1.0 localhost:5001/hello:1.0
+  crossdock import docker.io/library/alpine:3.20 registry.example.com/mirror/alpine
+  crossdock import alpine:3.20 reg-a.example/alpine reg-b.example/alpine --platform linux/amd64,linux/arm64
+  crossdock import alpine:3.20 oci:./alpine:3.20 --dry-run")]
 pub struct ImportArgs {
     /// Source image: a tag or digest reference, e.g. docker.io/library/alpine:3.20.
     pub source: String,
