@@ -34,8 +34,17 @@ pub struct ManArgs {
 /// Prints the completion script.
 pub fn completions(args: CompletionsArgs) -> anyhow::Result<u8> {
     let mut cmd = Cli::command();
-    clap_complete::generate(args.shell, &mut cmd, "crossdock", &mut std::io::stdout());
-    Ok(0)
+    let mut out = Vec::new();
+    clap_complete::generate(args.shell, &mut cmd, "crossdock", &mut out);
+    print(&out)
+}
+
+/// Writes to stdout; a reader that stops early (`| head`) is not an error.
+fn print(bytes: &[u8]) -> anyhow::Result<u8> {
+    match std::io::stdout().lock().write_all(bytes) {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(e.into()),
+        _ => Ok(0),
+    }
 }
 
 /// Prints a man page in roff.
@@ -59,6 +68,5 @@ pub fn man(args: ManArgs) -> anyhow::Result<u8> {
     };
     let mut out = Vec::new();
     clap_mangen::Man::new(page).render(&mut out)?;
-    std::io::stdout().write_all(&out)?;
-    Ok(0)
+    print(&out)
 }
