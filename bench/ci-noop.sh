@@ -10,7 +10,8 @@
 # (bench/push_layout.py), imports each into B once, then imports it again and counts the lines
 # each registry's access log gained (bench/regbench/reqcount.py): each must be exactly one
 # `HEAD /v2/<repo>/manifests/v1`, answered 200. Then the same with basic auth on both registries
-# (when `htpasswd` is installed): one 401 challenge plus that HEAD. Counts, not timings: the
+# (htpasswd from apache2-utils): one 401 challenge plus that HEAD. A missing tool fails the
+# check with its name (`.ci/run` installs them all); nothing is skipped. Counts, not timings: the
 # check is deterministic, takes ~30 s once built, and exits non-zero on any other count.
 set -euo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
@@ -23,6 +24,10 @@ if [ -z "$CD" ]; then
   CD=${CARGO_TARGET_DIR:-$REPO/target}/release/crossdock
 fi
 [ -x "$CD" ] || { echo "no crossdock binary at $CD" >&2; exit 2; }
+for tool in python3 curl htpasswd; do
+  command -v "$tool" >/dev/null 2>&1 ||
+    { echo "ci-noop: $tool is not installed (.ci/run installs it: apt-get install python3 curl apache2-utils)" >&2; exit 2; }
+done
 
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/crossdock-ci-noop.XXXXXX")
 export REGBENCH_BASE=$WORK/registries REGBENCH_COUNTER=$WORK/counter
@@ -85,16 +90,12 @@ ports+=("$PA" "$PB")
 "$RB/start-registries.sh" -d "$REGBENCH_BASE" "$PA" "$PB" >/dev/null
 check "no auth:" "$PA" "$PB" '{"by_method_route": {"HEAD manifest": 1}, "by_status": {"200": 1}}'
 
-if command -v htpasswd >/dev/null 2>&1; then
-  read -r PC PD < <(free_ports 2)
-  ports+=("$PC" "$PD")
-  "$RB/start-registries.sh" -d "$REGBENCH_BASE" --auth ci:ci-secret "$PC" "$PD" >/dev/null
-  PUSH_AUTH=ci:ci-secret check "basic auth:" "$PC" "$PD" \
-    '{"by_method_route": {"HEAD manifest": 2}, "by_status": {"200": 1, "401": 1}}' \
-    --src-creds ci:ci-secret --dest-creds ci:ci-secret
-else
-  echo "skip basic auth: htpasswd not installed (apt-get install apache2-utils)"
-fi
+read -r PC PD < <(free_ports 2)
+ports+=("$PC" "$PD")
+"$RB/start-registries.sh" -d "$REGBENCH_BASE" --auth ci:ci-secret "$PC" "$PD" >/dev/null
+PUSH_AUTH=ci:ci-secret check "basic auth:" "$PC" "$PD" \
+  '{"by_method_route": {"HEAD manifest": 2}, "by_status": {"200": 1, "401": 1}}' \
+  --src-creds ci:ci-secret --dest-creds ci:ci-secret
 
 if [ "$failures" -gt 0 ]; then
   echo "ci-noop: $failures no-op re-import(s) made other requests than the one HEAD of the tag" >&2

@@ -11,7 +11,7 @@ use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
-use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
 /// Labels for per-registry request counts.
@@ -245,9 +245,15 @@ impl Metrics {
     }
 }
 
+/// Upper bounds of the duration buckets, in seconds: round numbers a person reads at a glance
+/// (computed series such as 0.1·3ⁿ print as `0.30000000000000007`), from 10 ms to 4 h.
+const DURATION_BUCKETS: [f64; 19] = [
+    0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0,
+    1800.0, 3600.0, 7200.0, 14400.0,
+];
+
 fn duration_histogram() -> Histogram {
-    // 0.1 s … ~3.6 h.
-    Histogram::new(exponential_buckets(0.1, 3.0, 11))
+    Histogram::new(DURATION_BUCKETS)
 }
 
 /// The process-wide metrics, created on first use.
@@ -437,5 +443,36 @@ mod tests {
         assert!(!text.contains(r#"rule="a""#), "{text}");
         assert!(text.contains(r#"interval{rule="c"} 60"#), "{text}");
         assert!(global().render().contains("crossdock_start_time_seconds "));
+    }
+
+    /// Every histogram bound renders as a short decimal (no float noise such as
+    /// `0.30000000000000007`), and the buckets are the round ones listed.
+    /// The `le` label of a histogram bucket line.
+    fn le_of(l: &str) -> Option<&str> {
+        let (_, rest) = l.split_once("{le=\"").or_else(|| l.split_once(",le=\""))?;
+        rest.split('"').next()
+    }
+
+    #[test]
+    fn histogram_bounds_are_short_decimals() {
+        global()
+            .run_duration
+            .get_or_create(&RuleLabels {
+                rule: "metrics-test-buckets".to_string(),
+            })
+            .observe(0.3);
+        let text = global().render();
+        for le in text.lines().filter_map(le_of) {
+            let short = le == "+Inf"
+                || (le.len() <= 7 && le.chars().all(|c| c.is_ascii_digit() || c == '.'));
+            assert!(short, "le=\"{le}\" is not a short decimal:\n{text}");
+        }
+        let bounds: Vec<&str> = text
+            .lines()
+            .filter(|l| l.contains("metrics-test-buckets"))
+            .filter_map(le_of)
+            .collect();
+        assert_eq!(bounds.len(), DURATION_BUCKETS.len() + 1, "{text}");
+        assert_eq!(bounds[4], "0.25", "{text}");
     }
 }

@@ -77,9 +77,19 @@ fn example_config_loads_cleanly() {
         .unwrap_or_else(|e| panic!("config.example.toml:\n{e}"));
     assert_eq!(plan.server.listen.to_string(), "127.0.0.1:9090");
     let names: Vec<&str> = plan.rules.iter().map(|r| r.name.as_str()).collect();
-    assert_eq!(names, ["alpine", "tools", "pinned-releases"]);
-    // Everything runnable next to two local registries: no public registry is named.
-    for r in &plan.rules {
+    assert_eq!(names, ["hello", "alpine", "tools", "pinned-releases"]);
+    // The first rule runs with nothing installed: the example image, from and into layout
+    // folders beside the file (tests/example.rs runs it).
+    let dir = path.parent().unwrap();
+    let hello = &plan.rules[0];
+    assert_eq!(
+        hello.sources[0].layout_path(),
+        Some(&*dir.join("examples/hello"))
+    );
+    let target = hello.target_for(&hello.sources[0], "1.0").unwrap();
+    assert_eq!(target.layout_path(), Some(&*dir.join("mirror")));
+    // The others are runnable next to two local registries: no public registry is named.
+    for r in &plan.rules[1..] {
         for s in &r.sources {
             assert_eq!(s.registry(), "localhost:5000", "{}", r.name);
             assert_eq!(
@@ -91,8 +101,8 @@ fn example_config_loads_cleanly() {
         }
     }
     let summary = config::check(&path).unwrap();
-    assert_eq!((summary.rules, summary.sources), (3, 4));
-    assert!(summary.to_string().contains("3 rules"), "{summary}");
+    assert_eq!((summary.rules, summary.sources), (4, 5));
+    assert!(summary.to_string().contains("4 rules"), "{summary}");
 }
 
 #[test]

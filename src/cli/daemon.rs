@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use clap::Args;
 use futures_util::{StreamExt, stream};
 
-use super::{EXIT_FAILURE, EXIT_USAGE};
+use super::{ConfigArg, EXIT_FAILURE, EXIT_USAGE};
 use crate::config::{self, Shard};
 use crate::copy::{Engine, EngineOptions};
 use crate::daemon::{self, DaemonError, Rule, RunResult};
@@ -33,10 +33,14 @@ impl ShardArgs {
 
 /// Arguments of `run`.
 #[derive(Debug, Args)]
+#[command(after_help = "Examples:
+  crossdock run config.example.toml
+  crossdock run --config /etc/crossdock/config.toml --shard 0/3
+  CROSSDOCK_SERVER__LISTEN=0.0.0.0:9090 crossdock run config.toml")]
 pub struct RunArgs {
-    /// The configuration file (TOML; CROSSDOCK_… variables override it).
-    #[arg(long, short, value_name = "FILE", env = "CROSSDOCK_CONFIG")]
-    pub config: PathBuf,
+    /// The configuration file.
+    #[command(flatten)]
+    pub config: ConfigArg,
     /// Shard selection.
     #[command(flatten)]
     pub shard: ShardArgs,
@@ -44,10 +48,14 @@ pub struct RunArgs {
 
 /// Arguments of `sync`.
 #[derive(Debug, Args)]
+#[command(after_help = "Examples:
+  crossdock sync config.example.toml --rule hello
+  crossdock sync --config config.toml --dry-run
+  crossdock sync config.toml --json > report.json")]
 pub struct SyncArgs {
     /// The configuration file.
-    #[arg(long, short, value_name = "FILE", env = "CROSSDOCK_CONFIG")]
-    pub config: PathBuf,
+    #[command(flatten)]
+    pub config: ConfigArg,
     /// Run only this rule.
     #[arg(long, value_name = "NAME")]
     pub rule: Option<String>,
@@ -64,13 +72,26 @@ pub struct SyncArgs {
 
 /// Arguments of `check-config`.
 #[derive(Debug, Args)]
+#[command(after_help = "Examples:
+  crossdock check-config config.example.toml
+  crossdock check-config --config /etc/crossdock/config.toml
+  CROSSDOCK_RULES__ALPINE__SCHEDULE=@hourly crossdock check-config config.toml")]
 pub struct CheckArgs {
     /// The configuration file.
-    pub config: PathBuf,
+    #[command(flatten)]
+    pub config: ConfigArg,
+}
+
+/// The configuration file given, or `None` after printing why there is none.
+fn config_file(arg: &ConfigArg) -> Option<PathBuf> {
+    arg.file().map_err(|e| eprintln!("error: {e}")).ok()
 }
 
 /// Runs the daemon.
 pub async fn run(args: RunArgs) -> anyhow::Result<u8> {
+    let Some(config) = config_file(&args.config) else {
+        return Ok(EXIT_USAGE);
+    };
     let shard = match args.shard.resolve() {
         Ok(s) => s,
         Err(e) => {
@@ -78,7 +99,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<u8> {
             return Ok(EXIT_USAGE);
         }
     };
-    match daemon::run(&args.config, shard).await {
+    match daemon::run(&config, shard).await {
         Ok(code) => Ok(code),
         Err(e @ DaemonError::Config { .. }) => {
             eprintln!("error: {e}");
@@ -90,6 +111,9 @@ pub async fn run(args: RunArgs) -> anyhow::Result<u8> {
 
 /// Runs every rule (of this shard, or one) once.
 pub async fn sync(args: SyncArgs) -> anyhow::Result<u8> {
+    let Some(config) = config_file(&args.config) else {
+        return Ok(EXIT_USAGE);
+    };
     let shard = match args.shard.resolve() {
         Ok(s) => s,
         Err(e) => {
@@ -97,12 +121,12 @@ pub async fn sync(args: SyncArgs) -> anyhow::Result<u8> {
             return Ok(EXIT_USAGE);
         }
     };
-    let plan = match config::load(&args.config) {
+    let plan = match config::load(&config) {
         Ok(p) => p,
         Err(errors) => {
             eprintln!(
                 "error: configuration {} has problems:\n{errors}",
-                args.config.display()
+                config.display()
             );
             return Ok(EXIT_USAGE);
         }
@@ -114,7 +138,7 @@ pub async fn sync(args: SyncArgs) -> anyhow::Result<u8> {
             None => {
                 eprintln!(
                     "error: no rule named {name:?} in {}; rules: {}",
-                    args.config.display(),
+                    config.display(),
                     Rule::names(&plan).join(", ")
                 );
                 return Ok(EXIT_USAGE);
@@ -153,15 +177,18 @@ pub async fn sync(args: SyncArgs) -> anyhow::Result<u8> {
 
 /// Checks a configuration file.
 pub fn check_config(args: CheckArgs) -> anyhow::Result<u8> {
-    match config::check(&args.config) {
+    let Some(config) = config_file(&args.config) else {
+        return Ok(EXIT_USAGE);
+    };
+    match config::check(&config) {
         Ok(summary) => {
-            println!("{}: ok ({summary})", args.config.display());
+            println!("{}: ok ({summary})", config.display());
             Ok(0)
         }
         Err(errors) => {
             eprintln!(
                 "{}: {} problem(s):\n{errors}",
-                args.config.display(),
+                config.display(),
                 errors.len()
             );
             Ok(EXIT_USAGE)

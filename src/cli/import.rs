@@ -12,6 +12,11 @@ use crate::registry::Transport;
 
 /// Arguments of `import`.
 #[derive(Debug, Args)]
+#[command(after_help = "Examples:
+  crossdock import oci:examples/hello:1.0 localhost:5001/hello:1.0
+  crossdock import docker.io/library/alpine:3.20 registry.example.com/mirror/alpine
+  crossdock import alpine:3.20 reg-a.example/alpine reg-b.example/alpine --platform linux/amd64,linux/arm64
+  crossdock import alpine:3.20 oci:./alpine:3.20 --dry-run")]
 pub struct ImportArgs {
     /// Source image: a tag or digest reference, e.g. docker.io/library/alpine:3.20.
     pub source: String,
@@ -123,7 +128,7 @@ pub async fn run(args: ImportArgs) -> anyhow::Result<u8> {
     let plan = match plan(&args) {
         Ok(p) => p,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            eprintln!("{}", super::errors::render(&e));
             return Ok(EXIT_USAGE);
         }
     };

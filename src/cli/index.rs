@@ -18,6 +18,9 @@ use crate::reference::Reference;
 
 /// Arguments of `index`.
 #[derive(Debug, Args)]
+#[command(after_help = "Examples:
+  crossdock index create localhost:5001/app:1.4 localhost:5001/app:1.4-amd64 localhost:5001/app:1.4-arm64
+  crossdock index create oci:./app:1.4 oci:./app:amd64 oci:./app:arm64 --oci --annotation org.opencontainers.image.version=1.4")]
 pub struct IndexArgs {
     /// What to do.
     #[command(subcommand)]
@@ -33,6 +36,10 @@ pub enum IndexCommand {
 
 /// Arguments of `index create`.
 #[derive(Debug, Args)]
+#[command(after_help = "Examples:
+  crossdock index create localhost:5001/app:1.4 localhost:5001/app:1.4-amd64 localhost:5001/app:1.4-arm64
+  crossdock index create oci:./app:1.4 oci:./app:amd64 oci:./app:arm64 --oci --annotation org.opencontainers.image.version=1.4
+  crossdock index create -q localhost:5001/app:latest localhost:5001/app:amd64 localhost:5001/app:arm64")]
 pub struct CreateArgs {
     /// Where the index goes: REGISTRY/REPO[:TAG] or oci:PATH[:TAG] (default tag: latest).
     pub target: String,
@@ -116,7 +123,7 @@ async fn create(args: CreateArgs) -> anyhow::Result<u8> {
     let plan = match plan(&args) {
         Ok(p) => p,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            eprintln!("{}", super::errors::render(&e));
             return Ok(EXIT_USAGE);
         }
     };

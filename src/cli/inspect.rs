@@ -6,12 +6,16 @@ use anyhow::Context as _;
 use clap::Args;
 use serde::Serialize;
 
-use super::{EXIT_USAGE, RegistryFlags};
+use super::{EXIT_USAGE, ReadFlags};
 use crate::manifest::{ManifestView, media_type};
 use crate::reference::Reference;
 
 /// Arguments of `inspect`.
 #[derive(Debug, Args)]
+#[command(after_help = "Examples:
+  crossdock inspect --platforms oci:mirror:1.0
+  crossdock inspect docker.io/library/alpine:3.20 > manifest.json
+  crossdock inspect --platforms --json localhost:5001/hello@sha256:118430b03d6a950beb4342f6d4405ef18415a5a9a99a68b9036e7b717a790b24")]
 pub struct InspectArgs {
     /// Image reference (tag or digest).
     pub reference: String,
@@ -23,7 +27,7 @@ pub struct InspectArgs {
     pub json: bool,
     /// Registry connection options.
     #[command(flatten)]
-    pub registry: RegistryFlags,
+    pub registry: ReadFlags,
 }
 
 /// A short name for a manifest media type.
@@ -54,7 +58,7 @@ pub async fn run(args: InspectArgs) -> anyhow::Result<u8> {
             return Ok(EXIT_USAGE);
         }
     };
-    let connector = args.registry.connector(Some(r.registry()), &[])?;
+    let connector = args.registry.connector(r.registry())?;
     let t = connector.get(r.registry())?;
     let m = t
         .manifest_get(r.repository(), &r.manifest_reference())

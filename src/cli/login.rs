@@ -15,6 +15,10 @@ use crate::registry::http::{HttpOptions, HttpRegistry};
 
 /// Arguments of `login`.
 #[derive(Debug, Args)]
+#[command(after_help = "Examples:
+  echo \"$TOKEN\" | crossdock login docker.io -u me --password-stdin
+  crossdock login registry.example.com -u mirror --password-stdin < token.txt
+  crossdock login reg.internal:5000 -u me --insecure-registry --password-stdin < token.txt")]
 pub struct LoginArgs {
     /// Registry host[:port] (docker.io for Docker Hub).
     pub registry: String,
@@ -31,13 +35,23 @@ pub struct LoginArgs {
     /// ~/.docker/config.json).
     #[arg(long, value_name = "PATH", env = "CROSSDOCK_DOCKER_CONFIG")]
     pub docker_config: Option<PathBuf>,
-    /// Speak plain HTTP to the registry (loopback registries always do).
-    #[arg(long)]
-    pub insecure: bool,
+    /// Speak plain HTTP to the registry (loopback registries always do). The same flag as on
+    /// the other commands; here its value may be left out (`--insecure` is an alias).
+    #[arg(
+        long = "insecure-registry",
+        alias = "insecure",
+        value_name = "HOST[:PORT]",
+        num_args = 0..=1,
+        default_missing_value = ""
+    )]
+    pub insecure_registry: Option<String>,
 }
 
 /// Arguments of `logout`.
 #[derive(Debug, Args)]
+#[command(after_help = "Examples:
+  crossdock logout docker.io
+  crossdock logout registry.example.com --docker-config ./config.json")]
 pub struct LogoutArgs {
     /// Registry host[:port].
     pub registry: String,
@@ -82,6 +96,18 @@ pub async fn login(args: LoginArgs) -> anyhow::Result<u8> {
         eprintln!("error: empty password");
         return Ok(EXIT_USAGE);
     }
+    let insecure = match args.insecure_registry.as_deref() {
+        None => false,
+        Some("") => true,
+        Some(host) if normalise(host) == registry => true,
+        Some(host) => {
+            eprintln!(
+                "error: --insecure-registry {host} names another registry than {registry}, \
+                 the one logged in to"
+            );
+            return Ok(EXIT_USAGE);
+        }
+    };
     let password = Secret::new(password);
     let mut opts = HttpOptions {
         credentials: Some(Credentials::Basic {
@@ -91,7 +117,7 @@ pub async fn login(args: LoginArgs) -> anyhow::Result<u8> {
         ..HttpOptions::default()
     };
     opts.plain_http =
-        args.insecure || (is_loopback_registry(&registry) && !opts.tls_configured(&registry));
+        insecure || (is_loopback_registry(&registry) && !opts.tls_configured(&registry));
     let transport = HttpRegistry::new(&registry, opts)?;
     if let Err(e) = transport.ping().await {
         eprintln!(

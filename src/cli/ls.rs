@@ -7,12 +7,16 @@ use clap::Args;
 use futures_util::{StreamExt, stream};
 use serde::Serialize;
 
-use super::{EXIT_USAGE, RegistryFlags};
+use super::{EXIT_USAGE, ReadFlags};
 use crate::manifest::ManifestView;
 use crate::reference::Reference;
 
 /// Arguments of `ls`.
 #[derive(Debug, Args)]
+#[command(after_help = "Examples:
+  crossdock ls oci:examples/hello
+  crossdock ls --digests localhost:5001/mirror/library/alpine
+  crossdock ls --platforms --json docker.io/library/alpine")]
 pub struct LsArgs {
     /// Repository, e.g. docker.io/library/alpine or localhost:5000/mirror/app.
     pub repository: String,
@@ -27,7 +31,7 @@ pub struct LsArgs {
     pub json: bool,
     /// Registry connection options.
     #[command(flatten)]
-    pub registry: RegistryFlags,
+    pub registry: ReadFlags,
 }
 
 #[derive(Serialize)]
@@ -57,7 +61,7 @@ pub async fn run(args: LsArgs) -> anyhow::Result<u8> {
             return Ok(EXIT_USAGE);
         }
     };
-    let connector = args.registry.connector(Some(r.registry()), &[])?;
+    let connector = args.registry.connector(r.registry())?;
     let t = connector.get(r.registry())?;
     let mut tags = t.tags(r.repository()).await?;
     tags.sort();

@@ -5,18 +5,24 @@
 //! Errors print with their whole cause chain.
 
 mod daemon;
+pub mod errors;
+mod flags;
+mod generate;
 mod import;
 mod index;
 mod inspect;
 mod login;
 mod ls;
 mod progress;
+mod retry_line;
 mod verify;
 
 use std::path::PathBuf;
 
 use anyhow::Context as _;
 use clap::{Args, Parser, Subcommand, ValueEnum};
+
+pub use flags::{ConfigArg, ReadFlags};
 
 use crate::registry::auth::{Credentials, Secret};
 use crate::registry::connect::Connector;
@@ -29,14 +35,19 @@ pub const EXIT_USAGE: u8 = 2;
 
 /// crossdock copies container images between registries without Docker.
 #[derive(Debug, Parser)]
-#[command(name = "crossdock", version, about, long_about = None)]
+#[command(name = "crossdock", version, about, long_about = None, after_help = "Examples:
+  crossdock run config.example.toml                 # the daemon on the example rules
+  crossdock import alpine:3.20 localhost:5001/mirror/alpine
+  crossdock inspect --platforms oci:mirror:1.0
+  crossdock COMMAND --help                          # each command's options and examples")]
 pub struct Cli {
-    /// Log level (error, warn, info, debug, trace) or a tracing filter; RUST_LOG overrides.
-    /// Default: info for the daemon (`run`), warn for everything else.
-    #[arg(long, global = true, env = "CROSSDOCK_LOG")]
+    /// Log level (error, warn, info, debug, trace) or a tracing filter; RUST_LOG overrides
+    /// [default: info for `run`, warn for the others].
+    #[arg(long, global = true, env = "CROSSDOCK_LOG", help_heading = flags::GLOBAL_HEADING)]
     pub log_level: Option<String>,
     /// Log format.
-    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text,
+          help_heading = flags::GLOBAL_HEADING)]
     pub log_format: LogFormat,
     /// The command.
     #[command(subcommand)]
@@ -53,13 +64,13 @@ pub enum LogFormat {
 }
 
 /// Registry connection flags shared by every command that talks to registries.
-#[derive(Debug, Args, Clone, Default)]
+#[derive(Debug, Args, Clone)]
 pub struct RegistryFlags {
     /// Speak plain HTTP to this registry (HOST[:PORT]); loopback registries always do.
     #[arg(long = "insecure-registry", value_name = "HOST[:PORT]")]
     pub insecure_registry: Vec<String>,
-    /// Docker config.json to read credentials from (default: $DOCKER_CONFIG/config.json or
-    /// ~/.docker/config.json).
+    /// Docker config.json to read credentials from [default: $DOCKER_CONFIG/config.json, else
+    /// ~/.docker/config.json].
     #[arg(long, value_name = "PATH", env = "CROSSDOCK_DOCKER_CONFIG")]
     pub docker_config: Option<PathBuf>,
     /// Credentials for the source registry, USER:PASSWORD (prefer the environment variable).
@@ -83,14 +94,29 @@ pub struct RegistryFlags {
     #[arg(long, value_name = "BYTES")]
     pub chunk_size: Option<u64>,
     /// Fail a request when the registry sends nothing (or takes none of an upload) for this
-    /// many seconds; a slow transfer that keeps moving is never cut off. Default 120.
-    #[arg(long, value_name = "SECS", value_parser = clap::value_parser!(u64).range(1..))]
-    pub read_timeout: Option<u64>,
+    /// many seconds; a slow transfer that keeps moving is never cut off.
+    #[arg(long, value_name = "SECS", default_value_t = 120,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub read_timeout: u64,
     /// Look for client certificates and CAs in DIR/HOST[:PORT]/ (*.crt, NAME.cert + NAME.key)
     /// instead of /etc/containers/certs.d and /etc/docker/certs.d; repeat for several roots.
     /// Also CROSSDOCK_CERTS_D (colon-separated).
     #[arg(long = "certs-d", value_name = "DIR")]
     pub certs_d: Vec<PathBuf>,
+}
+
+impl Default for RegistryFlags {
+    fn default() -> Self {
+        RegistryFlags {
+            insecure_registry: Vec::new(),
+            docker_config: None,
+            src_creds: None,
+            dest_creds: None,
+            chunk_size: None,
+            read_timeout: 120,
+            certs_d: Vec::new(),
+        }
+    }
 }
 
 impl RegistryFlags {
@@ -101,9 +127,7 @@ impl RegistryFlags {
             chunk_size: self.chunk_size,
             ..HttpOptions::default()
         };
-        if let Some(secs) = self.read_timeout {
-            defaults.read_timeout = std::time::Duration::from_secs(secs);
-        }
+        defaults.read_timeout = std::time::Duration::from_secs(self.read_timeout);
         if !self.certs_d.is_empty() {
             defaults.certs_d = CertsD::Roots(self.certs_d.clone());
         }
@@ -159,6 +183,10 @@ pub enum Command {
     Logout(login::LogoutArgs),
     /// Re-read images at a mirror and check every digest and size (exit 1 if any is bad).
     Verify(verify::VerifyArgs),
+    /// Print shell completions for bash, zsh, fish, elvish or PowerShell.
+    Completions(generate::CompletionsArgs),
+    /// Print the man page (roff) of crossdock or of one command.
+    Man(generate::ManArgs),
 }
 
 impl Cli {
@@ -170,6 +198,15 @@ impl Cli {
             (None, Command::Run(_)) => "info",
             (None, _) => "warn",
         }
+    }
+
+    /// Whether retries show as one progress line rather than as log lines: for a one-shot
+    /// command at the default log level in text format (see `retry_line`).
+    pub fn retries_as_progress(&self) -> bool {
+        self.log_level.is_none()
+            && self.log_format == LogFormat::Text
+            && !matches!(self.command, Command::Run(_))
+            && std::env::var_os("RUST_LOG").is_none()
     }
 }
 
@@ -186,21 +223,42 @@ pub async fn run(cli: Cli) -> anyhow::Result<u8> {
         Command::Login(a) => login::login(a).await,
         Command::Logout(a) => login::logout(a),
         Command::Verify(a) => verify::run(a).await,
+        Command::Completions(a) => generate::completions(a),
+        Command::Man(a) => generate::man(a),
     }
 }
 
-/// Sets up logging to stderr.
-pub fn init_logging(level: &str, format: LogFormat) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+/// Sets up logging to stderr; with `retries_as_progress`, the retry loop's warnings go to one
+/// progress line instead (see `retry_line`).
+pub fn init_logging(level: &str, format: LogFormat, retries_as_progress: bool) {
+    use tracing_subscriber::prelude::*;
+
+    let mut filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .or_else(|_| tracing_subscriber::EnvFilter::try_new(level))
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
-    // Colours only for a person at a terminal, never into log files or collectors.
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_writer(std::io::stderr);
-    match format {
-        LogFormat::Text => builder.init(),
-        LogFormat::Json => builder.json().init(),
+    if retries_as_progress {
+        filter = filter.add_directive(
+            format!("{}=off", retry_line::RETRY_TARGET)
+                .parse()
+                .expect("static directive"),
+        );
     }
+    let terminal = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    // Colours only for a person at a terminal, never into log files or collectors.
+    let fmt = tracing_subscriber::fmt::layer()
+        .with_ansi(terminal)
+        .with_writer(std::io::stderr);
+    let fmt = match format {
+        LogFormat::Text => fmt.boxed(),
+        LogFormat::Json => fmt.json().boxed(),
+    };
+    let retries = retries_as_progress.then(|| {
+        retry_line::RetryLine::new(terminal).with_filter(tracing_subscriber::filter::filter_fn(
+            |m| m.target() == retry_line::RETRY_TARGET,
+        ))
+    });
+    tracing_subscriber::registry()
+        .with(fmt.with_filter(filter))
+        .with(retries)
+        .init();
 }

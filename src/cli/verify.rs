@@ -12,6 +12,10 @@ use crate::reference::Reference;
 
 /// Arguments of `verify`.
 #[derive(Debug, Args)]
+#[command(after_help = "Examples:
+  crossdock verify localhost:5001/mirror/library/alpine:3.20
+  crossdock verify --config config.toml --sample 10%
+  crossdock verify --json oci:mirror:1.0")]
 pub struct VerifyArgs {
     /// Images to check (tag or digest references).
     pub images: Vec<String>,

@@ -21,8 +21,10 @@
 //! `password_env`.
 //!
 //! Relative paths in the file (`password_file`, `docker_config`, `ca_file`, `client_cert`,
-//! `client_key`, `verify_keys`) are relative to the file's folder.
+//! `client_key`, `verify_keys`, and `oci:` layout folders in rules) are relative to the file's
+//! folder.
 
+mod anchor;
 mod credentials;
 mod document;
 mod error;
@@ -87,7 +89,8 @@ pub fn load_str(
     document::apply_env(&mut doc, &env, &mut env_errors);
     let origins: Origins = doc.origins.clone();
     let mut problems = Problems::new(&origins);
-    let raw: RawConfig = document::extract(&doc, &mut problems);
+    let mut raw: RawConfig = document::extract(&doc, &mut problems);
+    anchor::anchor_layouts(&mut raw, path.parent().unwrap_or(Path::new("")));
     let plan = validate::validate(&raw, path, &env, &mut problems);
     match (plan, env_errors.is_empty()) {
         (Some(plan), true) => Ok(plan),

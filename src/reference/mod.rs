@@ -108,6 +108,16 @@ pub enum ReferenceError {
         /// What is wrong.
         reason: String,
     },
+    /// A URL (`https://…`, `docker://…`) where a reference is expected.
+    #[error("{input:?} is a URL, not an image reference: drop the {scheme}:// and write {rest:?}")]
+    Scheme {
+        /// Whole input.
+        input: String,
+        /// The scheme given, e.g. `https`.
+        scheme: String,
+        /// The input without it.
+        rest: String,
+    },
     /// The repository name is too long.
     #[error("repository name in reference {input:?} is {len} characters, over {MAX_NAME_LEN}")]
     NameTooLong {
@@ -255,6 +265,16 @@ impl Reference {
         }
         if let Some(rest) = input.strip_prefix(ArchiveKind::Docker.prefix()) {
             return parse_docker_archive(input, rest);
+        }
+        if let Some((scheme, rest)) = input.split_once("://")
+            && !scheme.is_empty()
+            && scheme.bytes().all(|b| b.is_ascii_alphabetic())
+        {
+            return Err(ReferenceError::Scheme {
+                input: input.to_string(),
+                scheme: scheme.to_string(),
+                rest: rest.to_string(),
+            });
         }
         let (rest, digest) = match input.split_once('@') {
             Some((r, d)) => (
@@ -620,6 +640,20 @@ mod tests {
         assert!(Reference::parse("a/b...c").is_err());
         assert!(Reference::parse("").is_err());
         assert!(Reference::parse(&format!("x/{}", "a".repeat(300))).is_err());
+    }
+
+    #[test]
+    fn url_schemes_are_named() {
+        let e = Reference::parse("https://reg.example/x:1").unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            r#""https://reg.example/x:1" is a URL, not an image reference: drop the https:// and write "reg.example/x:1""#
+        );
+        let e = Reference::parse("docker://alpine").unwrap_err();
+        assert!(
+            matches!(e, ReferenceError::Scheme { ref scheme, .. } if scheme == "docker"),
+            "{e}"
+        );
     }
 
     #[test]
