@@ -8,7 +8,8 @@ use futures_util::{StreamExt, stream};
 use super::{ConfigArg, EXIT_FAILURE, EXIT_USAGE};
 use crate::config::{self, Shard};
 use crate::copy::{Engine, EngineOptions};
-use crate::daemon::{self, DaemonError, Rule, RunResult};
+use crate::daemon::{self, DaemonError};
+use crate::rule::{self, Rule, RunResult};
 
 /// Shard selection shared by `run` and `sync`.
 #[derive(Debug, Args, Clone)]
@@ -162,7 +163,7 @@ pub async fn sync(args: SyncArgs) -> anyhow::Result<u8> {
         println!("{}", serde_json::to_string_pretty(&runs)?);
     } else {
         for run in &runs {
-            println!("{}", daemon::summary_line(run));
+            println!("{}", rule::summary_line(run));
             for e in run
                 .errors
                 .iter()

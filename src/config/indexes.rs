@@ -10,8 +10,8 @@ use std::time::Duration;
 use super::error::{KeyPath, Problems};
 use super::raw::RawIndex;
 use super::validate::{MAX_RULE_NAME, duration, valid_rule_name};
-use crate::indexes::IndexPlan;
 use crate::reference::Reference;
+use crate::rule::IndexPlan;
 use crate::schedule::Schedule;
 
 /// The `[defaults]` an index rule takes.

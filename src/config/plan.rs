@@ -9,11 +9,11 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use super::shard::Shard;
-use crate::indexes::IndexPlan;
 use crate::reference::{DOCKER_HUB, is_loopback_registry};
 use crate::registry::auth::{Credentials, Secret};
 use crate::registry::http::{ClientCertificate, HttpOptions, ProxySetting};
-use crate::rules::RulePlan;
+use crate::rule::IndexPlan;
+use crate::rule::RulePlan;
 
 /// Default `[server] listen`: loopback, so that nothing is exposed unless asked.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:9090";

@@ -13,7 +13,7 @@ use std::path::PathBuf;
 use serde::Deserialize;
 use serde::de::{self, Deserializer, MapAccess, SeqAccess, Visitor};
 
-use crate::rules::OnConflict;
+use crate::rule::OnConflict;
 
 /// The whole file.
 #[derive(Debug, Default, Deserialize)]

@@ -23,7 +23,7 @@ use super::plan::{
 use super::raw::{RawConfig, RawDefaults, RawRegistry, RawRule, RawTags};
 use crate::manifest::Platform;
 use crate::reference::Reference;
-use crate::rules::{OnConflict, RulePlan, TagFilter, TagSelector, TargetTemplate};
+use crate::rule::{OnConflict, RulePlan, TagFilter, TagSelector, TargetTemplate};
 use crate::schedule::Schedule;
 
 /// Longest rule name: it is a metrics label and part of environment variable names.

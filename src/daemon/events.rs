@@ -43,8 +43,8 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
 use tokio::sync::watch;
 
-use super::rule::{Rule, Wanted};
 use crate::registry::auth::Secret;
+use crate::rule::{Rule, Wanted};
 
 /// The media type distribution sends envelopes with.
 pub const ENVELOPE_MEDIA_TYPE: &str = "application/vnd.docker.distribution.events.v1+json";

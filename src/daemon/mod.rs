@@ -4,7 +4,7 @@
 //! 1. the configuration is loaded and checked *before* any port is bound: a bad file exits with
 //!    all its problems and code 2, and the daemon never starts half-configured;
 //! 2. the server starts, each rule of this shard (mirror rules and index rules alike, see
-//!    [`rule`]) gets a task, and `/readyz` turns true; besides its schedule, a rule's task runs
+//!    [`crate::rule`]) gets a task, and `/readyz` turns true; besides its schedule, a rule's task runs
 //!    when a registry notification queues a push for it ([`events`]);
 //! 3. SIGHUP loads the file again: a good file replaces the rules (a rule that is running
 //!    finishes first — a per-rule lock keeps a rule from ever overlapping itself, across reloads
@@ -14,9 +14,6 @@
 //!    incomplete image, because the engine moves tags last.
 
 pub mod events;
-pub mod index_run;
-pub mod rule;
-pub mod runner;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -31,10 +28,9 @@ use tokio_util::sync::CancellationToken;
 use crate::config::{self, Plan, Shard};
 use crate::copy::{Engine, EngineOptions};
 use crate::registry::connect::Connector;
+use crate::rule::{self, Rule, RuleRun, RunContext, RunResult, summary_line};
 use crate::server::{DaemonState, RunSummary};
 use events::{Events, Queue};
-pub use rule::Rule;
-pub use runner::{RuleRun, RunContext, RunResult, run_rule, summary_line};
 
 /// Errors that stop the daemon from starting.
 #[derive(Debug, thiserror::Error)]

@@ -12,10 +12,10 @@ use std::time::Instant;
 use futures_util::{StreamExt, stream};
 use serde::Serialize;
 
+use super::{OnConflict, RulePlan};
 use crate::copy::{CopyError, CopyOptions, Engine, Source, Target, TargetStatus, error_chain};
 use crate::reference::Reference;
 use crate::registry::connect::Connector;
-use crate::rules::{OnConflict, RulePlan};
 
 /// What a rule run needs besides the rule.
 #[derive(Clone)]

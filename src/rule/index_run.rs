@@ -22,11 +22,11 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Instant;
 
-use super::runner::{ImageOutcome, RuleRun, RunContext, RunResult};
+use super::IndexPlan;
+use super::run::{ImageOutcome, RuleRun, RunContext, RunResult};
 use crate::copy::compose::{ComposeError, ComposeOptions, build_index, compose, read_platform};
 use crate::copy::{CopyOptions, Source, Target, error_chain};
 use crate::digest::Digest;
-use crate::indexes::IndexPlan;
 use crate::manifest::{Descriptor, Manifest, ManifestView, media_type};
 use crate::registry::{ErrorKind, RegistryError};
 

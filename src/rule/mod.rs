@@ -1,5 +1,5 @@
 //! The rules the daemon runs, whatever their kind: a mirror rule (`[[rules]]`, copied by
-//! [`super::runner`]) or an index rule (`[[indexes]]`, composed by [`super::index_run`]).
+//! [`run`]) or an index rule (`[[indexes]]`, composed by [`index_run`]).
 //!
 //! Both kinds share everything around a run — one name space, schedules, shards by name, the
 //! per-rule lock, `/status`, metrics, `sync --rule NAME` and registry notifications — so the
@@ -9,15 +9,24 @@
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use super::events::Pending;
-use super::index_run::run_index;
-use super::runner::{RuleRun, RunContext, RunResult, run_rule};
+pub mod index;
+pub mod index_run;
+pub mod mirror;
+pub mod run;
+
+pub use index::IndexPlan;
+pub use mirror::{
+    OnConflict, ResolveError, RulePlan, TagFilter, TagSelector, TargetTemplate, TemplateError,
+    tag_version,
+};
+pub use run::{ImageOutcome, RuleRun, RunContext, RunResult, run_rule, summary_line};
+
 use crate::config::{Plan, Shard};
+use crate::daemon::events::Pending;
 use crate::digest::Digest;
-use crate::indexes::IndexPlan;
 use crate::reference::Reference;
-use crate::rules::{RulePlan, TagSelector};
 use crate::schedule::Schedule;
+use index_run::run_index;
 
 /// A rule of either kind.
 #[derive(Debug, Clone)]
