@@ -8,8 +8,8 @@ use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
 use super::error::{KeyPath, Problems};
+use super::fields::{MAX_RULE_NAME, duration, valid_rule_name};
 use super::raw::RawIndex;
-use super::validate::{MAX_RULE_NAME, duration, valid_rule_name};
 use crate::reference::Reference;
 use crate::rule::IndexPlan;
 use crate::schedule::Schedule;

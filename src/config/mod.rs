@@ -28,6 +28,7 @@ mod anchor;
 mod credentials;
 mod document;
 mod error;
+mod fields;
 mod indexes;
 mod network;
 mod notifications;

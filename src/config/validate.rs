@@ -15,6 +15,7 @@ use semver::VersionReq;
 
 use super::credentials::{read_named_file, resolve as resolve_credentials};
 use super::error::{KeyPath, Problems};
+use super::fields::{MAX_RULE_NAME, duration, valid_rule_name};
 use super::plan::{
     DEFAULT_LISTEN, DEFAULT_MAX_CONCURRENCY, DEFAULT_MAX_CONCURRENT_IMAGES, DEFAULT_SCHEDULE,
     DEFAULT_SHUTDOWN_GRACE, DEFAULT_TIMEOUT, DaemonSettings, Plan, RegistrySettings,
@@ -25,28 +26,6 @@ use crate::manifest::Platform;
 use crate::reference::Reference;
 use crate::rule::{OnConflict, RulePlan, TagFilter, TagSelector, TargetTemplate};
 use crate::schedule::Schedule;
-
-/// Longest rule name: it is a metrics label and part of environment variable names.
-pub(super) const MAX_RULE_NAME: usize = 63;
-
-pub(super) fn duration(
-    text: Option<&str>,
-    default: Duration,
-    path: &KeyPath,
-    problems: &mut Problems<'_>,
-) -> Duration {
-    let Some(t) = text else { return default };
-    match humantime::parse_duration(t) {
-        Ok(d) => d,
-        Err(e) => {
-            problems.add(
-                path,
-                format!("invalid duration {t:?}: {e} (write e.g. \"30s\", \"15m\", \"1h 30m\")"),
-            );
-            default
-        }
-    }
-}
 
 /// regex's messages draw a caret diagram over several lines; keep the one that says what is
 /// wrong, so that each problem stays on one line.
@@ -297,15 +276,6 @@ fn tag_selector(raw: &RawTags, path: &KeyPath, problems: &mut Problems<'_>) -> T
             TagSelector { list, filter }
         }
     }
-}
-
-pub(super) fn valid_rule_name(n: &str) -> bool {
-    let b = n.as_bytes();
-    !b.is_empty()
-        && b.len() <= MAX_RULE_NAME
-        && b[0].is_ascii_alphanumeric()
-        && b.iter()
-            .all(|&c| c.is_ascii_alphanumeric() || c == b'-' || c == b'_' || c == b'.')
 }
 
 fn rule(

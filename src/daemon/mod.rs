@@ -78,6 +78,7 @@ pub fn context_for(plan: &Plan, engine: Engine) -> RunContext {
         connector: Arc::new(connector_for(plan)),
         image_concurrency: plan.daemon.max_concurrent_images,
         ratelimit_reserve: Arc::new(move |r| reserves.get(r).copied().unwrap_or(0)),
+        observer: None,
     }
 }
 
@@ -90,30 +91,17 @@ pub fn record(state: &DaemonState, run: &RuleRun, started: chrono::DateTime<Utc>
         run.seconds,
         finished.timestamp(),
     );
-    for s in [
-        "copied",
-        "up_to_date",
-        "failed",
-        "kept",
-        "skipped",
-        "refused",
-    ] {
-        crate::metrics::record_rule_images(&run.rule, s, run.count(s));
+    for (label, n) in run.counts.by_label() {
+        crate::metrics::record_rule_images(&run.rule, label, n);
     }
     let summary = RunSummary {
         started,
         seconds: run.seconds,
         result: run.result.as_str().to_string(),
-        images: run.images.len() as u64,
-        images_copied: run.count("copied"),
-        images_failed: run.count("failed"),
-        errors: run
-            .errors
-            .iter()
-            .cloned()
-            .chain(run.images.iter().filter_map(|i| i.error.clone()))
-            .take(10)
-            .collect(),
+        images: run.counts.total(),
+        images_copied: run.counts.copied + run.counts.would_copy,
+        images_failed: run.counts.failed,
+        errors: run.problems().take(10).collect(),
     };
     state.update(&run.rule, |st| {
         st.running = false;
@@ -227,7 +215,7 @@ async fn rule_loop(task: RuleTask) {
             tracing::info!(rule = %name, "run starting");
             rule.run(&ctx, false).await
         } else if let Some(p) = pushed {
-            tracing::info!(rule = %name, pushed = %rule::describe(&p), "run starting for pushed images");
+            tracing::info!(rule = %name, pushed = %rule::pushed::describe(&p), "run starting for pushed images");
             match rule.run_pushed(p, &ctx).await {
                 Some(run) => run,
                 None => {
@@ -240,11 +228,7 @@ async fn rule_loop(task: RuleTask) {
             continue;
         };
         tracing::info!(rule = %name, result = run.result.as_str(), "{}", summary_line(&run));
-        for e in run
-            .errors
-            .iter()
-            .chain(run.images.iter().filter_map(|i| i.error.as_ref()))
-        {
+        for e in run.problems() {
             tracing::warn!(rule = %name, "{e}");
         }
         record(&state, &run, started);
@@ -280,7 +264,7 @@ fn start_generation(
     first_start: bool,
 ) -> Generation {
     let ctx = context_for(plan, shared.engine.clone());
-    let rules = Rule::for_shard(plan, shard);
+    let rules = plan.rules_in(shard);
     shared.state.set_rules(
         rules
             .iter()
@@ -291,18 +275,6 @@ fn start_generation(
         .configure(plan.server.notifications_token.clone(), rules.clone());
     let stop = CancellationToken::new();
     for rule in rules {
-        // Audits (issue 17): a rule with `audit = "CRON"` re-reads its targets on that schedule.
-        if let Rule::Mirror(r) = &rule
-            && let Some(s) = &r.audit
-        {
-            let audit = crate::audit::rule::audit_loop(
-                r.clone(),
-                s.clone(),
-                ctx.connector.clone(),
-                stop.clone(),
-            );
-            tasks.spawn(audit);
-        }
         let queue = shared.events.queue(rule.name());
         tasks.spawn(rule_loop(RuleTask {
             rule,

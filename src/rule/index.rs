@@ -5,7 +5,7 @@
 //! again (with [`crate::copy::compose`]) whenever one of them moves. It is the `docker manifest
 //! create` + `push` step of a build pipeline that pushes one tag per architecture
 //! (`app:amd64`, `app:arm64` → `app:latest`), done by the mirror instead of by every pipeline.
-//! Plain data: running one is [`crate::daemon`]'s business.
+//! Plain data: running one is [`super::index_run`]'s business.
 
 use std::collections::BTreeMap;
 use std::time::Duration;

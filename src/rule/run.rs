@@ -1,21 +1,28 @@
-//! One run of one rule: resolve its sources to (source, target) pairs, copy each, tally.
+//! What every rule run shares, whatever the rule's kind: the context it runs in, what became of
+//! each image ([`ImageState`]), the tally, and the one wrapper ([`Tally::within`]) that puts a
+//! run under its time limit and turns the tally into a [`RuleRun`].
 //!
-//! Shared by the daemon's schedule, `crossdock sync` and (later) event-triggered syncs, so every
-//! path applies a rule the same way. Images of a rule are copied concurrently up to the engine's
-//! image limit; one failing image does not stop the others. A tag that differs at the target is
-//! moved (`on_conflict = "overwrite"`) or left alone and counted as kept (`"keep"`).
+//! Shared by the daemon's schedule, registry notifications and `crossdock sync`, so every path
+//! applies a rule the same way. A run holds no per-image record beyond a bounded list of
+//! failures: outcomes are folded into counts as they come, and whoever wants each one (`sync`
+//! prints them) watches them go by ([`RunContext::observer`]). That keeps a run's memory flat
+//! in the number of tags.
 
-use std::collections::HashSet;
-use std::sync::Arc;
-use std::time::Instant;
+use std::fmt;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
-use futures_util::{StreamExt, stream};
-use serde::Serialize;
+use serde::{Serialize, Serializer};
 
-use super::{OnConflict, RulePlan};
-use crate::copy::{CopyError, CopyOptions, Engine, Source, Target, TargetStatus, error_chain};
-use crate::reference::Reference;
+use crate::copy::Engine;
+use crate::registry::Transport;
 use crate::registry::connect::Connector;
+
+/// Failed or skipped images a run keeps with their reasons; past this they are only counted.
+pub const FAILURES_KEPT: usize = 100;
+
+/// Sees every image outcome of every run as it comes: `(rule name, outcome)`.
+pub type Observer = Arc<dyn Fn(&str, &ImageOutcome) + Send + Sync>;
 
 /// What a rule run needs besides the rule.
 #[derive(Clone)]
@@ -28,6 +35,22 @@ pub struct RunContext {
     pub image_concurrency: usize,
     /// `ratelimit-remaining` floor per registry: stop pulling from it below this.
     pub ratelimit_reserve: Arc<dyn Fn(&str) -> u32 + Send + Sync>,
+    /// Called with each image's outcome as it is known (`None`: nobody watches).
+    pub observer: Option<Observer>,
+}
+
+impl RunContext {
+    /// Whether pulling from `registry` (through `transport`) must stop: its pull budget is
+    /// under the reserve configured for it.
+    pub fn reserve_reached(&self, registry: &str, transport: &dyn Transport) -> Option<Reserve> {
+        let reserve = (self.ratelimit_reserve)(registry);
+        let left = transport.ratelimit_remaining()?;
+        (reserve > 0 && left < i64::from(reserve)).then(|| Reserve {
+            registry: registry.to_string(),
+            left,
+            reserve,
+        })
+    }
 }
 
 /// How a run ended.
@@ -53,23 +76,248 @@ impl RunResult {
     }
 }
 
+/// A registry's pull budget under the configured reserve: the image is not pulled.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reserve {
+    /// The source registry.
+    pub registry: String,
+    /// Pulls it says are left.
+    pub left: i64,
+    /// The `ratelimit_reserve` configured for it.
+    pub reserve: u32,
+}
+
+impl fmt::Display for Reserve {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{} has {} pulls left, under the reserve of {}: not pulling",
+            self.registry, self.left, self.reserve
+        )
+    }
+}
+
+/// Why an image failed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Failure {
+    /// No transport for a registry (unreadable CA file, bad credentials file, …).
+    Connect(String),
+    /// The copy (or, for an index rule, checking or composing the index) failed.
+    Copy(String),
+    /// The copy failed for this target only (the engine's report).
+    Target(String),
+    /// The copy ended before it reached this target.
+    NotReached,
+}
+
+impl fmt::Display for Failure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Failure::Connect(e) | Failure::Copy(e) | Failure::Target(e) => f.write_str(e),
+            Failure::NotReached => f.write_str("the copy ended before reaching this target"),
+        }
+    }
+}
+
+/// What became of one image at one target.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ImageState {
+    /// Written.
+    Copied,
+    /// Already there.
+    UpToDate,
+    /// The target tag points at another image and the rule keeps it (`on_conflict = "keep"`).
+    Kept,
+    /// A dry run found it would be written.
+    WouldCopy,
+    /// Not tried: the source registry's rate-limit reserve was reached.
+    Skipped(Reserve),
+    /// Not copied: the rule's signature policy found no valid signature (see [`crate::trust`]).
+    Refused(String),
+    /// Failed, and why.
+    Failed(Failure),
+}
+
+/// The kinds of [`ImageState`], for counts and labels.
+const KINDS: [&str; 7] = [
+    "copied",
+    "up_to_date",
+    "kept",
+    "dry_run",
+    "skipped",
+    "failed",
+    "refused",
+];
+
+impl ImageState {
+    /// The label in JSON reports and metrics: `copied`, `up_to_date`, `kept`, `dry_run`,
+    /// `skipped`, `failed`.
+    pub fn label(&self) -> &'static str {
+        KINDS[self.kind()]
+    }
+
+    fn kind(&self) -> usize {
+        match self {
+            ImageState::Copied => 0,
+            ImageState::UpToDate => 1,
+            ImageState::Kept => 2,
+            ImageState::WouldCopy => 3,
+            ImageState::Skipped(_) => 4,
+            ImageState::Failed(_) => 5,
+            ImageState::Refused(_) => 6,
+        }
+    }
+
+    /// Why the image failed or was skipped.
+    pub fn reason(&self) -> Option<String> {
+        match self {
+            ImageState::Skipped(r) => Some(r.to_string()),
+            ImageState::Refused(r) => Some(r.clone()),
+            ImageState::Failed(f) => Some(f.to_string()),
+            _ => None,
+        }
+    }
+}
+
 /// One image's outcome within a run.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone)]
 pub struct ImageOutcome {
     /// Source reference.
     pub source: String,
     /// Target reference.
     pub target: String,
-    /// `copied`, `up_to_date`, `kept` (target tag differs and the rule keeps it), `dry_run`,
-    /// `skipped` (rate-limit reserve reached), `refused` (no valid signature, see
-    /// [`crate::trust`]) or `failed`.
-    pub state: String,
-    /// The digest written (or that would be).
+    /// What became of it.
+    pub state: ImageState,
+    /// The digest written (or that would be, or that a kept tag points at).
     pub digest: Option<String>,
     /// Bytes streamed.
     pub bytes_copied: u64,
-    /// The error, when failed.
-    pub error: Option<String>,
+}
+
+impl Serialize for ImageOutcome {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        #[derive(Serialize)]
+        struct Wire<'a> {
+            source: &'a str,
+            target: &'a str,
+            state: &'static str,
+            digest: Option<&'a str>,
+            bytes_copied: u64,
+            error: Option<String>,
+        }
+        Wire {
+            source: &self.source,
+            target: &self.target,
+            state: self.state.label(),
+            digest: self.digest.as_deref(),
+            bytes_copied: self.bytes_copied,
+            error: self.state.reason(),
+        }
+        .serialize(s)
+    }
+}
+
+/// Images of a run by state.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct Counts {
+    /// Written.
+    pub copied: u64,
+    /// Already there.
+    pub up_to_date: u64,
+    /// Target tag kept at another image.
+    pub kept: u64,
+    /// Would be written (dry run).
+    pub would_copy: u64,
+    /// Not tried (rate-limit reserve).
+    pub skipped: u64,
+    /// Failed.
+    pub failed: u64,
+    /// Refused by the signature policy.
+    pub refused: u64,
+}
+
+impl Counts {
+    fn slot(&mut self, kind: usize) -> &mut u64 {
+        match kind {
+            0 => &mut self.copied,
+            1 => &mut self.up_to_date,
+            2 => &mut self.kept,
+            3 => &mut self.would_copy,
+            4 => &mut self.skipped,
+            5 => &mut self.failed,
+            _ => &mut self.refused,
+        }
+    }
+
+    /// Counts one image.
+    pub fn add(&mut self, state: &ImageState) {
+        *self.slot(state.kind()) += 1;
+    }
+
+    /// Every image counted.
+    pub fn total(&self) -> u64 {
+        self.copied
+            + self.up_to_date
+            + self.kept
+            + self.would_copy
+            + self.skipped
+            + self.failed
+            + self.refused
+    }
+
+    /// Both runs' images.
+    pub fn merge(&mut self, other: &Counts) {
+        for (k, n) in other.by_label().enumerate() {
+            *self.slot(k) += n.1;
+        }
+    }
+
+    /// `(label, count)` for each state, labels as [`ImageState::label`] gives them.
+    pub fn by_label(&self) -> impl Iterator<Item = (&'static str, u64)> {
+        let c = *self;
+        (0..KINDS.len()).map(move |k| (KINDS[k], *{ c }.slot(k)))
+    }
+}
+
+/// A problem of a run outside any one image.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RunError {
+    /// A source repository's transport could not be built.
+    Connect {
+        /// The source repository.
+        source: String,
+        /// Why.
+        error: String,
+    },
+    /// A source's tags could not be listed (or a reference formed for one).
+    Resolve(String),
+    /// The rule's time limit passed.
+    TimedOut {
+        /// The rule.
+        rule: String,
+        /// Its time limit.
+        limit: Duration,
+    },
+}
+
+impl fmt::Display for RunError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            RunError::Connect { source, error } => write!(f, "{source}: {error}"),
+            RunError::Resolve(e) => f.write_str(e),
+            RunError::TimedOut { rule, limit } => write!(
+                f,
+                "rule {rule} did not finish within its time limit of {}",
+                humantime::format_duration(*limit)
+            ),
+        }
+    }
+}
+
+impl Serialize for RunError {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
 }
 
 /// A finished run.
@@ -79,273 +327,157 @@ pub struct RuleRun {
     pub rule: String,
     /// How it ended.
     pub result: RunResult,
+    /// Whether it was a dry run (nothing written).
+    pub dry_run: bool,
     /// Wall time.
     pub seconds: f64,
-    /// Each image.
-    pub images: Vec<ImageOutcome>,
-    /// Problems outside any one image (listing tags, connecting).
-    pub errors: Vec<String>,
+    /// Images by state.
+    pub counts: Counts,
+    /// The first [`FAILURES_KEPT`] failed or skipped images, with their reasons.
+    pub failures: Vec<ImageOutcome>,
+    /// Problems outside any one image (listing tags, connecting, the time limit).
+    pub errors: Vec<RunError>,
 }
 
 impl RuleRun {
-    /// Images in a given state.
-    pub fn count(&self, state: &str) -> u64 {
-        self.images.iter().filter(|i| i.state == state).count() as u64
+    /// Each problem of the run, in words: run-level errors first, then failed images.
+    pub fn problems(&self) -> impl Iterator<Item = String> + '_ {
+        self.errors.iter().map(ToString::to_string).chain(
+            self.failures
+                .iter()
+                .filter_map(|i| Some(format!("{}: {}", i.target, i.state.reason()?))),
+        )
     }
-}
 
-/// Runs `rule` once, within its time limit.
-pub async fn run_rule(rule: &RulePlan, ctx: &RunContext, dry_run: bool) -> RuleRun {
-    let started = Instant::now();
-    let mut run = RuleRun {
-        rule: rule.name.clone(),
-        result: RunResult::Ok,
-        seconds: 0.0,
-        images: Vec::new(),
-        errors: Vec::new(),
-    };
-    let images = Arc::new(std::sync::Mutex::new(Vec::new()));
-    let errors = Arc::new(std::sync::Mutex::new(Vec::new()));
-    let work = run_inner(rule, ctx, dry_run, images.clone(), errors.clone());
-    let timed_out = tokio::time::timeout(rule.timeout, work).await.is_err();
-    run.images = std::mem::take(&mut *images.lock().expect("images lock"));
-    run.errors = std::mem::take(&mut *errors.lock().expect("errors lock"));
-    run.result = if timed_out {
-        run.errors.push(format!(
-            "rule {} did not finish within its time limit of {}",
-            rule.name,
-            humantime::format_duration(rule.timeout)
-        ));
-        RunResult::Timeout
-    } else if run.errors.is_empty()
-        && run
-            .images
-            .iter()
-            .all(|i| i.state != "failed" && i.state != "refused")
-    {
-        RunResult::Ok
-    } else {
-        RunResult::Failed
-    };
-    run.seconds = started.elapsed().as_secs_f64();
-    run
-}
-
-async fn run_inner(
-    rule: &RulePlan,
-    ctx: &RunContext,
-    dry_run: bool,
-    images: Arc<std::sync::Mutex<Vec<ImageOutcome>>>,
-    errors: Arc<std::sync::Mutex<Vec<String>>>,
-) {
-    // Each pair carries its source's tag list when resolving fetched one: the copy needs it to
-    // find signature tags, and listing once per source instead of once per image is what keeps
-    // a sync of many tags cheap (1,000 tags: 1 listing instead of 1,001).
-    type Listed = Option<Arc<HashSet<String>>>;
-    let mut pairs: Vec<(Reference, Reference, Listed)> = Vec::new();
-    for source in &rule.sources {
-        let transport = match ctx.connector.get(source.registry()) {
-            Ok(t) => t,
-            Err(e) => {
-                errors
-                    .lock()
-                    .expect("errors lock")
-                    .push(format!("{source}: {}", error_chain(&e)));
-                continue;
-            }
+    /// Two runs of one rule as one: everything they did, the worse result.
+    pub fn merge(mut self, other: RuleRun) -> RuleRun {
+        let rank = |r: RunResult| match r {
+            RunResult::Ok => 0,
+            RunResult::Failed => 1,
+            RunResult::Timeout => 2,
         };
-        match rule.resolve_listing(source, &*transport).await {
-            Ok((p, listed)) => {
-                let listed: Listed = listed.map(|t| Arc::new(t.into_iter().collect()));
-                pairs.extend(p.into_iter().map(|(s, t)| (s, t, listed.clone())));
-            }
-            Err(e) => errors.lock().expect("errors lock").push(error_chain(&e)),
+        if rank(other.result) > rank(self.result) {
+            self.result = other.result;
         }
+        self.seconds += other.seconds;
+        self.counts.merge(&other.counts);
+        let room = FAILURES_KEPT.saturating_sub(self.failures.len());
+        self.failures.extend(other.failures.into_iter().take(room));
+        self.errors.extend(other.errors);
+        self
     }
-    let opts = CopyOptions {
-        platforms: rule.platforms.clone(),
-        force: rule.on_conflict == OnConflict::Overwrite,
-        dry_run,
-        referrers: rule.referrers,
-        backup_tag: rule.backup_tag.clone(),
-        ..CopyOptions::default()
-    };
-    // Pairs of one source image go out as one copy to all its targets: each blob is then
-    // read from the source once, however many targets the rule has.
-    let mut groups: Vec<(Reference, Vec<Reference>, Listed)> = Vec::new();
-    for (src, tgt, listed) in pairs {
-        match groups.iter_mut().find(|(s, _, _)| *s == src) {
-            Some((_, targets, _)) => targets.push(tgt),
-            None => groups.push((src, vec![tgt], listed)),
-        }
-    }
-    let copies: Vec<_> = groups
-        .into_iter()
-        .map(|(src, tgts, listed)| {
-            let opts = CopyOptions {
-                source_tags: listed,
-                ..opts.clone()
-            };
-            let images = images.clone();
-            async move {
-                let verify = rule.verify.as_deref();
-                let outcomes = copy_one(ctx, &src, &tgts, &opts, verify).await;
-                images.lock().expect("images lock").extend(outcomes);
-            }
-        })
-        .collect();
-    stream::iter(copies)
-        .buffer_unordered(ctx.image_concurrency.max(1))
-        .collect::<Vec<()>>()
-        .await;
 }
 
-async fn copy_one(
-    ctx: &RunContext,
-    src: &Reference,
-    tgts: &[Reference],
-    opts: &CopyOptions,
-    verify: Option<&crate::trust::Policy>,
-) -> Vec<ImageOutcome> {
-    let mut outs: Vec<ImageOutcome> = tgts
-        .iter()
-        .map(|tgt| ImageOutcome {
-            source: src.to_string(),
-            target: tgt.to_string(),
-            state: "failed".into(),
-            digest: None,
-            bytes_copied: 0,
-            error: None,
-        })
-        .collect();
-    let fail_all = |outs: &mut Vec<ImageOutcome>, state: &str, e: String| {
-        for o in outs.iter_mut() {
-            o.state = state.into();
-            o.error = Some(e.clone());
+/// A run's outcomes as they come, folded: what every kind of rule records through.
+pub struct Tally {
+    rule: String,
+    dry_run: bool,
+    observer: Option<Observer>,
+    // A std mutex, held only to add a number or push to a bounded list.
+    inner: Mutex<(Counts, Vec<ImageOutcome>, Vec<RunError>)>,
+}
+
+impl Tally {
+    /// An empty tally for a run of `rule`.
+    pub fn new(rule: &str, dry_run: bool, ctx: &RunContext) -> Tally {
+        Tally {
+            rule: rule.to_string(),
+            dry_run,
+            observer: ctx.observer.clone(),
+            inner: Mutex::new(Default::default()),
         }
-    };
-    let s = match ctx.connector.get(src.registry()) {
-        Ok(s) => s,
-        Err(e) => {
-            fail_all(&mut outs, "failed", error_chain(&e));
-            return outs;
+    }
+
+    /// Records one image's outcome.
+    pub fn image(&self, outcome: ImageOutcome) {
+        if let Some(o) = &self.observer {
+            o(&self.rule, &outcome);
         }
-    };
-    let reserve = (ctx.ratelimit_reserve)(src.registry());
-    if reserve > 0
-        && let Some(left) = s.ratelimit_remaining()
-        && left < i64::from(reserve)
-    {
-        let e = format!(
-            "{} has {left} pulls left, under the reserve of {reserve}: not pulling",
-            src.registry()
+        let mut inner = self.inner.lock().expect("tally lock");
+        inner.0.add(&outcome.state);
+        let failed = matches!(
+            outcome.state,
+            ImageState::Failed(_) | ImageState::Skipped(_) | ImageState::Refused(_)
         );
-        fail_all(&mut outs, "skipped", e);
-        return outs;
-    }
-    // Signature policy (issue 17): only the digest whose signature verified is copied.
-    let pinned;
-    let src = match verify {
-        None => src,
-        Some(policy) => match policy.admit(&*s, src).await {
-            Ok((p, _)) => {
-                pinned = p;
-                &pinned
-            }
-            Err(refusal) => {
-                fail_all(&mut outs, "refused", refusal.to_string());
-                return outs;
-            }
-        },
-    };
-    let mut targets = Vec::new();
-    let mut reached = Vec::new();
-    for (i, tgt) in tgts.iter().enumerate() {
-        match ctx.connector.get(tgt.registry()) {
-            Ok(t) => {
-                targets.push(Target {
-                    transport: t,
-                    reference: tgt.repository_only(),
-                    tags: tgt.tag().map(str::to_string).into_iter().collect(),
-                });
-                reached.push(i);
-            }
-            Err(e) => outs[i].error = Some(error_chain(&e)),
+        if failed && inner.1.len() < FAILURES_KEPT {
+            inner.1.push(outcome);
         }
     }
-    let source = Source {
-        transport: s,
-        reference: src.clone(),
-    };
-    match ctx.engine.copy(&source, &targets, opts).await {
-        Ok(r) => {
-            for (t, &i) in r.targets.iter().zip(&reached) {
-                let out = &mut outs[i];
-                out.digest = Some(t.digest.to_string());
-                out.bytes_copied = t.counts.bytes_copied;
-                out.state = match &t.status {
-                    TargetStatus::Copied => "copied".into(),
-                    TargetStatus::UpToDate => "up_to_date".into(),
-                    TargetStatus::DryRun => "dry_run".into(),
-                    TargetStatus::Failed(e) => {
-                        out.error = Some(e.clone());
-                        "failed".into()
-                    }
-                    TargetStatus::Pending => "failed".into(),
-                };
-            }
-        }
-        // A target tag at another image and a rule that keeps it: with several targets the
-        // engine stops before writing any, so each target is retried on its own.
-        Err(CopyError::Conflict { .. }) if !opts.force && targets.len() > 1 => {
-            for &i in &reached {
-                let one = Box::pin(copy_one(
-                    ctx,
-                    src,
-                    std::slice::from_ref(&tgts[i]),
-                    opts,
-                    None,
-                ))
-                .await;
-                outs[i] = one.into_iter().next().expect("one outcome per target");
-            }
-        }
-        Err(CopyError::Conflict { existing, .. }) if !opts.force => {
-            for &i in &reached {
-                outs[i].state = "kept".into();
-                outs[i].digest = Some(existing.to_string());
-            }
-        }
-        Err(e) => {
-            let e = error_chain(&e);
-            for &i in &reached {
-                outs[i].error = Some(e.clone());
-            }
+
+    /// Records a problem outside any one image.
+    pub fn error(&self, error: RunError) {
+        self.inner.lock().expect("tally lock").2.push(error);
+    }
+
+    /// Runs `work` (which records into this tally) within `limit`, then makes the run: timed
+    /// out when the limit passed (images in flight then are not counted), failed when any
+    /// image or anything outside one failed, else ok.
+    pub async fn within(&self, limit: Duration, work: impl Future<Output = ()>) -> RuleRun {
+        let started = Instant::now();
+        let timed_out = tokio::time::timeout(limit, work).await.is_err();
+        let (counts, failures, mut errors) =
+            std::mem::take(&mut *self.inner.lock().expect("tally lock"));
+        let result = if timed_out {
+            errors.push(RunError::TimedOut {
+                rule: self.rule.clone(),
+                limit,
+            });
+            RunResult::Timeout
+        } else if errors.is_empty() && counts.failed == 0 && counts.refused == 0 {
+            RunResult::Ok
+        } else {
+            RunResult::Failed
+        };
+        RuleRun {
+            rule: self.rule.clone(),
+            result,
+            dry_run: self.dry_run,
+            seconds: started.elapsed().as_secs_f64(),
+            counts,
+            failures,
+            errors,
         }
     }
-    outs
 }
 
-/// A short one-line account of a run, for logs and `sync` output.
+/// A short one-line account of a run, for logs and `sync` output. A run that could not even
+/// start on a source says so, and never passes for "0 failed".
 pub fn summary_line(run: &RuleRun) -> String {
-    format!(
-        "rule {}: {} in {:.1}s — {} copied, {} up to date, {} kept, {} failed{}{}",
+    let c = &run.counts;
+    let mut parts = Vec::new();
+    if run.dry_run {
+        parts.push(format!("{} would copy", c.would_copy));
+    } else {
+        parts.push(format!("{} copied", c.copied));
+    }
+    parts.push(format!("{} up to date", c.up_to_date));
+    parts.push(format!("{} kept", c.kept));
+    parts.push(format!("{} failed", c.failed));
+    if c.skipped > 0 {
+        parts.push(format!("{} skipped (rate limit reserve)", c.skipped));
+    }
+    if c.refused > 0 {
+        parts.push(format!("{} refused (no valid signature)", c.refused));
+    }
+    let images = parts.join(", ");
+    let head = format!(
+        "rule {}: {} in {:.1}s",
         run.rule,
         run.result.as_str(),
-        run.seconds,
-        run.count("copied") + run.count("dry_run"),
-        run.count("up_to_date"),
-        run.count("kept"),
-        run.count("failed"),
-        if run.count("skipped") > 0 {
-            format!(", {} skipped (rate limit reserve)", run.count("skipped"))
-        } else {
-            String::new()
-        },
-        if run.count("refused") > 0 {
-            format!(", {} refused (no valid signature)", run.count("refused"))
-        } else {
-            String::new()
-        }
-    )
+        run.seconds
+    );
+    match run.errors.as_slice() {
+        [] => format!("{head} — {images}"),
+        [only] if c.total() == 0 => format!("{head} — {only} (no image tried)"),
+        errors => format!(
+            "{head} — {images}; {} problem{} outside any image: {}",
+            errors.len(),
+            if errors.len() == 1 { "" } else { "s" },
+            errors
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join("; ")
+        ),
+    }
 }
