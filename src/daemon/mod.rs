@@ -8,7 +8,9 @@
 //!    when a registry notification queues a push for it ([`events`]);
 //! 3. SIGHUP loads the file again: a good file replaces the rules (a rule that is running
 //!    finishes first — a per-rule lock keeps a rule from ever overlapping itself, across reloads
-//!    too); a bad file is refused with its errors and the old rules keep running;
+//!    too), and a rule the file did not have before runs at once, as at start (unless
+//!    `run_on_start = false`); a bad file is refused with its errors and the old rules keep
+//!    running;
 //! 4. SIGTERM or SIGINT: `/readyz` turns false, no new run starts, runs in flight get the grace
 //!    period to finish, then the process exits. A run cut off by the deadline leaves no tag on an
 //!    incomplete image, because the engine moves tags last.
@@ -141,7 +143,7 @@ struct RuleTask {
     state: Arc<DaemonState>,
     /// Cancelled when the configuration is replaced or the daemon stops.
     stop: CancellationToken,
-    /// Run once at once (daemon start with `run_on_start`).
+    /// Run once at once (`run_on_start`, at daemon start or for a rule a reload added).
     run_now: bool,
     jitter: Duration,
     locks: RuleLocks,
@@ -256,12 +258,15 @@ struct Shared {
     events: Arc<Events>,
 }
 
+/// Starts a task per rule of `plan` in `shard`. With `run_on_start`, a rule runs at once when
+/// the daemon starts, and after a reload when it is new (`previous`, the plan it replaces, has
+/// no rule of that name): a rule added with SIGHUP does not wait for its first scheduled time.
 fn start_generation(
     plan: &Plan,
     shard: Shard,
     shared: &Shared,
     tasks: &mut JoinSet<()>,
-    first_start: bool,
+    previous: Option<&Plan>,
 ) -> Generation {
     let ctx = context_for(plan, shared.engine.clone());
     let rules = plan.rules_in(shard);
@@ -276,12 +281,13 @@ fn start_generation(
     let stop = CancellationToken::new();
     for rule in rules {
         let queue = shared.events.queue(rule.name());
+        let new = previous.is_none_or(|p| p.rule_named(rule.name()).is_none());
         tasks.spawn(rule_loop(RuleTask {
             rule,
             ctx: ctx.clone(),
             state: shared.state.clone(),
             stop: stop.clone(),
-            run_now: first_start && plan.daemon.run_on_start,
+            run_now: new && plan.daemon.run_on_start,
             jitter: plan.daemon.jitter,
             locks: shared.locks.clone(),
             queue,
@@ -333,7 +339,7 @@ pub async fn run(config_path: &Path, shard: Shard) -> Result<u8, DaemonError> {
     };
     let mut tasks = JoinSet::new();
     let mut current_plan = plan;
-    let mut generation = start_generation(&current_plan, shard, &shared, &mut tasks, true);
+    let mut generation = start_generation(&current_plan, shard, &shared, &mut tasks, None);
     state.set_ready(true);
 
     loop {
@@ -347,7 +353,13 @@ pub async fn run(config_path: &Path, shard: Shard) -> Result<u8, DaemonError> {
                             tracing::warn!("server.listen changed: takes effect at the next restart");
                         }
                         generation.stop.cancel();
-                        generation = start_generation(&new_plan, shard, &shared, &mut tasks, false);
+                        generation = start_generation(
+                            &new_plan,
+                            shard,
+                            &shared,
+                            &mut tasks,
+                            Some(&current_plan),
+                        );
                         tracing::info!(rules = new_plan.rules.len(), indexes = new_plan.indexes.len(), "configuration reloaded");
                         current_plan = new_plan;
                     }

@@ -1,0 +1,87 @@
+//! The daemon's rule runs over time, against real registries (issues 12 and 13): a rule added
+//! by a reload runs at once; a failed run is retried with backoff before its next scheduled
+//! time, and says so in `/status` and the metrics.
+
+mod support;
+
+use std::time::Duration;
+
+use support::daemon::{Daemon, free_port, write_config};
+use support::{BuiltImage, Format, ImageSpec, TestRegistry};
+
+fn image(seed: u64) -> BuiltImage {
+    ImageSpec::single(Format::Oci, "linux/amd64")
+        .seed(seed)
+        .build()
+}
+
+/// A rule copying `src/app:v1` to `dst/NAME/app`, on an hourly schedule.
+fn rule(name: &str, src: &TestRegistry, dst: &TestRegistry) -> String {
+    format!(
+        "[[rules]]\nname = \"{name}\"\nsource = \"{}/app\"\ntarget = \"{}/{name}/app\"\ntags = [\"v1\"]\nschedule = \"@every 1h\"\n",
+        src.host(),
+        dst.host()
+    )
+}
+
+#[test]
+fn a_rule_added_by_a_reload_runs_at_once_unless_run_on_start_is_off() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let (a, b) = (TestRegistry::start(), TestRegistry::start());
+    let img = image(5);
+    rt.block_on(a.client().push_image("app", "v1", &img));
+    let head = |repo: &str| rt.block_on(b.client().head_manifest(repo, "v1"));
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let server = format!("[server]\nlisten = \"127.0.0.1:{port}\"\n");
+    let cfg = write_config(dir.path(), &format!("{server}{}", rule("first", &a, &b)));
+    let d = Daemon::start(&cfg, port, dir.path());
+    d.wait_for(Duration::from_secs(30), "first run", |d| {
+        d.status()["rules"]["first"]["last_run"]["result"] == "ok"
+    });
+    let first_started = d.status()["rules"]["first"]["last_run"]["started"].clone();
+
+    // A new rule, on an hourly schedule: it runs now, not in an hour.
+    std::fs::write(
+        &cfg,
+        format!("{server}{}{}", rule("first", &a, &b), rule("added", &a, &b)),
+    )
+    .unwrap();
+    d.signal("HUP");
+    d.wait_for(Duration::from_secs(30), "the added rule copied", |_| {
+        head("added/app").as_deref() == Some(img.digest())
+    });
+    d.wait_for(
+        Duration::from_secs(10),
+        "the added rule's run recorded",
+        |d| d.status()["rules"]["added"]["last_run"]["result"] == "ok",
+    );
+    assert_eq!(
+        d.status()["rules"]["first"]["last_run"]["started"],
+        first_started,
+        "a rule the reload kept waits for its schedule"
+    );
+
+    // With run_on_start = false, a new rule waits for its schedule, as at start.
+    std::fs::write(
+        &cfg,
+        format!(
+            "{server}[daemon]\nrun_on_start = false\n{}{}{}",
+            rule("first", &a, &b),
+            rule("added", &a, &b),
+            rule("quiet", &a, &b)
+        ),
+    )
+    .unwrap();
+    d.signal("HUP");
+    d.wait_for(Duration::from_secs(10), "reloaded", |d| {
+        d.status()["rules"]["quiet"].is_object()
+    });
+    std::thread::sleep(Duration::from_secs(2));
+    assert!(
+        d.status()["rules"]["quiet"]["last_run"].is_null(),
+        "{}",
+        d.status()
+    );
+    assert_eq!(head("quiet/app"), None);
+}
