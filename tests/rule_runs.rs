@@ -6,7 +6,7 @@ mod support;
 
 use std::time::Duration;
 
-use support::daemon::{Daemon, free_port, write_config};
+use support::daemon::{Daemon, free_port, metric, write_config};
 use support::{BuiltImage, Format, ImageSpec, TestRegistry};
 
 fn image(seed: u64) -> BuiltImage {
@@ -84,4 +84,76 @@ fn a_rule_added_by_a_reload_runs_at_once_unless_run_on_start_is_off() {
         d.status()
     );
     assert_eq!(head("quiet/app"), None);
+}
+
+#[test]
+fn a_failed_run_is_retried_with_backoff_before_the_next_schedule() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let (a, b) = (TestRegistry::start(), TestRegistry::start());
+    let img = image(9);
+    rt.block_on(a.client().push_image("app", "v1", &img));
+    a.stop();
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    // A tag filter, so that the run must list the source's tags — and that listing fails.
+    let cfg = write_config(
+        dir.path(),
+        &format!(
+            "[server]\nlisten = \"127.0.0.1:{port}\"\n[defaults]\nretry_backoff = \"1s\"\n\
+             [[rules]]\nname = \"app\"\nsource = \"{}/app\"\ntarget = \"{}/mirror/app\"\n\
+             tags = {{ include = [\"^v\"] }}\nschedule = \"@every 1h\"\n",
+            a.host(),
+            b.host()
+        ),
+    );
+    let d = Daemon::start(&cfg, port, dir.path());
+    d.wait_for(Duration::from_secs(60), "two failed runs", |d| {
+        d.status()["rules"]["app"]["consecutive_failures"]
+            .as_u64()
+            .is_some_and(|n| n >= 2)
+    });
+    let status = d.status();
+    let app = &status["rules"]["app"];
+    assert_eq!(app["last_run"]["result"], "failed", "{status}");
+    let errors = app["last_run"]["errors"].to_string();
+    assert!(errors.contains("listing tags of"), "{status}");
+    assert!(app["next_retry"].is_string(), "{status}");
+    assert!(
+        metric(
+            &d.metrics(),
+            "crossdock_rule_consecutive_failures{rule=\"app\"}"
+        ) >= 2.0
+    );
+    // The summary says what failed, never "0 failed".
+    let log = d.log();
+    let line = log
+        .lines()
+        .find(|l| l.contains("rule app: failed"))
+        .unwrap_or_else(|| panic!("no summary line:\n{log}"));
+    assert!(line.contains("listing tags of"), "{line}");
+    assert!(!line.contains("0 failed"), "{line}");
+
+    // The registry comes back: a retry copies the image, long before the hourly schedule.
+    a.restart();
+    d.wait_for(Duration::from_secs(60), "the retry copied", |_| {
+        rt.block_on(b.client().head_manifest("mirror/app", "v1"))
+            .as_deref()
+            == Some(img.digest())
+    });
+    d.wait_for(Duration::from_secs(10), "the good run recorded", |d| {
+        d.status()["rules"]["app"]["consecutive_failures"] == 0
+    });
+    let status = d.status();
+    assert_eq!(
+        status["rules"]["app"]["last_run"]["result"], "ok",
+        "{status}"
+    );
+    assert!(status["rules"]["app"]["next_retry"].is_null(), "{status}");
+    assert_eq!(
+        metric(
+            &d.metrics(),
+            "crossdock_rule_consecutive_failures{rule=\"app\"}"
+        ),
+        0.0
+    );
 }

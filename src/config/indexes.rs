@@ -2,7 +2,7 @@
 //!
 //! Kept apart from [`super::validate`] because an index rule shares only two things with the
 //! mirror rules there: one name space (a name is a metrics label, a `--rule` argument and a
-//! shard key, whatever the kind) and `[defaults]` (schedule, timeout, referrers).
+//! shard key, whatever the kind) and `[defaults]` (schedule, timeout, retry_backoff, referrers).
 
 use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
@@ -19,6 +19,7 @@ pub(super) struct IndexDefaults {
     pub(super) referrers: bool,
     pub(super) schedule: Schedule,
     pub(super) timeout: Duration,
+    pub(super) retry_backoff: Duration,
 }
 
 /// `[[indexes]]`, each checked; `names` holds the mirror rules' names (one name space).
@@ -189,5 +190,11 @@ fn index(
         referrers: raw.referrers.unwrap_or(defaults.referrers),
         schedule: schedule?,
         timeout,
+        retry_backoff: duration(
+            raw.retry_backoff.as_deref(),
+            defaults.retry_backoff,
+            &path.key("retry_backoff"),
+            problems,
+        ),
     })
 }

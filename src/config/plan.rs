@@ -24,6 +24,8 @@ pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
 pub const DEFAULT_SCHEDULE: &str = "@every 6h";
 /// Default time limit of one run of a rule (`[defaults] timeout`).
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(3600);
+/// Default first wait before a failed run is retried (`[defaults] retry_backoff`).
+pub const DEFAULT_RETRY_BACKOFF: Duration = Duration::from_secs(30);
 /// Default requests in flight per registry.
 pub const DEFAULT_MAX_CONCURRENCY: usize = 8;
 

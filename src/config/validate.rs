@@ -10,33 +10,20 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
 
-use regex::Regex;
-use semver::VersionReq;
-
 use super::credentials::{read_named_file, resolve as resolve_credentials};
 use super::error::{KeyPath, Problems};
 use super::fields::{MAX_RULE_NAME, duration, valid_rule_name};
 use super::plan::{
-    DEFAULT_LISTEN, DEFAULT_MAX_CONCURRENCY, DEFAULT_MAX_CONCURRENT_IMAGES, DEFAULT_SCHEDULE,
-    DEFAULT_SHUTDOWN_GRACE, DEFAULT_TIMEOUT, DaemonSettings, Plan, RegistrySettings,
-    ServerSettings, registry_name,
+    DEFAULT_LISTEN, DEFAULT_MAX_CONCURRENCY, DEFAULT_MAX_CONCURRENT_IMAGES, DEFAULT_RETRY_BACKOFF,
+    DEFAULT_SCHEDULE, DEFAULT_SHUTDOWN_GRACE, DEFAULT_TIMEOUT, DaemonSettings, Plan,
+    RegistrySettings, ServerSettings, registry_name,
 };
-use super::raw::{RawConfig, RawDefaults, RawRegistry, RawRule, RawTags};
+use super::raw::{RawConfig, RawDefaults, RawRegistry, RawRule};
+use super::tags::tag_selector;
 use crate::manifest::Platform;
 use crate::reference::Reference;
-use crate::rule::{OnConflict, RulePlan, TagFilter, TagSelector, TargetTemplate};
+use crate::rule::{OnConflict, RulePlan, TargetTemplate};
 use crate::schedule::Schedule;
-
-/// regex's messages draw a caret diagram over several lines; keep the one that says what is
-/// wrong, so that each problem stays on one line.
-fn regex_reason(e: &regex::Error) -> String {
-    let text = e.to_string();
-    text.lines()
-        .rev()
-        .find_map(|l| l.trim().strip_prefix("error: "))
-        .unwrap_or(text.lines().last().unwrap_or(""))
-        .to_string()
-}
 
 fn platforms(list: &[String], path: &KeyPath, problems: &mut Problems<'_>) -> Vec<Platform> {
     let mut out = Vec::new();
@@ -56,6 +43,7 @@ struct Defaults {
     on_conflict: OnConflict,
     schedule: Schedule,
     timeout: Duration,
+    retry_backoff: Duration,
     backup_tag: Option<String>,
 }
 
@@ -96,6 +84,12 @@ fn defaults(raw: &RawDefaults, problems: &mut Problems<'_>) -> Defaults {
         on_conflict: raw.on_conflict.unwrap_or_default(),
         schedule,
         timeout,
+        retry_backoff: duration(
+            raw.retry_backoff.as_deref(),
+            DEFAULT_RETRY_BACKOFF,
+            &path.key("retry_backoff"),
+            problems,
+        ),
         backup_tag: backup_tag(raw.backup_tag.as_ref(), &path.key("backup_tag"), problems),
     }
 }
@@ -189,93 +183,6 @@ fn registries(
         out.insert(name, registry(key, r, base, env, &path, problems));
     }
     out
-}
-
-fn tag_selector(raw: &RawTags, path: &KeyPath, problems: &mut Problems<'_>) -> TagSelector {
-    let check_tags = |list: &[String], path: &KeyPath, problems: &mut Problems<'_>| {
-        let mut out = Vec::new();
-        for (i, t) in list.iter().enumerate() {
-            match Reference::validate_tag(t) {
-                Ok(()) => out.push(t.clone()),
-                Err(e) => problems.add(&path.index(i), e),
-            }
-        }
-        out
-    };
-    match raw {
-        RawTags::List(list) => {
-            if list.is_empty() {
-                problems.add(path, "an empty list selects no tags");
-            }
-            TagSelector {
-                list: check_tags(list, path, problems),
-                filter: None,
-            }
-        }
-        RawTags::Table(t) => {
-            let list = t
-                .list
-                .as_deref()
-                .map(|l| check_tags(l, &path.key("list"), problems))
-                .unwrap_or_default();
-            let regexes = |key: &str, list: &Option<Vec<String>>, problems: &mut Problems<'_>| {
-                let mut out = Vec::new();
-                for (i, r) in list.iter().flatten().enumerate() {
-                    match Regex::new(r) {
-                        Ok(re) => out.push(re),
-                        Err(e) => problems.add(
-                            &path.key(key).index(i),
-                            format!("invalid regex {r:?}: {}", regex_reason(&e)),
-                        ),
-                    }
-                }
-                out
-            };
-            let include = regexes("include", &t.include, problems);
-            let exclude = regexes("exclude", &t.exclude, problems);
-            let semver = t
-                .semver
-                .as_deref()
-                .and_then(|s| match VersionReq::parse(s) {
-                    Ok(r) => Some(r),
-                    Err(e) => {
-                        problems.add(
-                            &path.key("semver"),
-                            format!("invalid semver range {s:?}: {e}"),
-                        );
-                        None
-                    }
-                });
-            let has_filter = t.include.is_some()
-                || t.exclude.is_some()
-                || t.semver.is_some()
-                || t.newest.is_some();
-            let filter = match (t.all, has_filter) {
-                (Some(false), true) => {
-                    problems.add(
-                        &path.key("all"),
-                        "all = false contradicts the filters (include/exclude/semver/newest \
-                         select from all tags); remove it",
-                    );
-                    None
-                }
-                (Some(true), _) | (_, true) => Some(TagFilter {
-                    include,
-                    exclude,
-                    semver,
-                    newest: t.newest.map(|n| n as usize),
-                }),
-                _ => None,
-            };
-            if filter.is_none() && list.is_empty() && !problems.has_problem_at(path) {
-                problems.add(
-                    path,
-                    "selects no tags: give list, include, exclude, semver, newest, or all = true",
-                );
-            }
-            TagSelector { list, filter }
-        }
-    }
 }
 
 fn rule(
@@ -442,6 +349,12 @@ fn rule(
         on_conflict: raw.on_conflict.unwrap_or(defaults.on_conflict),
         schedule: schedule?,
         timeout,
+        retry_backoff: duration(
+            raw.retry_backoff.as_deref(),
+            defaults.retry_backoff,
+            &path.key("retry_backoff"),
+            problems,
+        ),
         backup_tag: match &raw.backup_tag {
             Some(_) => backup_tag(raw.backup_tag.as_ref(), &path.key("backup_tag"), problems),
             None => defaults.backup_tag.clone(),
@@ -605,6 +518,7 @@ pub(crate) fn validate(
             referrers: defaults.referrers,
             schedule: defaults.schedule.clone(),
             timeout: defaults.timeout,
+            retry_backoff: defaults.retry_backoff,
         },
         &names,
         problems,

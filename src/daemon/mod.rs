@@ -16,13 +16,12 @@
 //!    incomplete image, because the engine moves tags last.
 
 pub mod events;
+mod task;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Duration;
 
-use chrono::Utc;
 use tokio::sync::Mutex;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
@@ -30,9 +29,11 @@ use tokio_util::sync::CancellationToken;
 use crate::config::{self, Plan, Shard};
 use crate::copy::{Engine, EngineOptions};
 use crate::registry::connect::Connector;
-use crate::rule::{self, Rule, RuleRun, RunContext, RunResult, summary_line};
-use crate::server::{DaemonState, RunSummary};
-use events::{Events, Queue};
+use crate::rule::{Rule, RunContext};
+use crate::server::DaemonState;
+use events::Events;
+pub use task::record;
+use task::{RuleTask, rule_loop};
 
 /// Errors that stop the daemon from starting.
 #[derive(Debug, thiserror::Error)]
@@ -84,42 +85,12 @@ pub fn context_for(plan: &Plan, engine: Engine) -> RunContext {
     }
 }
 
-/// Records a finished run in `/status` and the metrics.
-pub fn record(state: &DaemonState, run: &RuleRun, started: chrono::DateTime<Utc>) {
-    let finished = Utc::now();
-    crate::metrics::record_run(
-        &run.rule,
-        run.result.as_str(),
-        run.seconds,
-        finished.timestamp(),
-    );
-    for (label, n) in run.counts.by_label() {
-        crate::metrics::record_rule_images(&run.rule, label, n);
-    }
-    let summary = RunSummary {
-        started,
-        seconds: run.seconds,
-        result: run.result.as_str().to_string(),
-        images: run.counts.total(),
-        images_copied: run.counts.copied + run.counts.would_copy,
-        images_failed: run.counts.failed,
-        errors: run.problems().take(10).collect(),
-    };
-    state.update(&run.rule, |st| {
-        st.running = false;
-        if run.result == RunResult::Ok {
-            st.last_success = Some(finished);
-        }
-        st.last_run = Some(summary);
-    });
-}
-
 /// Per-rule locks: a rule never runs twice at once, whichever task (old or reloaded) starts it.
 #[derive(Default, Clone)]
-struct RuleLocks(Arc<std::sync::Mutex<HashMap<String, Arc<Mutex<()>>>>>);
+pub(crate) struct RuleLocks(Arc<std::sync::Mutex<HashMap<String, Arc<Mutex<()>>>>>);
 
 impl RuleLocks {
-    fn get(&self, rule: &str) -> Arc<Mutex<()>> {
+    pub(crate) fn get(&self, rule: &str) -> Arc<Mutex<()>> {
         self.0
             .lock()
             .expect("rule locks")
@@ -127,122 +98,6 @@ impl RuleLocks {
             .or_default()
             .clone()
     }
-}
-
-/// When a rule runs next on its schedule (jitter included), from now.
-fn next_scheduled(rule: &Rule, jitter: Duration) -> Option<chrono::DateTime<Utc>> {
-    rule.schedule()
-        .next_after(Utc::now())
-        .map(|t| t + random_jitter(jitter))
-}
-
-/// What one rule's task needs.
-struct RuleTask {
-    rule: Rule,
-    ctx: RunContext,
-    state: Arc<DaemonState>,
-    /// Cancelled when the configuration is replaced or the daemon stops.
-    stop: CancellationToken,
-    /// Run once at once (`run_on_start`, at daemon start or for a rule a reload added).
-    run_now: bool,
-    jitter: Duration,
-    locks: RuleLocks,
-    /// Pushes queued for this rule by registry notifications.
-    queue: Arc<Queue>,
-}
-
-/// One rule's loop until `stop`: wait for the next scheduled time or a queued push, take the
-/// rule's lock, run (the whole rule when its time has come, else the pushed images), record.
-/// A push queued during a run is seen as soon as the run ends (see [`events`]).
-async fn rule_loop(task: RuleTask) {
-    let RuleTask {
-        rule,
-        ctx,
-        state,
-        stop,
-        run_now,
-        jitter,
-        locks,
-        queue,
-    } = task;
-    let name = rule.name().to_string();
-    let mut wake = queue.subscribe();
-    let mut next = if run_now {
-        Some(Utc::now())
-    } else {
-        next_scheduled(&rule, jitter)
-    };
-    if next.is_none() {
-        tracing::info!(rule = %name, "schedule has no further run; the rule runs on registry notifications only");
-    }
-    loop {
-        state.update(&name, |st| st.next_run = next);
-        // Seen before looking at the queue, so that a push queued after the look still wakes.
-        wake.borrow_and_update();
-        let mut due = false;
-        if !queue.has_pending() {
-            let wait = next.map(|t| (t - Utc::now()).to_std().unwrap_or_default());
-            tokio::select! {
-                biased;
-                _ = stop.cancelled() => return,
-                _ = async {
-                    match wait {
-                        Some(w) => tokio::time::sleep(w).await,
-                        None => std::future::pending().await,
-                    }
-                } => due = true,
-                // Never an error: this task holds the queue, and with it the sender.
-                _ = wake.changed() => {}
-            }
-        }
-        let lock = locks.get(&name);
-        let _guard = tokio::select! {
-            biased;
-            _ = stop.cancelled() => return,
-            g = lock.lock() => g,
-        };
-        if stop.is_cancelled() {
-            return;
-        }
-        due = due || next.is_some_and(|t| t <= Utc::now());
-        // A whole run reads every source afresh, so it answers every push queued before it.
-        let pushed = queue.take();
-        if let Some(p) = &pushed {
-            rule.settle(p, &ctx).await;
-        }
-        let started = Utc::now();
-        state.update(&name, |st| st.running = true);
-        let run = if due {
-            next = next_scheduled(&rule, jitter);
-            tracing::info!(rule = %name, "run starting");
-            rule.run(&ctx, false).await
-        } else if let Some(p) = pushed {
-            tracing::info!(rule = %name, pushed = %rule::pushed::describe(&p), "run starting for pushed images");
-            match rule.run_pushed(p, &ctx).await {
-                Some(run) => run,
-                None => {
-                    state.update(&name, |st| st.running = false);
-                    continue;
-                }
-            }
-        } else {
-            state.update(&name, |st| st.running = false);
-            continue;
-        };
-        tracing::info!(rule = %name, result = run.result.as_str(), "{}", summary_line(&run));
-        for e in run.problems() {
-            tracing::warn!(rule = %name, "{e}");
-        }
-        record(&state, &run, started);
-    }
-}
-
-fn random_jitter(max: Duration) -> chrono::Duration {
-    if max.is_zero() {
-        return chrono::Duration::zero();
-    }
-    let ms = rand::random_range(0..=max.as_millis() as u64);
-    chrono::Duration::milliseconds(ms as i64)
 }
 
 /// A running set of rule tasks for one plan.
@@ -280,6 +135,18 @@ fn start_generation(
         .configure(plan.server.notifications_token.clone(), rules.clone());
     let stop = CancellationToken::new();
     for rule in rules {
+        // Audits (issue 17): a rule with `audit = "CRON"` re-reads its targets on that schedule.
+        if let Rule::Mirror(r) = &rule
+            && let Some(s) = &r.audit
+        {
+            let audit = crate::audit::rule::audit_loop(
+                r.clone(),
+                s.clone(),
+                ctx.connector.clone(),
+                stop.clone(),
+            );
+            tasks.spawn(audit);
+        }
         let queue = shared.events.queue(rule.name());
         let new = previous.is_none_or(|p| p.rule_named(rule.name()).is_none());
         tasks.spawn(rule_loop(RuleTask {

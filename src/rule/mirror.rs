@@ -87,6 +87,9 @@ pub struct RulePlan {
     pub schedule: Schedule,
     /// Time limit for one run of the rule.
     pub timeout: Duration,
+    /// First wait before a failed run is tried again (doubling after each failure); zero:
+    /// only the schedule tries again.
+    pub retry_backoff: Duration,
     /// Backup tag template: before a tag moves off another image, that image is tagged with it.
     pub backup_tag: Option<String>,
     /// Signature policy: copy only images signed with one of these keys (`verify_keys`).
@@ -198,6 +201,7 @@ mod tests {
             on_conflict: OnConflict::Keep,
             schedule: Schedule::Every(Duration::from_secs(60)),
             timeout: Duration::from_secs(60),
+            retry_backoff: Duration::from_secs(30),
         };
         let src = Reference::parse("quay.io/org/img").unwrap();
         assert_eq!(

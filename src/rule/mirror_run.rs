@@ -236,7 +236,8 @@ async fn copy_one(
                     src,
                     std::slice::from_ref(&tgts[i]),
                     opts,
-                    verify,
+                    // `src` is already the verified digest.
+                    None,
                 ))
                 .await;
                 outs[i] = one.into_iter().next().expect("one outcome per target");

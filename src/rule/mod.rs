@@ -72,6 +72,14 @@ impl Rule {
         }
     }
 
+    /// First wait before a failed run is tried again; zero: no retries.
+    pub fn retry_backoff(&self) -> std::time::Duration {
+        match self {
+            Rule::Mirror(r) => r.retry_backoff,
+            Rule::Index(i) => i.retry_backoff,
+        }
+    }
+
     /// Runs the whole rule once.
     pub async fn run(&self, ctx: &RunContext, dry_run: bool) -> RuleRun {
         match self {
