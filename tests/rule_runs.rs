@@ -157,3 +157,87 @@ fn a_failed_run_is_retried_with_backoff_before_the_next_schedule() {
         0.0
     );
 }
+
+/// `crossdock sync` (text) with `extra` arguments: its exit success and standard output.
+fn sync_text(config: &std::path::Path, extra: &[&str]) -> (bool, String) {
+    let out = daemon_harness::bin()
+        .args(["sync", "--config", config.to_str().unwrap()])
+        .args(extra)
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+    )
+}
+
+#[test]
+fn sync_says_what_it_did_per_tag() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let (a, b) = (TestRegistry::start(), TestRegistry::start());
+    let (one, two, other) = (image(21), image(22), image(23));
+    rt.block_on(a.client().push_image("app", "v1", &one));
+    rt.block_on(a.client().push_image("app", "v2", &two));
+    // At the target already: v2 as it is at the source, v1 at another image.
+    rt.block_on(b.client().push_image("kept/app", "v2", &two));
+    rt.block_on(b.client().push_image("kept/app", "v1", &other));
+    let down = TestRegistry::start();
+    let down_host = down.host();
+    drop(down);
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = write_config(
+        dir.path(),
+        &format!(
+            "[[rules]]\nname = \"copy\"\nsource = \"{a}/app\"\ntarget = \"{b}/copy/app\"\n\
+             tags = [\"v1\", \"v2\", \"nope\"]\n\
+             [[rules]]\nname = \"keep\"\nsource = \"{a}/app\"\ntarget = \"{b}/kept/app\"\n\
+             tags = [\"v1\", \"v2\"]\non_conflict = \"keep\"\n\
+             [[rules]]\nname = \"down\"\nsource = \"{down_host}/app\"\ntarget = \"{b}/down/app\"\n\
+             tags = {{ all = true }}\n",
+            a = a.host(),
+            b = b.host()
+        ),
+    );
+
+    // A dry run says what it would copy, and copies nothing.
+    let (ok, dry) = sync_text(&cfg, &["--rule", "copy", "--dry-run"]);
+    assert!(!ok, "a missing tag fails the run:\n{dry}");
+    assert!(dry.contains("2 would copy"), "{dry}");
+    assert!(!dry.contains("copied"), "{dry}");
+    let app = format!("{}/app → {}/copy/app: 3 tags", a.host(), b.host());
+    assert!(dry.contains(&app), "{dry}");
+    assert!(dry.contains("    would copy  v1, v2\n"), "{dry}");
+    assert!(
+        dry.contains("    failed      nope: ") && dry.contains("MANIFEST_UNKNOWN"),
+        "the failure and its reason:\n{dry}"
+    );
+    assert_eq!(
+        rt.block_on(b.client().head_manifest("copy/app", "v1")),
+        None
+    );
+
+    let (_, out) = sync_text(&cfg, &[]);
+    assert!(
+        out.contains("rule copy: failed")
+            && out.contains("2 copied, 0 up to date, 0 kept, 1 failed"),
+        "{out}"
+    );
+    assert!(out.contains("    copied      v1, v2\n"), "{out}");
+    assert!(out.contains("    up to date  v2\n"), "{out}");
+    assert!(out.contains("    kept        v1\n"), "{out}");
+    // A source that cannot be listed is named, with what went wrong; never "0 failed".
+    let down_line = out
+        .lines()
+        .find(|l| l.starts_with("rule down: failed"))
+        .unwrap_or_else(|| panic!("{out}"));
+    assert!(
+        down_line.contains(&format!("listing tags of {down_host}/app")),
+        "{down_line}"
+    );
+    assert!(!down_line.contains("0 failed"), "{down_line}");
+    assert_eq!(
+        out.matches("Connection refused").count(),
+        1,
+        "the cause once:\n{out}"
+    );
+}

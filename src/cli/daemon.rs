@@ -9,7 +9,7 @@ use super::{ConfigArg, EXIT_FAILURE, EXIT_USAGE};
 use crate::config::{self, Shard};
 use crate::copy::{Engine, EngineOptions};
 use crate::daemon::{self, DaemonError};
-use crate::rule::{self, ImageOutcome, Rule, RunResult};
+use crate::rule::{ImageOutcome, Rule, RunResult};
 
 /// Shard selection shared by `run` and `sync`.
 #[derive(Debug, Args, Clone)]
@@ -158,7 +158,10 @@ pub async fn sync(args: SyncArgs) -> anyhow::Result<u8> {
     // The JSON report lists every image; the runs themselves keep only counts and failures.
     type Seen = std::sync::Mutex<std::collections::HashMap<String, Vec<ImageOutcome>>>;
     let seen: std::sync::Arc<Seen> = Default::default();
-    if args.json {
+    let report = super::sync_report::SyncReport::default();
+    if !args.json {
+        ctx.observer = Some(report.observer());
+    } else {
         let seen = seen.clone();
         ctx.observer = Some(std::sync::Arc::new(move |rule: &str, o: &ImageOutcome| {
             let mut seen = seen.lock().expect("seen lock");
@@ -183,10 +186,7 @@ pub async fn sync(args: SyncArgs) -> anyhow::Result<u8> {
         println!("{}", serde_json::to_string_pretty(&docs)?);
     } else {
         for run in &runs {
-            println!("{}", rule::summary_line(run));
-            for e in run.problems() {
-                println!("  error: {e}");
-            }
+            print!("{}", report.render(run));
         }
     }
     Ok(if ok { 0 } else { EXIT_FAILURE })

@@ -217,7 +217,8 @@ pub(super) async fn rule_loop(task: RuleTask) {
             continue;
         };
         tracing::info!(rule = %name, result = run.result.as_str(), "{}", summary_line(&run));
-        for e in run.problems() {
+        // Problems outside any image are on the summary line.
+        for e in run.image_problems() {
             tracing::warn!(rule = %name, "{e}");
         }
         record(&task.state, &run, started);

@@ -342,11 +342,17 @@ pub struct RuleRun {
 impl RuleRun {
     /// Each problem of the run, in words: run-level errors first, then failed images.
     pub fn problems(&self) -> impl Iterator<Item = String> + '_ {
-        self.errors.iter().map(ToString::to_string).chain(
-            self.failures
-                .iter()
-                .filter_map(|i| Some(format!("{}: {}", i.target, i.state.reason()?))),
-        )
+        self.errors
+            .iter()
+            .map(ToString::to_string)
+            .chain(self.image_problems())
+    }
+
+    /// Each failed or skipped image, in words (the run-level errors are on the summary line).
+    pub fn image_problems(&self) -> impl Iterator<Item = String> + '_ {
+        self.failures
+            .iter()
+            .filter_map(|i| Some(format!("{}: {}", i.target, i.state.reason()?)))
     }
 
     /// Two runs of one rule as one: everything they did, the worse result.
