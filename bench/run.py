@@ -22,7 +22,9 @@ What it does, in order:
 
 Cases (issue 5): a 3 platforms x 4 layers x 16 MiB; b 5 x 10 x 2 MiB; c 1 layer of --c-size
 (1 GiB); d no-op re-import of a, b, c; e 50 tags (2 platforms each) fresh `sync`; f the same 50
-tags no-op; g 1,000 tags x 1 platform, 5 of them changed between two syncs.
+tags no-op; g 1,000 tags x 1 platform, 5 of them changed between two syncs; h (issue 12) peak
+RSS of one rule over --h-tags tags (default 10,000 and 100,000, all at one small image, so that
+what grows is the number of tags and nothing else): a first sync, then a no-op sync.
 Everything generated goes under --tmp (registries) and --img (images); the registries are
 stopped (by PID) and their storage deleted at the end, even on failure (--keep keeps it).
 Needs: docker-registry, skopeo, python3 (stdlib) and cargo. The regbench scripts it calls
@@ -364,6 +366,8 @@ class Bench:
                 results["f"] = self.alternate("f", tools, a.runs, warmup=1)
         if "g" in self.cases:
             results["g"] = self.case_g(layouts["g"])
+        if "h" in self.cases:
+            results["h"] = self.case_h()
         self.results = results
         self.elapsed = time.monotonic() - t_start
 
@@ -392,6 +396,40 @@ class Bench:
             r = self.measure("g", "skopeo-noop", self.skopeo_sync("bench/g", "%s/%s" % (self.B, prefix)))
             out["skopeo_noop"].append(r)
             self.runs.append(r)
+        return out
+
+    def tags_layout(self, n):
+        """A layout of one small image under N tags (t0 … tN-1): make-image.py's one-tag image,
+        its index.json repeated N times (the blobs are shared through a symbolic link)."""
+        base = self.image("h-base", ["-p", "1", "-l", "1", "-s", G_LAYER, "--tag", "t"])
+        d = os.path.join(self.args.img, "h-%d" % n)
+        if not os.path.exists(os.path.join(d, "index.json")):
+            os.makedirs(d, exist_ok=True)
+            if not os.path.exists(os.path.join(d, "blobs")):
+                os.symlink(os.path.join(base, "blobs"), os.path.join(d, "blobs"))
+            shutil.copy(os.path.join(base, "oci-layout"), d)
+            entry = json.load(open(os.path.join(base, "index.json")))["manifests"][0]
+            entries = [dict(entry, annotations={"org.opencontainers.image.ref.name": "t%d" % i})
+                       for i in range(n)]
+            with open(os.path.join(d, "index.json"), "w") as f:
+                json.dump({"schemaVersion": 2, "manifests": entries}, f)
+        return d
+
+    def case_h(self):
+        out = {}
+        for n in self.args.h_tags:
+            log("== case h: %d tags of one image: first sync, then no-op sync" % n)
+            t0 = time.monotonic()
+            self.sh(["python3", os.path.join(HERE, "push_layout.py"), "-j", "16", self.tags_layout(n),
+                     "%s/bench/h%d" % (self.A, n)], stdout=subprocess.DEVNULL)
+            log("   seeded %d tags in %.0f s" % (n, time.monotonic() - t0))
+            target = "%s/%s/{name}" % (self.B, self.fresh("cdh"))
+            runs = []
+            for kind in ["first"] + ["noop"] * self.args.h_runs:
+                r = self.measure("h%d" % n, kind, self.cd_sync("bench/h%d" % n, target), tags=n)
+                runs.append(r)
+                self.runs.append(r)
+            out[str(n)] = runs
         return out
 
     # ---- report -------------------------------------------------------------------------------
@@ -475,6 +513,9 @@ class Bench:
             row("g", "crossdock no-op sync", g["noop"])
             row("g", "crossdock 5 changed", g["changed"])
             row("g", "skopeo no-op sync", g["skopeo_noop"])
+        for n, runs in res.get("h", {}).items():
+            row("h %s tags" % n, "crossdock first sync", [r for r in runs if r["tool"] == "first"])
+            row("h %s tags" % n, "crossdock no-op sync", [r for r in runs if r["tool"] == "noop"])
 
         L.append("\n| case | target | measured | verdict |")
         L.append("|---|---|---|---|")
@@ -485,6 +526,9 @@ class Bench:
 
         def verdict(ok):
             return "met" if ok else "**not met**"
+        for n, runs in res.get("h", {}).items():
+            peak = max(r["peak_mib"] for r in runs)
+            L.append("| h | peak RSS ≤ 32 MiB at %s tags (issue 12) | %.1f MiB | %s |" % (n, peak, verdict(peak <= 32)))
         if "a" in res:
             rs, s = ratio("a", "crossdock", "raw")
             L.append("| a | wall ≤ 1.05 × raw limit | crossdock / raw %s | %s |" % (s, verdict(med(rs) <= 1.05)))
@@ -558,6 +602,8 @@ def main():
     ap.add_argument("--c-size", default="1G", help="case c's layer size (default 1G)")
     ap.add_argument("--g-tags", type=int, default=1000, help="case g's tag count (default 1000)")
     ap.add_argument("--g-skopeo", type=int, default=1, help="skopeo no-op syncs of case g (default 1)")
+    ap.add_argument("--h-tags", default="10000,100000", help="case h's tag counts (default 10000,100000)")
+    ap.add_argument("--h-runs", type=int, default=1, help="no-op syncs per tag count in case h (default 1)")
     ap.add_argument("--no-build", action="store_true", help="use target/release/crossdock as it is")
     ap.add_argument("--bin", help="the crossdock binary to measure (implies --no-build)")
     ap.add_argument("--compare", action="append", default=[], metavar="NAME=BIN",
@@ -575,7 +621,8 @@ def main():
     args.cmdline = " ".join(sys.argv[1:])
     args.runs_c = args.runs_c or min(3, args.runs)
     args.c_bytes = parse_size(args.c_size)
-    args.cases = [c for c in args.cases if c in "abcdefg"]
+    args.cases = [c for c in args.cases if c in "abcdefgh"]
+    args.h_tags = [int(n) for n in args.h_tags.split(",") if n]
     args.compare = [(n, os.path.abspath(b)) for n, b in (c.split("=", 1) for c in args.compare)]
     args.d_images = [c for c in args.d_images if c in "abc"]
     args.out = args.out or os.path.join("/tmp/crossdock-bench-results",

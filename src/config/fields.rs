@@ -40,3 +40,33 @@ pub(super) fn valid_rule_name(n: &str) -> bool {
         && b.iter()
             .all(|&c| c.is_ascii_alphanumeric() || c == b'-' || c == b'_' || c == b'.')
 }
+
+/// A rule's `name` (of either kind) checked: present, valid, and not taken — `taken` gives the
+/// message when another rule has it. `None` when a problem was recorded.
+pub(super) fn rule_name(
+    raw: Option<&String>,
+    path: &KeyPath,
+    missing: &str,
+    taken: impl FnOnce(&str) -> Option<String>,
+    problems: &mut Problems<'_>,
+) -> Option<String> {
+    let Some(n) = raw else {
+        problems.missing(path, missing);
+        return None;
+    };
+    if !valid_rule_name(n) {
+        problems.add(
+            path,
+            format!(
+                "invalid rule name {n:?}: use letters, digits, '-', '_', '.' \
+                 (starting with a letter or digit, at most {MAX_RULE_NAME})"
+            ),
+        );
+        return None;
+    }
+    if let Some(message) = taken(n) {
+        problems.add(path, message);
+        return None;
+    }
+    Some(n.clone())
+}

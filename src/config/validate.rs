@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use super::credentials::{read_named_file, resolve as resolve_credentials};
 use super::error::{KeyPath, Problems};
-use super::fields::{MAX_RULE_NAME, duration, valid_rule_name};
+use super::fields::{duration, rule_name};
 use super::plan::{
     DEFAULT_LISTEN, DEFAULT_MAX_CONCURRENCY, DEFAULT_MAX_CONCURRENT_IMAGES, DEFAULT_RETRY_BACKOFF,
     DEFAULT_SCHEDULE, DEFAULT_SHUTDOWN_GRACE, DEFAULT_TIMEOUT, DaemonSettings, Plan,
@@ -185,44 +185,8 @@ fn registries(
     out
 }
 
-fn rule(
-    index: usize,
-    raw: &RawRule,
-    defaults: &Defaults,
-    names: &mut HashMap<String, usize>,
-    problems: &mut Problems<'_>,
-) -> Option<RulePlan> {
-    let path = KeyPath::root().key("rules").index(index);
-    let name = match &raw.name {
-        None => {
-            problems.missing(&path.key("name"), "every rule needs a unique name");
-            None
-        }
-        Some(n) if !valid_rule_name(n) => {
-            problems.add(
-                &path.key("name"),
-                format!(
-                    "invalid rule name {n:?}: use letters, digits, '-', '_', '.' \
-                     (starting with a letter or digit, at most {MAX_RULE_NAME})"
-                ),
-            );
-            None
-        }
-        Some(n) => match names.get(n) {
-            Some(first) => {
-                problems.add(
-                    &path.key("name"),
-                    format!("duplicate rule name {n:?} (also rules[{first}])"),
-                );
-                None
-            }
-            None => {
-                names.insert(n.clone(), index);
-                Some(n.clone())
-            }
-        },
-    };
-
+/// `source`: one repository or a list, each without tag or digest, none twice.
+fn rule_sources(raw: &RawRule, path: &KeyPath, problems: &mut Problems<'_>) -> Vec<Reference> {
     let mut sources = Vec::new();
     match &raw.source {
         None => problems.missing(
@@ -256,9 +220,19 @@ fn rule(
             }
         }
     }
+    sources
+}
 
+/// `target`: one template or a list; every source must expand to a valid reference under each,
+/// and two templates must not land one source on the same repository.
+fn rule_targets(
+    raw: &RawRule,
+    sources: &[Reference],
+    path: &KeyPath,
+    problems: &mut Problems<'_>,
+) -> (Option<TargetTemplate>, Vec<TargetTemplate>) {
     let target_path = path.key("target");
-    let (target, extra_targets) = match &raw.target {
+    match &raw.target {
         None => {
             problems.missing(
                 &target_path,
@@ -280,13 +254,13 @@ fn rule(
                 } else {
                     target_path.index(i)
                 };
-                match target_template(t, &sources, &p, problems) {
+                match target_template(t, sources, &p, problems) {
                     Some(tpl) => all.push(tpl),
                     None => ok = false,
                 }
             }
             // Two templates of one rule must not land on the same repository either.
-            for src in &sources {
+            for src in sources {
                 let mut seen = std::collections::HashSet::new();
                 for tpl in &all {
                     if let Ok(t) = tpl.expand(src)
@@ -304,8 +278,32 @@ fn rule(
                 (None, Vec::new())
             }
         }
-    };
+    }
+}
 
+fn rule(
+    index: usize,
+    raw: &RawRule,
+    defaults: &Defaults,
+    names: &mut HashMap<String, usize>,
+    problems: &mut Problems<'_>,
+) -> Option<RulePlan> {
+    let path = KeyPath::root().key("rules").index(index);
+    let name = rule_name(
+        raw.name.as_ref(),
+        &path.key("name"),
+        "every rule needs a unique name",
+        |n| {
+            let first = names.get(n)?;
+            Some(format!("duplicate rule name {n:?} (also rules[{first}])"))
+        },
+        problems,
+    );
+    if let Some(n) = &name {
+        names.insert(n.clone(), index);
+    }
+    let sources = rule_sources(raw, &path, problems);
+    let (target, extra_targets) = rule_targets(raw, &sources, &path, problems);
     let tags = match &raw.tags {
         None => {
             problems.missing(
@@ -433,6 +431,36 @@ fn target_template(
     }
 }
 
+/// `[daemon]`, resolved.
+fn daemon_settings(raw: &RawConfig, problems: &mut Problems<'_>) -> DaemonSettings {
+    let d = raw.daemon.as_ref();
+    let dpath = KeyPath::root().key("daemon");
+    let max_concurrent_images = match d.and_then(|d| d.max_concurrent_images) {
+        Some(0) => {
+            problems.add(&dpath.key("max_concurrent_images"), "must be at least 1");
+            DEFAULT_MAX_CONCURRENT_IMAGES
+        }
+        Some(n) => n as usize,
+        None => DEFAULT_MAX_CONCURRENT_IMAGES,
+    };
+    DaemonSettings {
+        max_concurrent_images,
+        run_on_start: d.and_then(|d| d.run_on_start).unwrap_or(true),
+        shutdown_grace: duration(
+            d.and_then(|d| d.shutdown_grace.as_deref()),
+            DEFAULT_SHUTDOWN_GRACE,
+            &dpath.key("shutdown_grace"),
+            problems,
+        ),
+        jitter: duration(
+            d.and_then(|d| d.jitter.as_deref()),
+            Duration::ZERO,
+            &dpath.key("jitter"),
+            problems,
+        ),
+    }
+}
+
 /// Checks a raw configuration and builds the plan; `None` if anything was recorded in
 /// `problems` (including problems recorded before, while reading the file).
 pub(crate) fn validate(
@@ -456,32 +484,7 @@ pub(crate) fn validate(
         DEFAULT_LISTEN.parse().expect("default address parses")
     });
 
-    let d = raw.daemon.as_ref();
-    let dpath = KeyPath::root().key("daemon");
-    let max_concurrent_images = match d.and_then(|d| d.max_concurrent_images) {
-        Some(0) => {
-            problems.add(&dpath.key("max_concurrent_images"), "must be at least 1");
-            DEFAULT_MAX_CONCURRENT_IMAGES
-        }
-        Some(n) => n as usize,
-        None => DEFAULT_MAX_CONCURRENT_IMAGES,
-    };
-    let daemon = DaemonSettings {
-        max_concurrent_images,
-        run_on_start: d.and_then(|d| d.run_on_start).unwrap_or(true),
-        shutdown_grace: duration(
-            d.and_then(|d| d.shutdown_grace.as_deref()),
-            DEFAULT_SHUTDOWN_GRACE,
-            &dpath.key("shutdown_grace"),
-            problems,
-        ),
-        jitter: duration(
-            d.and_then(|d| d.jitter.as_deref()),
-            Duration::ZERO,
-            &dpath.key("jitter"),
-            problems,
-        ),
-    };
+    let daemon = daemon_settings(raw, problems);
 
     let defaults = defaults(
         raw.defaults.as_ref().unwrap_or(&Default::default()),
