@@ -160,11 +160,10 @@ fn a_failed_run_is_retried_with_backoff_before_the_next_schedule() {
 
 /// `crossdock sync` (text) with `extra` arguments: its exit success and standard output.
 fn sync_text(config: &std::path::Path, extra: &[&str]) -> (bool, String) {
-    let out = daemon_harness::bin()
-        .args(["sync", "--config", config.to_str().unwrap()])
-        .args(extra)
-        .output()
-        .unwrap();
+    let mut args = vec!["sync", "--config", config.to_str().unwrap()];
+    args.extend_from_slice(extra);
+    let out =
+        support::cli::run(support::cli::command(&args), None, Duration::from_secs(240)).output;
     (
         out.status.success(),
         String::from_utf8_lossy(&out.stdout).into_owned(),
