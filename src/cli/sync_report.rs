@@ -69,6 +69,7 @@ fn word(order: u8) -> &'static str {
         "kept",
         "skipped",
         "failed",
+        "refused",
     ][usize::from(order)]
 }
 
