@@ -22,7 +22,9 @@ What it does, in order:
 
 Cases (issue 5): a 3 platforms x 4 layers x 16 MiB; b 5 x 10 x 2 MiB; c 1 layer of --c-size
 (1 GiB); d no-op re-import of a, b, c; e 50 tags (2 platforms each) fresh `sync`; f the same 50
-tags no-op; g 1,000 tags x 1 platform, 5 of them changed between two syncs.
+tags no-op; g 1,000 tags x 1 platform, 5 of them changed between two syncs; h (issue 12) peak
+RSS of one rule over --h-tags tags (default 10,000 and 100,000, all at one small image, so that
+what grows is the number of tags and nothing else): a first sync, then a no-op sync.
 Everything generated goes under --tmp (registries) and --img (images); the registries are
 stopped (by PID) and their storage deleted at the end, even on failure (--keep keeps it).
 Needs: docker-registry, skopeo, python3 (stdlib) and cargo. The regbench scripts it calls
@@ -364,6 +366,8 @@ class Bench:
                 results["f"] = self.alternate("f", tools, a.runs, warmup=1)
         if "g" in self.cases:
             results["g"] = self.case_g(layouts["g"])
+        if "h" in self.cases:
+            results["h"] = self.case_h()
         self.results = results
         self.elapsed = time.monotonic() - t_start
 
@@ -392,6 +396,62 @@ class Bench:
             r = self.measure("g", "skopeo-noop", self.skopeo_sync("bench/g", "%s/%s" % (self.B, prefix)))
             out["skopeo_noop"].append(r)
             self.runs.append(r)
+        return out
+
+    def seed_tags(self, repo, n):
+        """Repository REPO at A with one small single-platform image under N tags (t0 … tN-1).
+        The image and t0 go through the registry's API (bench/push_layout.py); t1 … tN-1 are
+        written straight into A's filesystem storage as distribution 2.8 lays a tag out
+        (`_manifests/tags/T/current/link` and `…/index/sha256/HEX/link`, each holding the
+        digest), which is exactly what a PUT by tag writes and takes seconds for 100,000 tags
+        instead of minutes. Distribution keeps no tag cache, so it serves them at once; t0
+        … tN-1 are then checked through the API (tag list and a HEAD of the last)."""
+        base = self.image("h-base", ["-p", "1", "-l", "1", "-s", G_LAYER, "--tag", "t"])
+        d = os.path.join(self.args.img, "h1")
+        if not os.path.exists(os.path.join(d, "index.json")):
+            # The platform manifest of make-image.py's one-child index, tagged t0.
+            os.makedirs(d, exist_ok=True)
+            if not os.path.exists(os.path.join(d, "blobs")):
+                os.symlink(os.path.join(base, "blobs"), os.path.join(d, "blobs"))
+            shutil.copy(os.path.join(base, "oci-layout"), d)
+            top = json.load(open(os.path.join(base, "index.json")))["manifests"][0]
+            with open(os.path.join(base, "blobs", "sha256", top["digest"][7:])) as f:
+                child = json.load(f)["manifests"][0]
+            entry = {k: child[k] for k in ("mediaType", "digest", "size")}
+            entry["annotations"] = {"org.opencontainers.image.ref.name": "t0"}
+            with open(os.path.join(d, "index.json"), "w") as f:
+                json.dump({"schemaVersion": 2, "manifests": [entry]}, f)
+        self.sh(["python3", os.path.join(HERE, "push_layout.py"), d, "%s/%s" % (self.A, repo)],
+                stdout=subprocess.DEVNULL)
+        digest = json.load(open(os.path.join(d, "index.json")))["manifests"][0]["digest"]
+        tags = os.path.join(self.base, self.ports[0], "storage", "docker", "registry", "v2", "repositories",
+                            repo, "_manifests", "tags")
+        for i in range(1, n):
+            t = os.path.join(tags, "t%d" % i)
+            for link in (os.path.join(t, "current"), os.path.join(t, "index", "sha256", digest[7:])):
+                os.makedirs(link, exist_ok=True)
+                with open(os.path.join(link, "link"), "w") as f:
+                    f.write(digest)
+        out = subprocess.run(["curl", "-sf", "http://%s/v2/%s/tags/list" % (self.A, repo)], check=True,
+                             capture_output=True, text=True).stdout
+        listed = len(json.loads(out)["tags"])
+        if listed != n:
+            sys.exit("seeding %s: the registry lists %d tags, not %d" % (repo, listed, n))
+
+    def case_h(self):
+        out = {}
+        for n in self.args.h_tags:
+            log("== case h: %d tags of one image: first sync, then no-op sync" % n)
+            t0 = time.monotonic()
+            self.seed_tags("bench/h%d" % n, n)
+            log("   seeded %d tags in %.0f s" % (n, time.monotonic() - t0))
+            target = "%s/%s/{name}" % (self.B, self.fresh("cdh"))
+            runs = []
+            for kind in ["first"] + ["noop"] * self.args.h_runs:
+                r = self.measure("h%d" % n, kind, self.cd_sync("bench/h%d" % n, target), tags=n)
+                runs.append(r)
+                self.runs.append(r)
+            out[str(n)] = runs
         return out
 
     # ---- report -------------------------------------------------------------------------------
@@ -475,6 +535,9 @@ class Bench:
             row("g", "crossdock no-op sync", g["noop"])
             row("g", "crossdock 5 changed", g["changed"])
             row("g", "skopeo no-op sync", g["skopeo_noop"])
+        for n, runs in res.get("h", {}).items():
+            row("h %s tags" % n, "crossdock first sync", [r for r in runs if r["tool"] == "first"])
+            row("h %s tags" % n, "crossdock no-op sync", [r for r in runs if r["tool"] == "noop"])
 
         L.append("\n| case | target | measured | verdict |")
         L.append("|---|---|---|---|")
@@ -485,6 +548,9 @@ class Bench:
 
         def verdict(ok):
             return "met" if ok else "**not met**"
+        for n, runs in res.get("h", {}).items():
+            peak = max(r["peak_mib"] for r in runs)
+            L.append("| h | peak RSS ≤ 32 MiB at %s tags (issue 12) | %.1f MiB | %s |" % (n, peak, verdict(peak <= 32)))
         if "a" in res:
             rs, s = ratio("a", "crossdock", "raw")
             L.append("| a | wall ≤ 1.05 × raw limit | crossdock / raw %s | %s |" % (s, verdict(med(rs) <= 1.05)))
@@ -558,6 +624,8 @@ def main():
     ap.add_argument("--c-size", default="1G", help="case c's layer size (default 1G)")
     ap.add_argument("--g-tags", type=int, default=1000, help="case g's tag count (default 1000)")
     ap.add_argument("--g-skopeo", type=int, default=1, help="skopeo no-op syncs of case g (default 1)")
+    ap.add_argument("--h-tags", default="10000,100000", help="case h's tag counts (default 10000,100000)")
+    ap.add_argument("--h-runs", type=int, default=1, help="no-op syncs per tag count in case h (default 1)")
     ap.add_argument("--no-build", action="store_true", help="use target/release/crossdock as it is")
     ap.add_argument("--bin", help="the crossdock binary to measure (implies --no-build)")
     ap.add_argument("--compare", action="append", default=[], metavar="NAME=BIN",
@@ -575,7 +643,8 @@ def main():
     args.cmdline = " ".join(sys.argv[1:])
     args.runs_c = args.runs_c or min(3, args.runs)
     args.c_bytes = parse_size(args.c_size)
-    args.cases = [c for c in args.cases if c in "abcdefg"]
+    args.cases = [c for c in args.cases if c in "abcdefgh"]
+    args.h_tags = [int(n) for n in args.h_tags.split(",") if n]
     args.compare = [(n, os.path.abspath(b)) for n, b in (c.split("=", 1) for c in args.compare)]
     args.d_images = [c for c in args.d_images if c in "abc"]
     args.out = args.out or os.path.join("/tmp/crossdock-bench-results",

@@ -86,8 +86,10 @@ pub struct Metrics {
     pub last_success: Family<RuleLabels, Gauge>,
     /// Run durations by rule.
     pub run_duration: Family<RuleLabels, Histogram>,
-    /// Images by rule and outcome (copied, up_to_date, failed).
+    /// Images by rule and outcome (copied, up_to_date, kept, skipped, failed).
     pub rule_images: Family<RunLabels, Counter>,
+    /// Failed runs of each rule since its last good one.
+    pub consecutive_failures: Family<RuleLabels, Gauge>,
     /// Blobs by outcome.
     pub blobs: Family<OutcomeLabels, Counter>,
     /// Blob bytes by outcome.
@@ -181,8 +183,16 @@ impl Metrics {
         let rule_images = Family::<RunLabels, Counter>::default();
         registry.register(
             "rule_images",
-            "Images handled by rule runs, by rule and result (copied, up_to_date, failed)",
+            "Images handled by rule runs, by rule and result (copied, up_to_date, kept, \
+             skipped, failed)",
             rule_images.clone(),
+        );
+        let consecutive_failures = Family::<RuleLabels, Gauge>::default();
+        registry.register(
+            "rule_consecutive_failures",
+            "Failed runs of each rule since its last good run (0: the last run was good); a \
+             failed rule is retried with backoff before its next scheduled run",
+            consecutive_failures.clone(),
         );
         let notifications = Family::<NotificationLabels, Counter>::default();
         registry.register(
@@ -211,6 +221,7 @@ impl Metrics {
             last_success,
             run_duration,
             rule_images,
+            consecutive_failures,
             blobs,
             bytes,
             images,
@@ -352,6 +363,16 @@ pub fn record_run(rule: &str, result: &str, seconds: f64, finished_unix: i64) {
     if result == "ok" {
         m.last_success.get_or_create(&rl).set(finished_unix);
     }
+}
+
+/// Sets a rule's count of failed runs since its last good one.
+pub fn set_consecutive_failures(rule: &str, n: u32) {
+    global()
+        .consecutive_failures
+        .get_or_create(&RuleLabels {
+            rule: rule.to_string(),
+        })
+        .set(i64::from(n));
 }
 
 /// Counts images handled by a rule run.

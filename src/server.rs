@@ -67,6 +67,10 @@ pub struct RuleStatus {
     pub last_run: Option<RunSummary>,
     /// When it last succeeded.
     pub last_success: Option<DateTime<Utc>>,
+    /// Failed runs since the last good one.
+    pub consecutive_failures: u32,
+    /// When a failed rule is tried again, if before its next scheduled run.
+    pub next_retry: Option<DateTime<Utc>>,
 }
 
 /// State shared between the scheduler and the server.

@@ -14,7 +14,7 @@ use crossdock::manifest::Platform;
 use crossdock::reference::Reference;
 use crossdock::registry::auth::Credentials;
 use crossdock::registry::http::HttpRegistry;
-use crossdock::rules::OnConflict;
+use crossdock::rule::OnConflict;
 use crossdock::schedule::Schedule;
 use support::TestRegistry;
 use support::fixtures::{Format, ImageSpec};

@@ -12,7 +12,7 @@ use tokio_util::sync::CancellationToken;
 use super::{AuditReport, Sample, audit};
 use crate::reference::Reference;
 use crate::registry::connect::Connector;
-use crate::rules::RulePlan;
+use crate::rule::RulePlan;
 use crate::schedule::Schedule;
 
 /// The target images of `rule` present at the targets; problems listing them are returned

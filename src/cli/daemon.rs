@@ -8,7 +8,8 @@ use futures_util::{StreamExt, stream};
 use super::{ConfigArg, EXIT_FAILURE, EXIT_USAGE};
 use crate::config::{self, Shard};
 use crate::copy::{Engine, EngineOptions};
-use crate::daemon::{self, DaemonError, Rule, RunResult};
+use crate::daemon::{self, DaemonError};
+use crate::rule::{ImageOutcome, Rule, RunResult};
 
 /// Shard selection shared by `run` and `sync`.
 #[derive(Debug, Args, Clone)]
@@ -133,24 +134,40 @@ pub async fn sync(args: SyncArgs) -> anyhow::Result<u8> {
     };
     // Mirror rules and index rules alike.
     let rules: Vec<Rule> = match &args.rule {
-        Some(name) => match Rule::named(&plan, name) {
+        Some(name) => match plan.rule_named(name) {
             Some(r) => vec![r],
             None => {
                 eprintln!(
                     "error: no rule named {name:?} in {}; rules: {}",
                     config.display(),
-                    Rule::names(&plan).join(", ")
+                    plan.all_rules()
+                        .map(|r| r.name().to_string())
+                        .collect::<Vec<_>>()
+                        .join(", ")
                 );
                 return Ok(EXIT_USAGE);
             }
         },
-        None => Rule::for_shard(&plan, shard),
+        None => plan.rules_in(shard),
     };
     let engine = Engine::new(EngineOptions {
         max_concurrent_images: plan.daemon.max_concurrent_images,
         ..EngineOptions::default()
     });
-    let ctx = daemon::context_for(&plan, engine);
+    let mut ctx = daemon::context_for(&plan, engine);
+    // The JSON report lists every image; the runs themselves keep only counts and failures.
+    type Seen = std::sync::Mutex<std::collections::HashMap<String, Vec<ImageOutcome>>>;
+    let seen: std::sync::Arc<Seen> = Default::default();
+    let report = super::sync_report::SyncReport::default();
+    if !args.json {
+        ctx.observer = Some(report.observer());
+    } else {
+        let seen = seen.clone();
+        ctx.observer = Some(std::sync::Arc::new(move |rule: &str, o: &ImageOutcome| {
+            let mut seen = seen.lock().expect("seen lock");
+            seen.entry(rule.to_string()).or_default().push(o.clone());
+        }));
+    }
     // Rules run side by side; the engine's limits bound the total work.
     let runs: Vec<_> = stream::iter(&rules)
         .map(|rule| rule.run(&ctx, args.dry_run))
@@ -159,17 +176,17 @@ pub async fn sync(args: SyncArgs) -> anyhow::Result<u8> {
         .await;
     let ok = runs.iter().all(|r| r.result == RunResult::Ok);
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&runs)?);
+        let mut seen = seen.lock().expect("seen lock");
+        let mut docs = Vec::new();
+        for run in &runs {
+            let mut doc = serde_json::to_value(run)?;
+            doc["images"] = serde_json::to_value(seen.remove(&run.rule).unwrap_or_default())?;
+            docs.push(doc);
+        }
+        println!("{}", serde_json::to_string_pretty(&docs)?);
     } else {
         for run in &runs {
-            println!("{}", daemon::summary_line(run));
-            for e in run
-                .errors
-                .iter()
-                .chain(run.images.iter().filter_map(|i| i.error.as_ref()))
-            {
-                println!("  error: {e}");
-            }
+            print!("{}", report.render(run));
         }
     }
     Ok(if ok { 0 } else { EXIT_FAILURE })

@@ -15,6 +15,7 @@ mod login;
 mod ls;
 mod progress;
 mod retry_line;
+mod sync_report;
 mod verify;
 
 use std::path::PathBuf;

@@ -2,16 +2,16 @@
 //!
 //! Kept apart from [`super::validate`] because an index rule shares only two things with the
 //! mirror rules there: one name space (a name is a metrics label, a `--rule` argument and a
-//! shard key, whatever the kind) and `[defaults]` (schedule, timeout, referrers).
+//! shard key, whatever the kind) and `[defaults]` (schedule, timeout, retry_backoff, referrers).
 
 use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
 use super::error::{KeyPath, Problems};
+use super::fields::{duration, rule_name};
 use super::raw::RawIndex;
-use super::validate::{MAX_RULE_NAME, duration, valid_rule_name};
-use crate::indexes::IndexPlan;
 use crate::reference::Reference;
+use crate::rule::IndexPlan;
 use crate::schedule::Schedule;
 
 /// The `[defaults]` an index rule takes.
@@ -19,6 +19,7 @@ pub(super) struct IndexDefaults {
     pub(super) referrers: bool,
     pub(super) schedule: Schedule,
     pub(super) timeout: Duration,
+    pub(super) retry_backoff: Duration,
 }
 
 /// `[[indexes]]`, each checked; `names` holds the mirror rules' names (one name space).
@@ -35,57 +36,10 @@ pub(super) fn indexes(
         .collect()
 }
 
-fn index(
-    i: usize,
-    raw: &RawIndex,
-    defaults: &IndexDefaults,
-    rule_names: &HashMap<String, usize>,
-    own: &mut HashMap<String, usize>,
-    problems: &mut Problems<'_>,
-) -> Option<IndexPlan> {
-    let path = KeyPath::root().key("indexes").index(i);
-    let name = match &raw.name {
-        None => {
-            problems.missing(&path.key("name"), "every index rule needs a unique name");
-            None
-        }
-        Some(n) if !valid_rule_name(n) => {
-            problems.add(
-                &path.key("name"),
-                format!(
-                    "invalid rule name {n:?}: use letters, digits, '-', '_', '.' \
-                     (starting with a letter or digit, at most {MAX_RULE_NAME})"
-                ),
-            );
-            None
-        }
-        Some(n) => {
-            let also = match (rule_names.get(n), own.get(n)) {
-                (Some(r), _) => Some(format!("rules[{r}]")),
-                (None, Some(x)) => Some(format!("indexes[{x}]")),
-                (None, None) => None,
-            };
-            match also {
-                Some(also) => {
-                    problems.add(
-                        &path.key("name"),
-                        format!(
-                            "duplicate rule name {n:?} (also {also}); rules and index rules \
-                             share one name space"
-                        ),
-                    );
-                    None
-                }
-                None => {
-                    own.insert(n.clone(), i);
-                    Some(n.clone())
-                }
-            }
-        }
-    };
-
+/// `target`: a repository and a tag, no digest.
+fn index_target(raw: &RawIndex, path: &KeyPath, problems: &mut Problems<'_>) -> Option<Reference> {
     let target_path = path.key("target");
-    let target = match &raw.target {
+    match &raw.target {
         None => {
             problems.missing(
                 &target_path,
@@ -114,8 +68,16 @@ fn index(
             }
             Ok(r) => Some(r),
         },
-    };
+    }
+}
 
+/// `sources`: per-platform images by tag, none twice, none the target.
+fn index_sources(
+    raw: &RawIndex,
+    target: Option<&Reference>,
+    path: &KeyPath,
+    problems: &mut Problems<'_>,
+) -> Vec<Reference> {
     let sources_path = path.key("sources");
     let mut sources: Vec<Reference> = Vec::new();
     match &raw.sources {
@@ -140,7 +102,7 @@ fn index(
                              once)"
                         ),
                     ),
-                    Ok(r) if Some(&r) == target.as_ref() => problems.add(
+                    Ok(r) if Some(&r) == target => problems.add(
                         &p,
                         format!("{r} is the index's own target; a source must be another tag"),
                     ),
@@ -152,6 +114,40 @@ fn index(
             }
         }
     }
+    sources
+}
+
+fn index(
+    i: usize,
+    raw: &RawIndex,
+    defaults: &IndexDefaults,
+    rule_names: &HashMap<String, usize>,
+    own: &mut HashMap<String, usize>,
+    problems: &mut Problems<'_>,
+) -> Option<IndexPlan> {
+    let path = KeyPath::root().key("indexes").index(i);
+    let name = rule_name(
+        raw.name.as_ref(),
+        &path.key("name"),
+        "every index rule needs a unique name",
+        |n| {
+            let also = match (rule_names.get(n), own.get(n)) {
+                (Some(r), _) => format!("rules[{r}]"),
+                (None, Some(x)) => format!("indexes[{x}]"),
+                (None, None) => return None,
+            };
+            Some(format!(
+                "duplicate rule name {n:?} (also {also}); rules and index rules share one name space"
+            ))
+        },
+        problems,
+    );
+    if let Some(n) = &name {
+        own.insert(n.clone(), i);
+    }
+
+    let target = index_target(raw, &path, problems);
+    let sources = index_sources(raw, target.as_ref(), &path, problems);
 
     let mut annotations = BTreeMap::new();
     for (k, v) in raw.annotations.iter().flatten() {
@@ -189,5 +185,11 @@ fn index(
         referrers: raw.referrers.unwrap_or(defaults.referrers),
         schedule: schedule?,
         timeout,
+        retry_backoff: duration(
+            raw.retry_backoff.as_deref(),
+            defaults.retry_backoff,
+            &path.key("retry_backoff"),
+            problems,
+        ),
     })
 }

@@ -28,12 +28,14 @@ mod anchor;
 mod credentials;
 mod document;
 mod error;
+mod fields;
 mod indexes;
 mod network;
 mod notifications;
 mod plan;
 pub mod raw;
 mod shard;
+mod tags;
 mod trust;
 mod validate;
 
@@ -43,9 +45,9 @@ use std::path::Path;
 pub use document::{ENV_PREFIX, ENV_SEPARATOR};
 pub use error::{ConfigError, ConfigErrors, KeyPath, Origin, Segment};
 pub use plan::{
-    DEFAULT_LISTEN, DEFAULT_MAX_CONCURRENCY, DEFAULT_MAX_CONCURRENT_IMAGES, DEFAULT_SCHEDULE,
-    DEFAULT_SHUTDOWN_GRACE, DEFAULT_TIMEOUT, DaemonSettings, Plan, RegistrySettings,
-    ServerSettings, Summary,
+    DEFAULT_LISTEN, DEFAULT_MAX_CONCURRENCY, DEFAULT_MAX_CONCURRENT_IMAGES, DEFAULT_RETRY_BACKOFF,
+    DEFAULT_SCHEDULE, DEFAULT_SHUTDOWN_GRACE, DEFAULT_TIMEOUT, DaemonSettings, Plan,
+    RegistrySettings, ServerSettings, Summary,
 };
 pub use shard::{Shard, ShardError, shard_of};
 

@@ -9,11 +9,10 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use super::shard::Shard;
-use crate::indexes::IndexPlan;
 use crate::reference::{DOCKER_HUB, is_loopback_registry};
 use crate::registry::auth::{Credentials, Secret};
 use crate::registry::http::{ClientCertificate, HttpOptions, ProxySetting};
-use crate::rules::RulePlan;
+use crate::rule::{IndexPlan, Rule, RulePlan};
 
 /// Default `[server] listen`: loopback, so that nothing is exposed unless asked.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:9090";
@@ -25,6 +24,8 @@ pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
 pub const DEFAULT_SCHEDULE: &str = "@every 6h";
 /// Default time limit of one run of a rule (`[defaults] timeout`).
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(3600);
+/// Default first wait before a failed run is retried (`[defaults] retry_backoff`).
+pub const DEFAULT_RETRY_BACKOFF: Duration = Duration::from_secs(30);
 /// Default requests in flight per registry.
 pub const DEFAULT_MAX_CONCURRENCY: usize = 8;
 
@@ -168,6 +169,25 @@ impl Plan {
     /// The rules this shard owns, in file order.
     pub fn rules_for_shard(&self, shard: Shard) -> Vec<&RulePlan> {
         self.rules.iter().filter(|r| shard.owns(&r.name)).collect()
+    }
+
+    /// Every rule of either kind: mirror rules, then index rules, in file order.
+    pub fn all_rules(&self) -> impl Iterator<Item = Rule> + '_ {
+        self.rules
+            .iter()
+            .cloned()
+            .map(Rule::Mirror)
+            .chain(self.indexes.iter().cloned().map(Rule::Index))
+    }
+
+    /// Every rule of either kind that `shard` owns, in [`Plan::all_rules`]'s order.
+    pub fn rules_in(&self, shard: Shard) -> Vec<Rule> {
+        self.all_rules().filter(|r| shard.owns(r.name())).collect()
+    }
+
+    /// The rule of either kind named `name`.
+    pub fn rule_named(&self, name: &str) -> Option<Rule> {
+        self.all_rules().find(|r| r.name() == name)
     }
 
     /// A short account of what was loaded, for `check-config`.

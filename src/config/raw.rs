@@ -13,7 +13,7 @@ use std::path::PathBuf;
 use serde::Deserialize;
 use serde::de::{self, Deserializer, MapAccess, SeqAccess, Visitor};
 
-use crate::rules::OnConflict;
+use crate::rule::OnConflict;
 
 /// The whole file.
 #[derive(Debug, Default, Deserialize)]
@@ -75,6 +75,8 @@ pub struct RawDefaults {
     pub schedule: Option<String>,
     /// Time limit per run.
     pub timeout: Option<String>,
+    /// First wait before a failed run is retried (doubling).
+    pub retry_backoff: Option<String>,
     /// Backup tag template used before moving a tag.
     pub backup_tag: Option<String>,
 }
@@ -282,6 +284,8 @@ pub struct RawRule {
     pub schedule: Option<String>,
     /// Time limit per run.
     pub timeout: Option<String>,
+    /// First wait before a failed run is retried (doubling).
+    pub retry_backoff: Option<String>,
     /// Backup tag template used before moving a tag.
     pub backup_tag: Option<String>,
     /// Public key files (relative to the configuration file): copy only images signed with one.
@@ -310,6 +314,8 @@ pub struct RawIndex {
     pub schedule: Option<String>,
     /// Time limit per run.
     pub timeout: Option<String>,
+    /// First wait before a failed run is retried (doubling).
+    pub retry_backoff: Option<String>,
 }
 
 #[cfg(test)]

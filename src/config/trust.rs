@@ -8,7 +8,7 @@ use std::sync::Arc;
 use super::credentials::resolve_path;
 use super::error::{KeyPath, Problems};
 use super::raw::RawRule;
-use crate::rules::RulePlan;
+use crate::rule::RulePlan;
 use crate::schedule::Schedule;
 use crate::trust::{Policy, PublicKey};
 

@@ -10,54 +10,20 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
 
-use regex::Regex;
-use semver::VersionReq;
-
 use super::credentials::{read_named_file, resolve as resolve_credentials};
 use super::error::{KeyPath, Problems};
+use super::fields::{duration, rule_name};
 use super::plan::{
-    DEFAULT_LISTEN, DEFAULT_MAX_CONCURRENCY, DEFAULT_MAX_CONCURRENT_IMAGES, DEFAULT_SCHEDULE,
-    DEFAULT_SHUTDOWN_GRACE, DEFAULT_TIMEOUT, DaemonSettings, Plan, RegistrySettings,
-    ServerSettings, registry_name,
+    DEFAULT_LISTEN, DEFAULT_MAX_CONCURRENCY, DEFAULT_MAX_CONCURRENT_IMAGES, DEFAULT_RETRY_BACKOFF,
+    DEFAULT_SCHEDULE, DEFAULT_SHUTDOWN_GRACE, DEFAULT_TIMEOUT, DaemonSettings, Plan,
+    RegistrySettings, ServerSettings, registry_name,
 };
-use super::raw::{RawConfig, RawDefaults, RawRegistry, RawRule, RawTags};
+use super::raw::{RawConfig, RawDefaults, RawRegistry, RawRule};
+use super::tags::tag_selector;
 use crate::manifest::Platform;
 use crate::reference::Reference;
-use crate::rules::{OnConflict, RulePlan, TagFilter, TagSelector, TargetTemplate};
+use crate::rule::{OnConflict, RulePlan, TargetTemplate};
 use crate::schedule::Schedule;
-
-/// Longest rule name: it is a metrics label and part of environment variable names.
-pub(super) const MAX_RULE_NAME: usize = 63;
-
-pub(super) fn duration(
-    text: Option<&str>,
-    default: Duration,
-    path: &KeyPath,
-    problems: &mut Problems<'_>,
-) -> Duration {
-    let Some(t) = text else { return default };
-    match humantime::parse_duration(t) {
-        Ok(d) => d,
-        Err(e) => {
-            problems.add(
-                path,
-                format!("invalid duration {t:?}: {e} (write e.g. \"30s\", \"15m\", \"1h 30m\")"),
-            );
-            default
-        }
-    }
-}
-
-/// regex's messages draw a caret diagram over several lines; keep the one that says what is
-/// wrong, so that each problem stays on one line.
-fn regex_reason(e: &regex::Error) -> String {
-    let text = e.to_string();
-    text.lines()
-        .rev()
-        .find_map(|l| l.trim().strip_prefix("error: "))
-        .unwrap_or(text.lines().last().unwrap_or(""))
-        .to_string()
-}
 
 fn platforms(list: &[String], path: &KeyPath, problems: &mut Problems<'_>) -> Vec<Platform> {
     let mut out = Vec::new();
@@ -77,6 +43,7 @@ struct Defaults {
     on_conflict: OnConflict,
     schedule: Schedule,
     timeout: Duration,
+    retry_backoff: Duration,
     backup_tag: Option<String>,
 }
 
@@ -117,6 +84,12 @@ fn defaults(raw: &RawDefaults, problems: &mut Problems<'_>) -> Defaults {
         on_conflict: raw.on_conflict.unwrap_or_default(),
         schedule,
         timeout,
+        retry_backoff: duration(
+            raw.retry_backoff.as_deref(),
+            DEFAULT_RETRY_BACKOFF,
+            &path.key("retry_backoff"),
+            problems,
+        ),
         backup_tag: backup_tag(raw.backup_tag.as_ref(), &path.key("backup_tag"), problems),
     }
 }
@@ -212,140 +185,8 @@ fn registries(
     out
 }
 
-fn tag_selector(raw: &RawTags, path: &KeyPath, problems: &mut Problems<'_>) -> TagSelector {
-    let check_tags = |list: &[String], path: &KeyPath, problems: &mut Problems<'_>| {
-        let mut out = Vec::new();
-        for (i, t) in list.iter().enumerate() {
-            match Reference::validate_tag(t) {
-                Ok(()) => out.push(t.clone()),
-                Err(e) => problems.add(&path.index(i), e),
-            }
-        }
-        out
-    };
-    match raw {
-        RawTags::List(list) => {
-            if list.is_empty() {
-                problems.add(path, "an empty list selects no tags");
-            }
-            TagSelector {
-                list: check_tags(list, path, problems),
-                filter: None,
-            }
-        }
-        RawTags::Table(t) => {
-            let list = t
-                .list
-                .as_deref()
-                .map(|l| check_tags(l, &path.key("list"), problems))
-                .unwrap_or_default();
-            let regexes = |key: &str, list: &Option<Vec<String>>, problems: &mut Problems<'_>| {
-                let mut out = Vec::new();
-                for (i, r) in list.iter().flatten().enumerate() {
-                    match Regex::new(r) {
-                        Ok(re) => out.push(re),
-                        Err(e) => problems.add(
-                            &path.key(key).index(i),
-                            format!("invalid regex {r:?}: {}", regex_reason(&e)),
-                        ),
-                    }
-                }
-                out
-            };
-            let include = regexes("include", &t.include, problems);
-            let exclude = regexes("exclude", &t.exclude, problems);
-            let semver = t
-                .semver
-                .as_deref()
-                .and_then(|s| match VersionReq::parse(s) {
-                    Ok(r) => Some(r),
-                    Err(e) => {
-                        problems.add(
-                            &path.key("semver"),
-                            format!("invalid semver range {s:?}: {e}"),
-                        );
-                        None
-                    }
-                });
-            let has_filter = t.include.is_some()
-                || t.exclude.is_some()
-                || t.semver.is_some()
-                || t.newest.is_some();
-            let filter = match (t.all, has_filter) {
-                (Some(false), true) => {
-                    problems.add(
-                        &path.key("all"),
-                        "all = false contradicts the filters (include/exclude/semver/newest \
-                         select from all tags); remove it",
-                    );
-                    None
-                }
-                (Some(true), _) | (_, true) => Some(TagFilter {
-                    include,
-                    exclude,
-                    semver,
-                    newest: t.newest.map(|n| n as usize),
-                }),
-                _ => None,
-            };
-            if filter.is_none() && list.is_empty() && !problems.has_problem_at(path) {
-                problems.add(
-                    path,
-                    "selects no tags: give list, include, exclude, semver, newest, or all = true",
-                );
-            }
-            TagSelector { list, filter }
-        }
-    }
-}
-
-pub(super) fn valid_rule_name(n: &str) -> bool {
-    let b = n.as_bytes();
-    !b.is_empty()
-        && b.len() <= MAX_RULE_NAME
-        && b[0].is_ascii_alphanumeric()
-        && b.iter()
-            .all(|&c| c.is_ascii_alphanumeric() || c == b'-' || c == b'_' || c == b'.')
-}
-
-fn rule(
-    index: usize,
-    raw: &RawRule,
-    defaults: &Defaults,
-    names: &mut HashMap<String, usize>,
-    problems: &mut Problems<'_>,
-) -> Option<RulePlan> {
-    let path = KeyPath::root().key("rules").index(index);
-    let name = match &raw.name {
-        None => {
-            problems.missing(&path.key("name"), "every rule needs a unique name");
-            None
-        }
-        Some(n) if !valid_rule_name(n) => {
-            problems.add(
-                &path.key("name"),
-                format!(
-                    "invalid rule name {n:?}: use letters, digits, '-', '_', '.' \
-                     (starting with a letter or digit, at most {MAX_RULE_NAME})"
-                ),
-            );
-            None
-        }
-        Some(n) => match names.get(n) {
-            Some(first) => {
-                problems.add(
-                    &path.key("name"),
-                    format!("duplicate rule name {n:?} (also rules[{first}])"),
-                );
-                None
-            }
-            None => {
-                names.insert(n.clone(), index);
-                Some(n.clone())
-            }
-        },
-    };
-
+/// `source`: one repository or a list, each without tag or digest, none twice.
+fn rule_sources(raw: &RawRule, path: &KeyPath, problems: &mut Problems<'_>) -> Vec<Reference> {
     let mut sources = Vec::new();
     match &raw.source {
         None => problems.missing(
@@ -379,9 +220,19 @@ fn rule(
             }
         }
     }
+    sources
+}
 
+/// `target`: one template or a list; every source must expand to a valid reference under each,
+/// and two templates must not land one source on the same repository.
+fn rule_targets(
+    raw: &RawRule,
+    sources: &[Reference],
+    path: &KeyPath,
+    problems: &mut Problems<'_>,
+) -> (Option<TargetTemplate>, Vec<TargetTemplate>) {
     let target_path = path.key("target");
-    let (target, extra_targets) = match &raw.target {
+    match &raw.target {
         None => {
             problems.missing(
                 &target_path,
@@ -403,13 +254,13 @@ fn rule(
                 } else {
                     target_path.index(i)
                 };
-                match target_template(t, &sources, &p, problems) {
+                match target_template(t, sources, &p, problems) {
                     Some(tpl) => all.push(tpl),
                     None => ok = false,
                 }
             }
             // Two templates of one rule must not land on the same repository either.
-            for src in &sources {
+            for src in sources {
                 let mut seen = std::collections::HashSet::new();
                 for tpl in &all {
                     if let Ok(t) = tpl.expand(src)
@@ -427,8 +278,32 @@ fn rule(
                 (None, Vec::new())
             }
         }
-    };
+    }
+}
 
+fn rule(
+    index: usize,
+    raw: &RawRule,
+    defaults: &Defaults,
+    names: &mut HashMap<String, usize>,
+    problems: &mut Problems<'_>,
+) -> Option<RulePlan> {
+    let path = KeyPath::root().key("rules").index(index);
+    let name = rule_name(
+        raw.name.as_ref(),
+        &path.key("name"),
+        "every rule needs a unique name",
+        |n| {
+            let first = names.get(n)?;
+            Some(format!("duplicate rule name {n:?} (also rules[{first}])"))
+        },
+        problems,
+    );
+    if let Some(n) = &name {
+        names.insert(n.clone(), index);
+    }
+    let sources = rule_sources(raw, &path, problems);
+    let (target, extra_targets) = rule_targets(raw, &sources, &path, problems);
     let tags = match &raw.tags {
         None => {
             problems.missing(
@@ -472,6 +347,12 @@ fn rule(
         on_conflict: raw.on_conflict.unwrap_or(defaults.on_conflict),
         schedule: schedule?,
         timeout,
+        retry_backoff: duration(
+            raw.retry_backoff.as_deref(),
+            defaults.retry_backoff,
+            &path.key("retry_backoff"),
+            problems,
+        ),
         backup_tag: match &raw.backup_tag {
             Some(_) => backup_tag(raw.backup_tag.as_ref(), &path.key("backup_tag"), problems),
             None => defaults.backup_tag.clone(),
@@ -550,6 +431,36 @@ fn target_template(
     }
 }
 
+/// `[daemon]`, resolved.
+fn daemon_settings(raw: &RawConfig, problems: &mut Problems<'_>) -> DaemonSettings {
+    let d = raw.daemon.as_ref();
+    let dpath = KeyPath::root().key("daemon");
+    let max_concurrent_images = match d.and_then(|d| d.max_concurrent_images) {
+        Some(0) => {
+            problems.add(&dpath.key("max_concurrent_images"), "must be at least 1");
+            DEFAULT_MAX_CONCURRENT_IMAGES
+        }
+        Some(n) => n as usize,
+        None => DEFAULT_MAX_CONCURRENT_IMAGES,
+    };
+    DaemonSettings {
+        max_concurrent_images,
+        run_on_start: d.and_then(|d| d.run_on_start).unwrap_or(true),
+        shutdown_grace: duration(
+            d.and_then(|d| d.shutdown_grace.as_deref()),
+            DEFAULT_SHUTDOWN_GRACE,
+            &dpath.key("shutdown_grace"),
+            problems,
+        ),
+        jitter: duration(
+            d.and_then(|d| d.jitter.as_deref()),
+            Duration::ZERO,
+            &dpath.key("jitter"),
+            problems,
+        ),
+    }
+}
+
 /// Checks a raw configuration and builds the plan; `None` if anything was recorded in
 /// `problems` (including problems recorded before, while reading the file).
 pub(crate) fn validate(
@@ -573,32 +484,7 @@ pub(crate) fn validate(
         DEFAULT_LISTEN.parse().expect("default address parses")
     });
 
-    let d = raw.daemon.as_ref();
-    let dpath = KeyPath::root().key("daemon");
-    let max_concurrent_images = match d.and_then(|d| d.max_concurrent_images) {
-        Some(0) => {
-            problems.add(&dpath.key("max_concurrent_images"), "must be at least 1");
-            DEFAULT_MAX_CONCURRENT_IMAGES
-        }
-        Some(n) => n as usize,
-        None => DEFAULT_MAX_CONCURRENT_IMAGES,
-    };
-    let daemon = DaemonSettings {
-        max_concurrent_images,
-        run_on_start: d.and_then(|d| d.run_on_start).unwrap_or(true),
-        shutdown_grace: duration(
-            d.and_then(|d| d.shutdown_grace.as_deref()),
-            DEFAULT_SHUTDOWN_GRACE,
-            &dpath.key("shutdown_grace"),
-            problems,
-        ),
-        jitter: duration(
-            d.and_then(|d| d.jitter.as_deref()),
-            Duration::ZERO,
-            &dpath.key("jitter"),
-            problems,
-        ),
-    };
+    let daemon = daemon_settings(raw, problems);
 
     let defaults = defaults(
         raw.defaults.as_ref().unwrap_or(&Default::default()),
@@ -635,6 +521,7 @@ pub(crate) fn validate(
             referrers: defaults.referrers,
             schedule: defaults.schedule.clone(),
             timeout: defaults.timeout,
+            retry_backoff: defaults.retry_backoff,
         },
         &names,
         problems,

@@ -30,7 +30,7 @@
 //! The queue keeps the digest each event names, and the rule's task first waits (briefly) until
 //! the tag shows it ([`Rule::settle`]).
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex, RwLock};
 
 use axum::Router;
@@ -43,8 +43,8 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
 use tokio::sync::watch;
 
-use super::rule::{Rule, Wanted};
 use crate::registry::auth::Secret;
+use crate::rule::{Pending, Rule, Wanted};
 
 /// The media type distribution sends envelopes with.
 pub const ENVELOPE_MEDIA_TYPE: &str = "application/vnd.docker.distribution.events.v1+json";
@@ -87,22 +87,6 @@ pub struct EventTarget {
     /// The tag pushed, if the push was by tag.
     #[serde(default)]
     pub tag: Option<String>,
-}
-
-/// Pushes waiting for a rule's task.
-#[derive(Debug, Default, Clone, PartialEq, Eq)]
-pub struct Pending {
-    /// Pushed tags by repository path, each with the digest its latest push put there (as the
-    /// event says; empty when it says none).
-    pub images: BTreeMap<String, BTreeMap<String, String>>,
-    /// The whole rule must run (see [`Wanted::Whole`]).
-    pub whole: bool,
-}
-
-impl Pending {
-    fn is_empty(&self) -> bool {
-        self.images.is_empty() && !self.whole
-    }
 }
 
 /// One rule's queue of pushes, and the signal that wakes its task.
@@ -327,7 +311,7 @@ mod tests {
 
     fn rules(text: &str) -> Vec<Rule> {
         let plan = load_str(Path::new("t.toml"), text, Vec::new()).unwrap();
-        Rule::for_shard(&plan, crate::config::Shard::ALL)
+        plan.rules_in(crate::config::Shard::ALL)
     }
 
     fn push(repo: &str, tag: Option<&str>) -> Event {

@@ -163,6 +163,8 @@ mod tests {
                     errors: vec!["HEAD <registry>: 503 \"busy\" & more".to_string()],
                 }),
                 last_success: Some(now - chrono::Duration::hours(3)),
+                consecutive_failures: 1,
+                next_retry: Some(now + chrono::Duration::seconds(30)),
             },
         );
         rules.insert("fresh".to_string(), RuleStatus::default());

@@ -5,7 +5,7 @@
 //! again (with [`crate::copy::compose`]) whenever one of them moves. It is the `docker manifest
 //! create` + `push` step of a build pipeline that pushes one tag per architecture
 //! (`app:amd64`, `app:arm64` → `app:latest`), done by the mirror instead of by every pipeline.
-//! Plain data: running one is [`crate::daemon`]'s business.
+//! Plain data: running one is [`super::index_run`]'s business.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -32,6 +32,8 @@ pub struct IndexPlan {
     pub schedule: Schedule,
     /// Time limit for one run.
     pub timeout: Duration,
+    /// First wait before a failed run is tried again (see [`super::RulePlan::retry_backoff`]).
+    pub retry_backoff: Duration,
 }
 
 impl IndexPlan {
@@ -66,6 +68,7 @@ mod tests {
             referrers: true,
             schedule: Schedule::parse("@hourly").unwrap(),
             timeout: Duration::from_secs(60),
+            retry_backoff: Duration::from_secs(30),
         };
         assert!(plan.covers("app", "arm64"));
         assert!(!plan.covers("app", "latest"), "the target is no source");

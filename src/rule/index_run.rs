@@ -20,13 +20,12 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock};
-use std::time::Instant;
 
-use super::runner::{ImageOutcome, RuleRun, RunContext, RunResult};
+use super::IndexPlan;
+use super::run::{Failure, ImageOutcome, ImageState, RuleRun, RunContext, Tally};
 use crate::copy::compose::{ComposeError, ComposeOptions, build_index, compose, read_platform};
 use crate::copy::{CopyOptions, Source, Target, error_chain};
 use crate::digest::Digest;
-use crate::indexes::IndexPlan;
 use crate::manifest::{Descriptor, Manifest, ManifestView, media_type};
 use crate::registry::{ErrorKind, RegistryError};
 
@@ -162,109 +161,73 @@ async fn check(
 
 /// Runs an index rule once, within its time limit. The run has one "image": the index.
 pub async fn run_index(plan: &IndexPlan, ctx: &RunContext, dry_run: bool) -> RuleRun {
-    let started = Instant::now();
-    let mut out = ImageOutcome {
-        source: plan
-            .sources
-            .iter()
-            .map(|s| s.to_string())
-            .collect::<Vec<_>>()
-            .join(", "),
-        target: plan.target.to_string(),
-        state: "failed".into(),
-        digest: None,
-        bytes_copied: 0,
-        error: None,
+    let tally = Tally::new(&plan.name, dry_run, ctx);
+    let work = async {
+        let (state, digest) = keep_index(plan, ctx, dry_run).await;
+        tally.image(ImageOutcome {
+            source: plan
+                .sources
+                .iter()
+                .map(|s| s.to_string())
+                .collect::<Vec<_>>()
+                .join(", "),
+            target: plan.target.to_string(),
+            state,
+            digest: digest.map(|d| d.to_string()),
+            bytes_copied: 0,
+        });
     };
-    let mut run = RuleRun {
-        rule: plan.name.clone(),
-        result: RunResult::Ok,
-        seconds: 0.0,
-        images: Vec::new(),
-        errors: Vec::new(),
-    };
-    match tokio::time::timeout(plan.timeout, run_inner(plan, ctx, dry_run, &mut out)).await {
-        Ok(()) => {
-            if out.state == "failed" {
-                run.result = RunResult::Failed;
-            }
-            run.images.push(out);
-        }
-        Err(_) => {
-            run.result = RunResult::Timeout;
-            run.errors.push(format!(
-                "rule {} did not finish within its time limit of {}",
-                plan.name,
-                humantime::format_duration(plan.timeout)
-            ));
-        }
-    }
-    run.seconds = started.elapsed().as_secs_f64();
-    run
+    tally.within(plan.timeout, work).await
 }
 
-async fn run_inner(plan: &IndexPlan, ctx: &RunContext, dry_run: bool, out: &mut ImageOutcome) {
-    let connect = || -> Result<(Vec<Source>, Target), String> {
-        let sources = plan
-            .sources
-            .iter()
-            .map(|r| {
-                Ok(Source {
-                    transport: ctx.connector.get(r.registry())?,
-                    reference: r.clone(),
-                })
+/// The transports of an index rule's sources and target.
+fn connect(plan: &IndexPlan, ctx: &RunContext) -> Result<(Vec<Source>, Target), RegistryError> {
+    let sources = plan
+        .sources
+        .iter()
+        .map(|r| {
+            Ok(Source {
+                transport: ctx.connector.get(r.registry())?,
+                reference: r.clone(),
             })
-            .collect::<Result<Vec<_>, RegistryError>>()
-            .map_err(|e| error_chain(&e))?;
-        let target = Target {
-            transport: ctx
-                .connector
-                .get(plan.target.registry())
-                .map_err(|e| error_chain(&e))?,
-            reference: plan.target.repository_only(),
-            tags: plan.target.tag().map(str::to_string).into_iter().collect(),
-        };
-        Ok((sources, target))
+        })
+        .collect::<Result<Vec<_>, RegistryError>>()?;
+    let target = Target {
+        transport: ctx.connector.get(plan.target.registry())?,
+        reference: plan.target.repository_only(),
+        tags: plan.target.tag().map(str::to_string).into_iter().collect(),
     };
-    let (sources, target) = match connect() {
+    Ok((sources, target))
+}
+
+/// Checks the index and composes it again if it moved: what became of it, and its digest.
+async fn keep_index(
+    plan: &IndexPlan,
+    ctx: &RunContext,
+    dry_run: bool,
+) -> (ImageState, Option<Digest>) {
+    let failed = |f| (ImageState::Failed(f), None);
+    let (sources, target) = match connect(plan, ctx) {
         Ok(p) => p,
-        Err(e) => {
-            out.error = Some(e);
-            return;
-        }
+        Err(e) => return failed(Failure::Connect(error_chain(&e))),
     };
     for s in &sources {
-        let reserve = (ctx.ratelimit_reserve)(s.reference.registry());
-        if reserve > 0
-            && let Some(left) = s.transport.ratelimit_remaining()
-            && left < i64::from(reserve)
-        {
-            out.state = "skipped".into();
-            out.error = Some(format!(
-                "{} has {left} pulls left, under the reserve of {reserve}: not pulling",
-                s.reference.registry()
-            ));
-            return;
+        if let Some(r) = ctx.reserve_reached(s.reference.registry(), &*s.transport) {
+            return (ImageState::Skipped(r), None);
         }
     }
     let lock = RepositoryLocks::get(plan.target.repository_only().to_string());
     let _turn = lock.lock().await;
     let checked = match check(plan, &sources, &target).await {
         Ok(c) => c,
-        Err(e) => {
-            out.error = Some(error_chain(&e));
-            return;
-        }
+        Err(e) => return failed(Failure::Copy(error_chain(&e))),
     };
-    if checked.current.as_ref() == Some(checked.expected.digest()) {
-        out.state = "up_to_date".into();
-        out.digest = Some(checked.expected.digest().to_string());
-        return;
+    let expected = checked.expected.digest().clone();
+    if checked.current.as_ref() == Some(&expected) {
+        return (ImageState::UpToDate, Some(expected));
     }
     if dry_run {
-        out.state = "dry_run".into();
-        out.digest = Some(checked.expected.digest().to_string());
-        return;
+        return (ImageState::WouldCopy, Some(expected));
     }
     let opts = ComposeOptions {
         annotations: plan.annotations.clone(),
@@ -275,15 +238,8 @@ async fn run_inner(plan: &IndexPlan, ctx: &RunContext, dry_run: bool, out: &mut 
         },
     };
     match compose(&ctx.engine, &sources, &target, &opts).await {
-        Ok(report) => {
-            out.state = if report.up_to_date {
-                "up_to_date"
-            } else {
-                "copied"
-            }
-            .into();
-            out.digest = Some(report.digest.to_string());
-        }
-        Err(e) => out.error = Some(error_chain(&e)),
+        Ok(report) if report.up_to_date => (ImageState::UpToDate, Some(report.digest)),
+        Ok(report) => (ImageState::Copied, Some(report.digest)),
+        Err(e) => failed(Failure::Copy(error_chain(&e))),
     }
 }

@@ -1,114 +1,36 @@
-//! The rules the daemon runs, whatever their kind: a mirror rule (`[[rules]]`, copied by
-//! [`super::runner`]) or an index rule (`[[indexes]]`, composed by [`super::index_run`]).
+//! What registry notifications ask of a rule: pushed tags waiting ([`Pending`]), waiting until
+//! a pushed tag shows its digest, and a run narrowed to the pushed images.
 //!
-//! Both kinds share everything around a run — one name space, schedules, shards by name, the
-//! per-rule lock, `/status`, metrics, `sync --rule NAME` and registry notifications — so the
-//! daemon handles one type and asks it only for its name, its schedule, how to run it, and what
-//! a pushed tag asks of it.
+//! The daemon's notification endpoint ([`crate::daemon::events`]) matches events against
+//! [`Rule::wants`] and queues them; the rule's task takes the queue and calls
+//! [`Rule::settle`] then [`Rule::run_pushed`].
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
-use super::events::Pending;
-use super::index_run::run_index;
-use super::runner::{RuleRun, RunContext, RunResult, run_rule};
-use crate::config::{Plan, Shard};
+use super::run::{RuleRun, RunContext};
+use super::{Rule, RulePlan, TagSelector, Wanted, run_rule};
 use crate::digest::Digest;
-use crate::indexes::IndexPlan;
 use crate::reference::Reference;
-use crate::rules::{RulePlan, TagSelector};
-use crate::schedule::Schedule;
 
-/// A rule of either kind.
-#[derive(Debug, Clone)]
-pub enum Rule {
-    /// Copies tags of source repositories to targets.
-    Mirror(RulePlan),
-    /// Keeps a multi-platform index composed from per-platform tags.
-    Index(IndexPlan),
+/// Pushes waiting for a rule's task.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Pending {
+    /// Pushed tags by repository path, each with the digest its latest push put there (as the
+    /// event says; empty when it says none).
+    pub images: BTreeMap<String, BTreeMap<String, String>>,
+    /// The whole rule must run (see [`Wanted::Whole`]).
+    pub whole: bool,
 }
 
-/// What a pushed tag asks of a rule.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Wanted {
-    /// Copy that one image.
-    Image,
-    /// Run the whole rule: an index rule, or a mirror rule whose `newest` filter can only
-    /// decide over the full tag list (whether a pushed tag is among the newest N depends on
-    /// every other tag, and it may push an older one out).
-    Whole,
+impl Pending {
+    /// Whether nothing waits.
+    pub fn is_empty(&self) -> bool {
+        self.images.is_empty() && !self.whole
+    }
 }
 
 impl Rule {
-    /// The rule's name, unique across both kinds.
-    pub fn name(&self) -> &str {
-        match self {
-            Rule::Mirror(r) => &r.name,
-            Rule::Index(i) => &i.name,
-        }
-    }
-
-    /// When it runs.
-    pub fn schedule(&self) -> &Schedule {
-        match self {
-            Rule::Mirror(r) => &r.schedule,
-            Rule::Index(i) => &i.schedule,
-        }
-    }
-
-    /// Every rule of `plan` that `shard` owns: mirror rules, then index rules, in file order.
-    pub fn for_shard(plan: &Plan, shard: Shard) -> Vec<Rule> {
-        Self::all(plan).filter(|r| shard.owns(r.name())).collect()
-    }
-
-    /// The rule of either kind named `name`.
-    pub fn named(plan: &Plan, name: &str) -> Option<Rule> {
-        Self::all(plan).find(|r| r.name() == name)
-    }
-
-    /// Every rule's name, for messages.
-    pub fn names(plan: &Plan) -> Vec<String> {
-        Self::all(plan).map(|r| r.name().to_string()).collect()
-    }
-
-    fn all(plan: &Plan) -> impl Iterator<Item = Rule> + '_ {
-        plan.rules
-            .iter()
-            .cloned()
-            .map(Rule::Mirror)
-            .chain(plan.indexes.iter().cloned().map(Rule::Index))
-    }
-
-    /// Runs the whole rule once.
-    pub async fn run(&self, ctx: &RunContext, dry_run: bool) -> RuleRun {
-        match self {
-            Rule::Mirror(r) => run_rule(r, ctx, dry_run).await,
-            Rule::Index(i) => run_index(i, ctx, dry_run).await,
-        }
-    }
-
-    /// What a push of `repository:tag` asks of this rule: nothing when no source of it has that
-    /// repository path or its tag selection leaves the tag out.
-    pub fn wants(&self, repository: &str, tag: &str) -> Option<Wanted> {
-        match self {
-            Rule::Index(i) => i.covers(repository, tag).then_some(Wanted::Whole),
-            Rule::Mirror(r) => {
-                if !r.sources.iter().any(|s| s.repository() == repository) {
-                    return None;
-                }
-                // Without the tag list a filter is applied to the pushed tag alone, which is
-                // exact for include, exclude and semver; not for newest (see `Wanted::Whole`).
-                if !r.tags.select(&[tag.to_string()]).iter().any(|t| t == tag) {
-                    return None;
-                }
-                match &r.tags.filter {
-                    Some(f) if f.newest.is_some() => Some(Wanted::Whole),
-                    _ => Some(Wanted::Image),
-                }
-            }
-        }
-    }
-
     /// The sources of this rule a push of `repository:tag` concerns, as tagged references.
     fn pushed_sources(&self, repository: &str, tag: &str) -> Vec<Reference> {
         if self.wants(repository, tag).is_none() {
@@ -190,7 +112,7 @@ impl Rule {
             let run = run_rule(r, ctx, false).await;
             merged = Some(match merged {
                 None => run,
-                Some(m) => merge(m, run),
+                Some(m) => m.merge(run),
             });
         }
         merged
@@ -218,22 +140,6 @@ async fn wait_for_tag(ctx: &RunContext, source: Reference, digest: Digest) {
         }
     }
     tracing::debug!(%source, %digest, "the pushed tag does not point at the pushed digest; syncing what it points at");
-}
-
-/// Two runs of one rule as one: everything they did, the worse result.
-fn merge(mut a: RuleRun, b: RuleRun) -> RuleRun {
-    let rank = |r: RunResult| match r {
-        RunResult::Ok => 0,
-        RunResult::Failed => 1,
-        RunResult::Timeout => 2,
-    };
-    if rank(b.result) > rank(a.result) {
-        a.result = b.result;
-    }
-    a.seconds += b.seconds;
-    a.images.extend(b.images);
-    a.errors.extend(b.errors);
-    a
 }
 
 /// The repositories and tags a set of pending pushes names, for logs.
