@@ -8,26 +8,10 @@
 mod support;
 
 use std::path::{Path, PathBuf};
-use std::process::Output;
 
+use support::cli::crossdock_env as crossdock;
 use support::pki::{Pair, TestCa, stray_key};
 use support::{Format, ImageSpec, TestRegistry};
-
-fn crossdock(args: &[&str], envs: &[(&str, &str)]) -> Output {
-    let mut c = support::cli::command(args);
-    for (k, v) in envs {
-        c.env(k, v);
-    }
-    support::cli::run(c, None, support::cli::RUN_LIMIT).output
-}
-
-fn all_output(out: &Output) -> String {
-    format!(
-        "{}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
-}
 
 fn image(seed: u64) -> support::BuiltImage {
     ImageSpec::multi(Format::Oci, &["linux/amd64", "linux/arm64/v8"])
@@ -113,8 +97,8 @@ async fn client_certificates_from_the_configuration() {
         &format!("ca_file = \"{}\"", ca.cert.display()),
     );
     let out = sync(&config);
-    assert_eq!(out.status.code(), Some(1), "{}", all_output(&out));
-    let text = all_output(&out);
+    assert_eq!(out.status.code(), Some(1), "{}", support::cli::text(&out));
+    let text = support::cli::text(&out);
     assert!(
         text.contains("this registry asks for a client certificate: set client_cert/client_key"),
         "{text}"
@@ -136,8 +120,8 @@ async fn client_certificates_from_the_configuration() {
         ),
     );
     let out = sync(&config);
-    assert_eq!(out.status.code(), Some(1), "{}", all_output(&out));
-    let text = all_output(&out);
+    assert_eq!(out.status.code(), Some(1), "{}", support::cli::text(&out));
+    let text = support::cli::text(&out);
     assert!(
         text.contains(&format!(
             "the registry refused the client certificate {}",
@@ -160,7 +144,7 @@ async fn client_certificates_from_the_configuration() {
         ),
     );
     let out = sync(&config);
-    assert!(out.status.success(), "{}", all_output(&out));
+    assert!(out.status.success(), "{}", support::cli::text(&out));
     let root = certs_d(dir.path(), &host, &ca.cert, &client);
     assert_eq!(
         skopeo_digest(&root.join(&host), &format!("{host}/app:v1")),
@@ -191,7 +175,7 @@ async fn certs_d_folders_are_read_as_docker_lays_them_out() {
         ],
         &[],
     );
-    assert!(out.status.success(), "{}", all_output(&out));
+    assert!(out.status.success(), "{}", support::cli::text(&out));
     assert_eq!(
         skopeo_digest(&root.join(&host), &format!("{host}/app:v1")),
         image(2).digest()
@@ -213,7 +197,7 @@ async fn certs_d_folders_are_read_as_docker_lays_them_out() {
         &["sync", "--config", config.to_str().unwrap()],
         &[("CROSSDOCK_CERTS_D", root_env)],
     );
-    assert!(out.status.success(), "{}", all_output(&out));
+    assert!(out.status.success(), "{}", support::cli::text(&out));
     assert_eq!(
         skopeo_digest(&root.join(&host), &format!("{host}/app:v2")),
         image(3).digest()
@@ -234,8 +218,8 @@ async fn certs_d_folders_are_read_as_docker_lays_them_out() {
         ],
         &[],
     );
-    assert_ne!(out.status.code(), Some(0), "{}", all_output(&out));
-    let text = all_output(&out);
+    assert_ne!(out.status.code(), Some(0), "{}", support::cli::text(&out));
+    let text = support::cli::text(&out);
     assert!(text.contains("missing key"), "{text}");
     assert!(
         text.contains(&format!("{host}/client.key")) && text.contains("client.cert"),
@@ -255,11 +239,11 @@ async fn certs_d_folders_are_read_as_docker_lays_them_out() {
         &["check-config", config.to_str().unwrap()],
         &[("CROSSDOCK_CERTS_D", root_env)],
     );
-    assert_eq!(out.status.code(), Some(2), "{}", all_output(&out));
+    assert_eq!(out.status.code(), Some(2), "{}", support::cli::text(&out));
     assert!(
-        all_output(&out).contains("missing key"),
+        support::cli::text(&out).contains("missing key"),
         "{}",
-        all_output(&out)
+        support::cli::text(&out)
     );
 }
 
@@ -281,8 +265,8 @@ fn bad_client_certificate_settings_are_configuration_errors() {
         )
         .unwrap();
         let out = crossdock(&["check-config", config.to_str().unwrap()], &[]);
-        assert_eq!(out.status.code(), Some(2), "{}", all_output(&out));
-        all_output(&out)
+        assert_eq!(out.status.code(), Some(2), "{}", support::cli::text(&out));
+        support::cli::text(&out)
     };
     let key_line = |cert: &Path, key: &Path| {
         format!(

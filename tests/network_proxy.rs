@@ -17,29 +17,13 @@ use std::process::Output;
 use crossdock::registry::http::{HttpOptions, HttpRegistry, ProxySetting};
 use crossdock::registry::retry::RetryPolicy;
 use crossdock::registry::{ErrorKind, Transport};
+use support::cli::crossdock_env as crossdock;
 use support::pki::TestCa;
 use support::tinyproxy::TinyProxy;
 use support::{Format, ImageSpec, TestRegistry};
 
 const PROXY_USER: &str = "alice";
 const PROXY_PASSWORD: &str = "proxy-pw-Zr8qL3";
-
-/// Runs crossdock with no proxy variables but those in `envs`.
-fn crossdock(args: &[&str], envs: &[(&str, &str)]) -> Output {
-    let mut c = support::cli::command(args);
-    for (k, v) in envs {
-        c.env(k, v);
-    }
-    support::cli::run(c, None, support::cli::RUN_LIMIT).output
-}
-
-fn all_output(out: &Output) -> String {
-    format!(
-        "{}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
-}
 
 fn image(seed: u64) -> support::BuiltImage {
     ImageSpec::multi(Format::Oci, &["linux/amd64", "linux/arm64/v8"])
@@ -114,7 +98,7 @@ async fn a_registry_proxy_tunnels_to_an_https_registry_with_credentials_kept_sec
 
     sync_config(dir.path(), &source, &host, "v1", &keys(&with_credentials));
     let out = sync(dir.path());
-    assert!(out.status.success(), "{}", all_output(&out));
+    assert!(out.status.success(), "{}", support::cli::text(&out));
     // Through the proxy's CONNECT tunnel, and only the target: the source has no proxy.
     assert!(
         !proxied(&proxy, &format!("CONNECT {host} ")).is_empty(),
@@ -127,7 +111,7 @@ async fn a_registry_proxy_tunnels_to_an_https_registry_with_credentials_kept_sec
         proxy.log()
     );
     // The proxy password is in no log line, even at trace level.
-    let text = all_output(&out);
+    let text = support::cli::text(&out);
     assert!(text.contains("TRACE"), "no trace output");
     assert!(!text.contains(PROXY_PASSWORD), "proxy password leaked");
     // Nor in the form it travels in (`Proxy-Authorization: Basic …`).
@@ -155,8 +139,8 @@ async fn a_registry_proxy_tunnels_to_an_https_registry_with_credentials_kept_sec
     proxy.stop();
     sync_config(dir.path(), &source, &host, "v2", &keys(&with_credentials));
     let out = sync(dir.path());
-    assert_eq!(out.status.code(), Some(1), "{}", all_output(&out));
-    let text = all_output(&out);
+    assert_eq!(out.status.code(), Some(1), "{}", support::cli::text(&out));
+    let text = support::cli::text(&out);
     assert!(!text.contains(PROXY_PASSWORD), "proxy password leaked");
     let redacted = format!("through the proxy http://***@{}", proxy.address());
     assert!(text.contains(&redacted), "{text}");
@@ -181,7 +165,7 @@ async fn environment_proxies_are_used_except_for_loopback_and_no_proxy() {
         ],
         &env,
     );
-    assert!(out.status.success(), "{}", all_output(&out));
+    assert!(out.status.success(), "{}", support::cli::text(&out));
     assert!(proxy.requests().is_empty(), "{}", proxy.log());
     assert_eq!(
         target.client().head_manifest("app", "v1").await.as_deref(),
@@ -194,13 +178,13 @@ async fn environment_proxies_are_used_except_for_loopback_and_no_proxy() {
     let remote = "registry.crossdock-test.invalid";
     let args = ["ls", &format!("{remote}/app")];
     let out = crossdock(&args, &[("https_proxy", url.as_str())]);
-    assert_eq!(out.status.code(), Some(1), "{}", all_output(&out));
+    assert_eq!(out.status.code(), Some(1), "{}", support::cli::text(&out));
     assert!(
         !proxied(&proxy, &format!("CONNECT {remote}:443 ")).is_empty(),
         "{}",
         proxy.log()
     );
-    let text = all_output(&out);
+    let text = support::cli::text(&out);
     assert!(!text.contains(PROXY_PASSWORD), "proxy password leaked");
     assert!(text.contains(remote), "{text}");
     assert!(
@@ -217,7 +201,7 @@ async fn environment_proxies_are_used_except_for_loopback_and_no_proxy() {
             ("NO_PROXY", "crossdock-test.invalid"),
         ],
     );
-    assert_eq!(out.status.code(), Some(1), "{}", all_output(&out));
+    assert_eq!(out.status.code(), Some(1), "{}", support::cli::text(&out));
     assert_eq!(proxy.requests().len(), before, "{}", proxy.log());
     // So does the registry's own proxy = "none".
     let dir = tempfile::tempdir().unwrap();
@@ -235,7 +219,7 @@ async fn environment_proxies_are_used_except_for_loopback_and_no_proxy() {
         &["sync", "--config", config.to_str().unwrap()],
         &[("HTTPS_PROXY", url.as_str())],
     );
-    assert_eq!(out.status.code(), Some(1), "{}", all_output(&out));
+    assert_eq!(out.status.code(), Some(1), "{}", support::cli::text(&out));
     assert_eq!(proxy.requests().len(), before, "{}", proxy.log());
 }
 

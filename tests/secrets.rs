@@ -15,24 +15,9 @@ use std::process::Output;
 use base64::Engine as _;
 use crossdock::registry::Transport;
 use crossdock::registry::http::{HttpOptions, HttpRegistry};
+use support::cli::crossdock_env as crossdock;
 use support::proxy::{Fault, FaultProxy, Rule};
 use support::{Format, ImageSpec, TestRegistry};
-
-fn crossdock(args: &[&str], envs: &[(&str, &str)]) -> Output {
-    let mut c = support::cli::command(args);
-    for (k, v) in envs {
-        c.env(k, v);
-    }
-    support::cli::run(c, None, support::cli::RUN_LIMIT).output
-}
-
-fn all_output(out: &Output) -> String {
-    format!(
-        "{}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
-}
 
 fn basic(user: &str, password: &str) -> String {
     base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"))
@@ -40,7 +25,7 @@ fn basic(user: &str, password: &str) -> String {
 
 /// None of `secrets` appears in the run's output, which did log at trace level.
 fn assert_no_secret(out: &Output, secrets: &[&str]) {
-    let text = all_output(out);
+    let text = support::cli::text(out);
     assert!(
         text.contains("TRACE") && text.contains("registry request"),
         "the run did not log at trace level:\n{}",
@@ -102,7 +87,7 @@ async fn basic_auth_passwords_never_appear_at_trace_level() {
             ("CROSSDOCK_DEST_CREDS", &format!("bob:{DST_PASSWORD}")),
         ],
     );
-    assert!(out.status.success(), "{}", all_output(&out));
+    assert!(out.status.success(), "{}", support::cli::text(&out));
     assert_no_secret(&out, &secrets);
     assert_tag(&b, "app", "v1", img.digest()).await;
 
@@ -125,7 +110,7 @@ async fn basic_auth_passwords_never_appear_at_trace_level() {
         ],
         &[("DOCKER_CONFIG", dir.path().to_str().unwrap())],
     );
-    assert!(out.status.success(), "{}", all_output(&out));
+    assert!(out.status.success(), "{}", support::cli::text(&out));
     assert_no_secret(&out, &secrets);
     assert_tag(&b, "app", "v2", img.digest()).await;
 
@@ -145,11 +130,11 @@ async fn basic_auth_passwords_never_appear_at_trace_level() {
         ],
         &[],
     );
-    assert_eq!(out.status.code(), Some(1), "{}", all_output(&out));
+    assert_eq!(out.status.code(), Some(1), "{}", support::cli::text(&out));
     assert!(
-        all_output(&out).contains("refused the configured credentials"),
+        support::cli::text(&out).contains("refused the configured credentials"),
         "{}",
-        all_output(&out)
+        support::cli::text(&out)
     );
     assert_no_secret(&out, &[wrong, &basic("alice", wrong), DST_PASSWORD]);
 }
@@ -176,7 +161,7 @@ async fn bearer_tokens_and_passwords_never_appear_at_trace_level() {
             ("CROSSDOCK_DEST_CREDS", &format!("bob:{DST_PASSWORD}")),
         ],
     );
-    assert!(out.status.success(), "{}", all_output(&out));
+    assert!(out.status.success(), "{}", support::cli::text(&out));
     // The tokens were fetched and used.
     assert!(pa.token_requests() >= 1 && pb.token_requests() >= 1);
     for (proxy, token) in [(&pa, src_token), (&pb, dst_token)] {
@@ -232,7 +217,7 @@ async fn credentials_never_follow_a_redirect_to_another_host() {
         ],
         &[("CROSSDOCK_SRC_CREDS", &format!("alice:{SRC_PASSWORD}"))],
     );
-    assert!(out.status.success(), "{}", all_output(&out));
+    assert!(out.status.success(), "{}", support::cli::text(&out));
     assert_eq!(redirects.fired(), img.blobs.len());
     let at_storage = storage.requests();
     assert_eq!(
@@ -335,15 +320,17 @@ async fn tls_is_verified_and_a_ca_file_makes_a_private_ca_trusted() {
 
     // Through the configuration: a CA that did not sign the certificate is not enough...
     let out = sync_to(dir.path(), &source, &host, &other_ca);
-    assert_eq!(out.status.code(), Some(1), "{}", all_output(&out));
+    assert_eq!(out.status.code(), Some(1), "{}", support::cli::text(&out));
     assert!(
-        all_output(&out).to_lowercase().contains("certificate"),
+        support::cli::text(&out)
+            .to_lowercase()
+            .contains("certificate"),
         "{}",
-        all_output(&out)
+        support::cli::text(&out)
     );
     // ...the one that did is.
     let out = sync_to(dir.path(), &source, &host, &ca);
-    assert!(out.status.success(), "{}", all_output(&out));
+    assert!(out.status.success(), "{}", support::cli::text(&out));
 
     // Checked with a client of our own, trusting the CA.
     let client = reqwest::Client::builder()

@@ -56,6 +56,15 @@ pub fn crossdock(args: &[&str]) -> Output {
     run(command(args), None, RUN_LIMIT).output
 }
 
+/// [`crossdock`] with these variables set (on top of the cleaned environment).
+pub fn crossdock_env(args: &[&str], envs: &[(&str, &str)]) -> Output {
+    let mut c = command(args);
+    for (k, v) in envs {
+        c.env(k, v);
+    }
+    run(c, None, RUN_LIMIT).output
+}
+
 /// A finished run and its peak resident set size.
 pub struct Measured {
     /// Exit status and both streams.
