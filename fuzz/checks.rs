@@ -22,7 +22,7 @@ use sha2::{Digest as _, Sha256};
 
 /// `Reference::parse`: no panic; a parsed reference prints as text that parses to an equal
 /// reference (and prints the same again), rebuilds from its parts, and respects the limits.
-pub fn reference(data: &[u8]) {
+pub(crate) fn reference(data: &[u8]) {
     let Ok(input) = std::str::from_utf8(data) else {
         return;
     };
@@ -86,7 +86,7 @@ const CONTENT_TYPES: [Option<&str>; 7] = [
 /// no panic; a manifest keeps its exact bytes, its digest is their sha256, its media type is a
 /// manifest type that agrees with the header; the media type it reads without a header is
 /// accepted when given as the header.
-pub fn manifest(data: &[u8]) {
+pub(crate) fn manifest(data: &[u8]) {
     let sha256 = format!("sha256:{}", hex::encode(Sha256::digest(data)));
     for content_type in CONTENT_TYPES {
         let Ok(m) = Manifest::from_bytes(Bytes::copy_from_slice(data), content_type) else {
@@ -196,7 +196,7 @@ fn json_object(bytes: &[u8]) -> serde_json::Map<String, serde_json::Value> {
 /// `parse_challenges` and `parse_challenge` on a `WWW-Authenticate` value: no panic; the two
 /// agree; names are lowercase tokens, values hold no control characters (RFC 7230 allows only
 /// HTAB); and the challenges rendered back to a header parse to the same challenges.
-pub fn challenge(data: &[u8]) {
+pub(crate) fn challenge(data: &[u8]) {
     let Ok(header) = std::str::from_utf8(data) else {
         return;
     };
@@ -312,7 +312,7 @@ const SECRET_MARKER: &str = "fuzz-secret-7Qz3K";
 /// one problem, each placed inside the text; and the same configuration with every value under
 /// a `password` or `notifications_token` key replaced by a marker never shows the marker, in
 /// its problems or in the plan's Debug output.
-pub fn config(data: &[u8]) {
+pub(crate) fn config(data: &[u8]) {
     let Ok(text) = std::str::from_utf8(data) else {
         return;
     };

@@ -89,7 +89,7 @@ fn config_file(arg: &ConfigArg) -> Option<PathBuf> {
 }
 
 /// Runs the daemon.
-pub async fn run(args: RunArgs) -> anyhow::Result<u8> {
+pub(super) async fn run(args: RunArgs) -> anyhow::Result<u8> {
     let Some(config) = config_file(&args.config) else {
         return Ok(EXIT_USAGE);
     };
@@ -111,7 +111,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<u8> {
 }
 
 /// Runs every rule (of this shard, or one) once.
-pub async fn sync(args: SyncArgs) -> anyhow::Result<u8> {
+pub(super) async fn sync(args: SyncArgs) -> anyhow::Result<u8> {
     let Some(config) = config_file(&args.config) else {
         return Ok(EXIT_USAGE);
     };
@@ -193,7 +193,7 @@ pub async fn sync(args: SyncArgs) -> anyhow::Result<u8> {
 }
 
 /// Checks a configuration file.
-pub fn check_config(args: CheckArgs) -> anyhow::Result<u8> {
+pub(super) fn check_config(args: CheckArgs) -> anyhow::Result<u8> {
     let Some(config) = config_file(&args.config) else {
         return Ok(EXIT_USAGE);
     };

@@ -10,7 +10,7 @@ use clap::Args;
 use super::RegistryFlags;
 
 /// Heading of the options every verb takes (`--log-level`, `--log-format`).
-pub const GLOBAL_HEADING: &str = "Global options";
+pub(super) const GLOBAL_HEADING: &str = "Global options";
 
 /// The configuration file of `run`, `sync` and `check-config`: `crossdock run FILE` and
 /// `crossdock run --config FILE` both work (as does CROSSDOCK_CONFIG).

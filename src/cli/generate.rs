@@ -32,7 +32,7 @@ pub struct ManArgs {
 }
 
 /// Prints the completion script.
-pub fn completions(args: CompletionsArgs) -> anyhow::Result<u8> {
+pub(super) fn completions(args: CompletionsArgs) -> anyhow::Result<u8> {
     let mut cmd = Cli::command();
     let mut out = Vec::new();
     clap_complete::generate(args.shell, &mut cmd, "crossdock", &mut out);
@@ -48,7 +48,7 @@ fn print(bytes: &[u8]) -> anyhow::Result<u8> {
 }
 
 /// Prints a man page in roff.
-pub fn man(args: ManArgs) -> anyhow::Result<u8> {
+pub(super) fn man(args: ManArgs) -> anyhow::Result<u8> {
     let mut cmd = Cli::command();
     cmd.build();
     let page = match &args.command {

@@ -124,7 +124,7 @@ fn plan(args: &ImportArgs) -> anyhow::Result<Plan> {
 }
 
 /// Runs `import`.
-pub async fn run(args: ImportArgs) -> anyhow::Result<u8> {
+pub(super) async fn run(args: ImportArgs) -> anyhow::Result<u8> {
     let plan = match plan(&args) {
         Ok(p) => p,
         Err(e) => {

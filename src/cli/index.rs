@@ -69,7 +69,7 @@ pub struct CreateArgs {
 }
 
 /// Runs `index`.
-pub async fn run(args: IndexArgs) -> anyhow::Result<u8> {
+pub(super) async fn run(args: IndexArgs) -> anyhow::Result<u8> {
     match args.command {
         IndexCommand::Create(a) => create(a).await,
     }

@@ -31,7 +31,7 @@ pub struct InspectArgs {
 }
 
 /// A short name for a manifest media type.
-pub fn media_type_name(mt: &str) -> &'static str {
+pub(super) fn media_type_name(mt: &str) -> &'static str {
     match mt {
         media_type::OCI_INDEX => "OCI index",
         media_type::OCI_MANIFEST => "OCI manifest",
@@ -50,7 +50,7 @@ struct PlatformRow {
 }
 
 /// Runs `inspect`.
-pub async fn run(args: InspectArgs) -> anyhow::Result<u8> {
+pub(super) async fn run(args: InspectArgs) -> anyhow::Result<u8> {
     let r = match Reference::parse(&args.reference) {
         Ok(r) => r.with_default_tag(),
         Err(e) => {
@@ -124,7 +124,7 @@ pub async fn run(args: InspectArgs) -> anyhow::Result<u8> {
 
 /// `os/arch[/variant]` of a single image, read from its config blob (see
 /// [`crate::copy::compose::read_platform`]), or `-` when it cannot be read.
-pub async fn read_platform(
+pub(super) async fn read_platform(
     t: &dyn crate::registry::Transport,
     repo: &str,
     config: &crate::manifest::Descriptor,

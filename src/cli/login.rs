@@ -73,7 +73,7 @@ fn normalise(registry: &str) -> String {
 }
 
 /// Runs `login`: checks the credentials against the registry, then stores them.
-pub async fn login(args: LoginArgs) -> anyhow::Result<u8> {
+pub(super) async fn login(args: LoginArgs) -> anyhow::Result<u8> {
     let registry = normalise(&args.registry);
     let password = match (&args.password, args.password_stdin) {
         (Some(p), _) => p.clone(),
@@ -138,7 +138,7 @@ pub async fn login(args: LoginArgs) -> anyhow::Result<u8> {
 }
 
 /// Runs `logout`.
-pub fn logout(args: LogoutArgs) -> anyhow::Result<u8> {
+pub(super) fn logout(args: LogoutArgs) -> anyhow::Result<u8> {
     let registry = normalise(&args.registry);
     let path = login::config_path(args.docker_config.as_deref())?;
     if login::erase(&path, &registry)? {

@@ -46,7 +46,7 @@ struct Row {
 }
 
 /// Runs `ls`.
-pub async fn run(args: LsArgs) -> anyhow::Result<u8> {
+pub(super) async fn run(args: LsArgs) -> anyhow::Result<u8> {
     let r = match Reference::parse(&args.repository) {
         Ok(r) if r.tag().is_none() && r.digest().is_none() => r,
         Ok(_) => {

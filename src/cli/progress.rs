@@ -9,7 +9,7 @@ use crate::copy::{BlobOutcome, Progress};
 use crate::digest::Digest;
 
 /// How progress is shown.
-pub enum Bars {
+pub(super) enum Bars {
     /// A byte bar on stderr.
     Terminal(ProgressBar),
     /// A line per blob on stderr.
@@ -19,7 +19,7 @@ pub enum Bars {
 }
 
 /// Progress for the current stderr: bars on a terminal, lines otherwise; `Quiet` when not `show`.
-pub fn for_terminal(show: bool) -> Arc<Bars> {
+pub(super) fn for_terminal(show: bool) -> Arc<Bars> {
     if !show {
         return Arc::new(Bars::Quiet);
     }
@@ -39,7 +39,7 @@ pub fn for_terminal(show: bool) -> Arc<Bars> {
 
 impl Bars {
     /// Clears the bar.
-    pub fn finish(&self) {
+    pub(super) fn finish(&self) {
         if let Bars::Terminal(b) = self {
             b.finish_and_clear();
         }
@@ -92,7 +92,7 @@ impl Progress for Bars {
 }
 
 /// Bytes in binary units, e.g. `16.0 MiB`.
-pub fn human_bytes(n: u64) -> String {
+pub(super) fn human_bytes(n: u64) -> String {
     const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
     let mut v = n as f64;
     let mut u = 0;

@@ -17,17 +17,17 @@ use tracing::{Event, Level, Subscriber};
 use tracing_subscriber::layer::{Context, Layer};
 
 /// The log target of the retry loop.
-pub const RETRY_TARGET: &str = "crossdock::registry::retry";
+pub(super) const RETRY_TARGET: &str = "crossdock::registry::retry";
 
 /// The layer; see the module documentation.
-pub struct RetryLine {
+pub(super) struct RetryLine {
     terminal: bool,
     shown: AtomicBool,
 }
 
 impl RetryLine {
     /// A line on stderr, redrawn when `terminal`.
-    pub fn new(terminal: bool) -> Self {
+    pub(super) fn new(terminal: bool) -> Self {
         RetryLine {
             terminal,
             shown: AtomicBool::new(false),

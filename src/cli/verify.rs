@@ -35,7 +35,7 @@ pub struct VerifyArgs {
 }
 
 /// Runs `verify`.
-pub async fn run(args: VerifyArgs) -> anyhow::Result<u8> {
+pub(super) async fn run(args: VerifyArgs) -> anyhow::Result<u8> {
     let sample = args.sample.unwrap_or(Sample::ALL);
     let (reports, problems) = match &args.config {
         Some(path) => match by_config(path, sample).await {

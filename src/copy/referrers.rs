@@ -25,7 +25,7 @@ const TAG_SUFFIXES: [&str; 4] = ["", ".sig", ".att", ".sbom"];
 
 /// One artifact to copy.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ReferrerItem {
+pub(super) struct ReferrerItem {
     /// The artifact manifest (or referrers index) digest at the source.
     pub digest: Digest,
     /// The tag it is found under, to be set at the target too (tag-based conventions).
@@ -55,7 +55,7 @@ pub(super) fn discovery<'a>(
 }
 
 /// Finds the artifacts referring to any manifest of `image`.
-pub async fn discover(
+pub(super) async fn discover(
     src: &Arc<dyn Transport>,
     repo: &str,
     image: &SourceImage,

@@ -58,7 +58,7 @@ impl SourceImage {
 }
 
 /// Walk options.
-pub struct WalkOptions {
+pub(super) struct WalkOptions {
     /// Copy foreign layers too.
     pub include_foreign: bool,
 }
@@ -66,7 +66,7 @@ pub struct WalkOptions {
 /// What the target gets at the top for `root` under a platform filter: `root` itself, or a
 /// new index holding only the wanted entries (`true`: it is new, its digest differs). Needs no
 /// request, so a filtered no-op costs only the source index read and the target HEAD.
-pub fn select_platforms(
+pub(super) fn select_platforms(
     root: Manifest,
     platforms: &[Platform],
 ) -> Result<(Manifest, bool), CopyError> {
@@ -102,7 +102,7 @@ pub fn select_platforms(
 
 /// Fetches the tree under `root`, the manifest the target gets at the top (after
 /// [`select_platforms`]); `source_digest` is what the source reference resolved to.
-pub async fn walk(
+pub(super) async fn walk(
     source: &Arc<dyn Transport>,
     repo: &str,
     source_digest: Digest,

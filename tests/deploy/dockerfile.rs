@@ -9,13 +9,13 @@
 use std::collections::BTreeMap;
 
 /// The final stage of a Dockerfile.
-pub struct Dockerfile {
+pub(crate) struct Dockerfile {
     /// (INSTRUCTION, rest of the line), in order, from the last `FROM` on.
     instructions: Vec<(String, String)>,
 }
 
 impl Dockerfile {
-    pub fn parse(text: &str) -> Dockerfile {
+    pub(crate) fn parse(text: &str) -> Dockerfile {
         let mut lines = Vec::new();
         let mut pending = String::new();
         for line in text.lines() {
@@ -46,7 +46,7 @@ impl Dockerfile {
     }
 
     /// The argument of the last `name` instruction of the final stage.
-    pub fn last(&self, name: &str) -> &str {
+    pub(crate) fn last(&self, name: &str) -> &str {
         self.instructions
             .iter()
             .rev()
@@ -56,13 +56,13 @@ impl Dockerfile {
     }
 
     /// An exec-form (JSON array) instruction: `ENTRYPOINT`, `CMD`.
-    pub fn exec(&self, name: &str) -> Vec<String> {
+    pub(crate) fn exec(&self, name: &str) -> Vec<String> {
         serde_json::from_str(self.last(name))
             .unwrap_or_else(|e| panic!("{name} in exec form (no shell in the image): {e}"))
     }
 
     /// The defaults of the final stage's `ARG NAME=VALUE` instructions.
-    pub fn args(&self) -> BTreeMap<String, String> {
+    pub(crate) fn args(&self) -> BTreeMap<String, String> {
         self.all("ARG")
             .filter_map(|a| a.split_once('='))
             .map(|(k, v)| (k.to_string(), v.trim_matches('"').to_string()))
@@ -70,7 +70,7 @@ impl Dockerfile {
     }
 
     /// Every `LABEL key="value"` of the final stage, `${ARG}` replaced by the ARG's default.
-    pub fn labels(&self) -> BTreeMap<String, String> {
+    pub(crate) fn labels(&self) -> BTreeMap<String, String> {
         let args = self.args();
         let mut labels = BTreeMap::new();
         for line in self.all("LABEL") {
@@ -85,7 +85,7 @@ impl Dockerfile {
     }
 
     /// `EXPOSE 9090` as the image config writes it: `9090/tcp`.
-    pub fn exposed_ports(&self) -> Vec<String> {
+    pub(crate) fn exposed_ports(&self) -> Vec<String> {
         self.all("EXPOSE")
             .flat_map(str::split_whitespace)
             .map(|p| {
@@ -99,7 +99,7 @@ impl Dockerfile {
     }
 
     /// The destination of the `COPY` that brings in `file`.
-    pub fn copy_destination(&self, file: &str) -> &str {
+    pub(crate) fn copy_destination(&self, file: &str) -> &str {
         self.all("COPY")
             .find_map(|c| {
                 let mut words = c.split_whitespace().filter(|w| !w.starts_with("--"));

@@ -10,24 +10,24 @@ use serde::Deserialize as _;
 use serde_json::Value;
 
 /// The only container of every crossdock pod.
-pub const CONTAINER: &str = "crossdock";
+pub(crate) const CONTAINER: &str = "crossdock";
 /// The user of distroless' `nonroot` image, as the Dockerfile sets it.
-pub const NONROOT_UID: i64 = 65532;
+pub(crate) const NONROOT_UID: i64 = 65532;
 
-pub fn deploy_dir() -> PathBuf {
+pub(crate) fn deploy_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy")
 }
 
-pub fn k8s_dir() -> PathBuf {
+pub(crate) fn k8s_dir() -> PathBuf {
     deploy_dir().join("kubernetes")
 }
 
-pub fn read(path: &Path) -> String {
+pub(crate) fn read(path: &Path) -> String {
     std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }
 
 /// Every document of a YAML stream, as JSON values (empty documents left out).
-pub fn yaml_docs(text: &str, origin: &str) -> Vec<Value> {
+pub(crate) fn yaml_docs(text: &str, origin: &str) -> Vec<Value> {
     serde_norway::Deserializer::from_str(text)
         .map(|doc| Value::deserialize(doc).unwrap_or_else(|e| panic!("{origin}: {e}")))
         .filter(|v| !v.is_null())
@@ -35,26 +35,26 @@ pub fn yaml_docs(text: &str, origin: &str) -> Vec<Value> {
 }
 
 /// A Kubernetes object and where it came from, for messages.
-pub struct Object {
+pub(crate) struct Object {
     pub origin: String,
     pub value: Value,
 }
 
 impl Object {
-    pub fn kind(&self) -> &str {
+    pub(crate) fn kind(&self) -> &str {
         self.value["kind"].as_str().unwrap_or("?")
     }
 
-    pub fn name(&self) -> &str {
+    pub(crate) fn name(&self) -> &str {
         self.value["metadata"]["name"].as_str().unwrap_or("?")
     }
 
-    pub fn at(&self) -> String {
+    pub(crate) fn at(&self) -> String {
         format!("{} {}/{}", self.origin, self.kind(), self.name())
     }
 
     /// The pod template of a workload; `None` for objects that run no pods.
-    pub fn pod_template(&self) -> Option<&Value> {
+    pub(crate) fn pod_template(&self) -> Option<&Value> {
         let t = match self.kind() {
             "Deployment" | "StatefulSet" | "DaemonSet" | "Job" => &self.value["spec"]["template"],
             "CronJob" => &self.value["spec"]["jobTemplate"]["spec"]["template"],
@@ -64,7 +64,7 @@ impl Object {
     }
 
     /// The crossdock container of a workload.
-    pub fn container(&self) -> Option<&Value> {
+    pub(crate) fn container(&self) -> Option<&Value> {
         self.pod_template()?["spec"]["containers"]
             .as_array()?
             .iter()
@@ -72,7 +72,7 @@ impl Object {
     }
 }
 
-pub fn yaml_files(dir: &Path, out: &mut Vec<PathBuf>) {
+pub(crate) fn yaml_files(dir: &Path, out: &mut Vec<PathBuf>) {
     for entry in std::fs::read_dir(dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display())) {
         let path = entry.unwrap().path();
         if path.is_dir() {
@@ -85,7 +85,7 @@ pub fn yaml_files(dir: &Path, out: &mut Vec<PathBuf>) {
 }
 
 /// Every Kubernetes object written under deploy/kubernetes (kustomizations are not objects).
-pub fn source_objects() -> Vec<Object> {
+pub(crate) fn source_objects() -> Vec<Object> {
     let mut files = Vec::new();
     yaml_files(&k8s_dir(), &mut files);
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
@@ -104,7 +104,7 @@ pub fn source_objects() -> Vec<Object> {
         .collect()
 }
 
-pub fn rendered_objects(path: &Path) -> Vec<Object> {
+pub(crate) fn rendered_objects(path: &Path) -> Vec<Object> {
     let origin = path.display().to_string();
     yaml_docs(&read(path), &origin)
         .into_iter()
@@ -116,7 +116,7 @@ pub fn rendered_objects(path: &Path) -> Vec<Object> {
 }
 
 /// What the pods must agree with: the daemon's configuration and where it is delivered.
-pub struct Expect {
+pub(crate) struct Expect {
     /// The port of `[server] listen`.
     pub listen_port: u16,
     /// `[daemon] shutdown_grace`.
@@ -130,7 +130,7 @@ pub struct Expect {
 }
 
 impl Expect {
-    pub fn from_config(config_toml: &str, configmap: &str, config_key: &str) -> Expect {
+    pub(crate) fn from_config(config_toml: &str, configmap: &str, config_key: &str) -> Expect {
         let table: toml::Table = config_toml.parse().expect("config.toml parses as TOML");
         let listen = table["server"]["listen"].as_str().expect(
             "config.toml sets [server] listen: the default is loopback, unreachable for probes",
@@ -156,7 +156,7 @@ impl Expect {
     }
 
     /// From the sources: the base's configMapGenerator and the file it reads.
-    pub fn from_sources() -> Expect {
+    pub(crate) fn from_sources() -> Expect {
         let base = k8s_dir().join("base");
         let kustomization = &yaml_docs(&read(&base.join("kustomization.yaml")), "base")[0];
         let generator = &kustomization["configMapGenerator"][0];
@@ -182,12 +182,12 @@ impl Expect {
     }
 }
 
-pub fn str_of(v: &Value) -> Option<&str> {
+pub(crate) fn str_of(v: &Value) -> Option<&str> {
     v.as_str()
 }
 
 /// The `containerPort` a probe's or Service's port (a number or a port name) means.
-pub fn resolve_port(container: &Value, port: &Value) -> Option<i64> {
+pub(crate) fn resolve_port(container: &Value, port: &Value) -> Option<i64> {
     if let Some(n) = port.as_i64() {
         return Some(n);
     }
@@ -198,7 +198,7 @@ pub fn resolve_port(container: &Value, port: &Value) -> Option<i64> {
         .and_then(|p| p["containerPort"].as_i64())
 }
 
-pub fn args(container: &Value) -> Vec<&str> {
+pub(crate) fn args(container: &Value) -> Vec<&str> {
     container["args"]
         .as_array()
         .map(|a| a.iter().filter_map(str_of).collect())
@@ -206,13 +206,13 @@ pub fn args(container: &Value) -> Vec<&str> {
 }
 
 /// The value following `flag` in an argument list.
-pub fn flag<'a>(args: &[&'a str], flag: &str) -> Option<&'a str> {
+pub(crate) fn flag<'a>(args: &[&'a str], flag: &str) -> Option<&'a str> {
     args.iter()
         .position(|a| *a == flag)
         .and_then(|i| args.get(i + 1).copied())
 }
 
-pub fn env_var<'a>(container: &'a Value, name: &str) -> Option<&'a Value> {
+pub(crate) fn env_var<'a>(container: &'a Value, name: &str) -> Option<&'a Value> {
     container["env"]
         .as_array()?
         .iter()
@@ -220,7 +220,11 @@ pub fn env_var<'a>(container: &'a Value, name: &str) -> Option<&'a Value> {
 }
 
 /// The volume mounted at `dir` in the container, and that volume's definition.
-pub fn volume_at<'a>(pod_spec: &'a Value, container: &'a Value, dir: &str) -> Option<&'a Value> {
+pub(crate) fn volume_at<'a>(
+    pod_spec: &'a Value,
+    container: &'a Value,
+    dir: &str,
+) -> Option<&'a Value> {
     let mount = container["volumeMounts"]
         .as_array()?
         .iter()
@@ -231,6 +235,6 @@ pub fn volume_at<'a>(pod_spec: &'a Value, container: &'a Value, dir: &str) -> Op
         .find(|v| v["name"] == mount["name"])
 }
 
-pub fn parent_and_file(path: &str) -> (&str, &str) {
+pub(crate) fn parent_and_file(path: &str) -> (&str, &str) {
     path.rsplit_once('/').expect("an absolute path")
 }

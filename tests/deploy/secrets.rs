@@ -15,7 +15,7 @@ use super::manifests::{
 
 /// Problems with the registry credentials of one pod; empty when $DOCKER_CONFIG/config.json is
 /// the credentials Secret's `.dockerconfigjson`.
-pub fn credentials_problems(spec: &Value, c: &Value) -> Vec<String> {
+pub(crate) fn credentials_problems(spec: &Value, c: &Value) -> Vec<String> {
     let mut problems = Vec::new();
     let Some(dir) = env_var(c, "DOCKER_CONFIG").and_then(|e| e["value"].as_str()) else {
         return vec!["no DOCKER_CONFIG".into()];
@@ -44,15 +44,15 @@ pub fn credentials_problems(spec: &Value, c: &Value) -> Vec<String> {
 }
 
 /// The registry credentials' Secret.
-pub const CREDENTIALS: &str = "crossdock-registry-credentials";
+pub(crate) const CREDENTIALS: &str = "crossdock-registry-credentials";
 
 /// The Secret holding the notifications token, and its key.
-pub const SECRET: &str = "crossdock-notifications";
-pub const KEY: &str = "token";
+pub(crate) const SECRET: &str = "crossdock-notifications";
+pub(crate) const KEY: &str = "token";
 
 /// Problems with the notifications token of one pod; empty when the Secret is where the
 /// configuration looks for it.
-pub fn token_problems(spec: &Value, c: &Value, expect: &Expect) -> Vec<String> {
+pub(crate) fn token_problems(spec: &Value, c: &Value, expect: &Expect) -> Vec<String> {
     let Some(file) = &expect.notifications_token_file else {
         return vec!["config.toml sets no [server] notifications_token_file".into()];
     };

@@ -19,10 +19,10 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 /// Longest a crossdock run may take unless a test says otherwise.
-pub const RUN_LIMIT: Duration = Duration::from_secs(60);
+pub(crate) const RUN_LIMIT: Duration = Duration::from_secs(60);
 
 /// The binary with `args` and the cleaned environment (see the module header).
-pub fn command(args: &[&str]) -> Command {
+pub(crate) fn command(args: &[&str]) -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_crossdock"));
     c.args(args);
     for (name, _) in std::env::vars_os() {
@@ -52,12 +52,12 @@ const PROXY_VARIABLES: [&str; 8] = [
 ];
 
 /// Runs crossdock to completion (within [`RUN_LIMIT`]).
-pub fn crossdock(args: &[&str]) -> Output {
+pub(crate) fn crossdock(args: &[&str]) -> Output {
     run(command(args), None, RUN_LIMIT).output
 }
 
 /// [`crossdock`] with these variables set (on top of the cleaned environment).
-pub fn crossdock_env(args: &[&str], envs: &[(&str, &str)]) -> Output {
+pub(crate) fn crossdock_env(args: &[&str], envs: &[(&str, &str)]) -> Output {
     let mut c = command(args);
     for (k, v) in envs {
         c.env(k, v);
@@ -66,7 +66,7 @@ pub fn crossdock_env(args: &[&str], envs: &[(&str, &str)]) -> Output {
 }
 
 /// A finished run and its peak resident set size.
-pub struct Measured {
+pub(crate) struct Measured {
     /// Exit status and both streams.
     pub output: Output,
     /// Peak RSS in KiB, from `wait4`.
@@ -77,7 +77,7 @@ pub struct Measured {
 /// and panicking with its stderr after `limit`.
 // The child is reaped by `wait4` (which std cannot do), not by `Child::wait`.
 #[allow(clippy::zombie_processes)]
-pub fn run(mut cmd: Command, stdin: Option<&str>, limit: Duration) -> Measured {
+pub(crate) fn run(mut cmd: Command, stdin: Option<&str>, limit: Duration) -> Measured {
     let mut child = cmd
         .stdin(if stdin.is_some() {
             Stdio::piped()
@@ -134,7 +134,7 @@ pub fn run(mut cmd: Command, stdin: Option<&str>, limit: Duration) -> Measured {
 }
 
 /// Both streams and the status, for assertion messages.
-pub fn text(out: &Output) -> String {
+pub(crate) fn text(out: &Output) -> String {
     format!(
         "status {}\nstdout:\n{}\nstderr:\n{}",
         out.status,
@@ -144,12 +144,12 @@ pub fn text(out: &Output) -> String {
 }
 
 /// Its stdout, after asserting it succeeded (showing both streams when not).
-pub fn ok(out: &Output) -> String {
+pub(crate) fn ok(out: &Output) -> String {
     assert!(out.status.success(), "crossdock failed:\n{}", text(out));
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 /// Its stdout as JSON, after asserting it succeeded.
-pub fn json(out: &Output) -> Value {
+pub(crate) fn json(out: &Output) -> Value {
     serde_json::from_str(&ok(out)).expect("a JSON report")
 }

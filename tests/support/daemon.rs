@@ -16,7 +16,7 @@ use super::cli;
 
 /// A registry that sends its events to a daemon on `daemon_port` with `token`, configured as an
 /// operator would (distribution retries a failed delivery after `backoff`).
-pub fn notifying_registry(daemon_port: u16, token: &str) -> super::TestRegistry {
+pub(crate) fn notifying_registry(daemon_port: u16, token: &str) -> super::TestRegistry {
     super::TestRegistry::builder()
         .extra_yaml(&format!(
             "notifications:
@@ -33,7 +33,7 @@ pub fn notifying_registry(daemon_port: u16, token: &str) -> super::TestRegistry 
 }
 
 /// A loopback port that was free a moment ago.
-pub fn free_port() -> u16 {
+pub(crate) fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -42,28 +42,28 @@ pub fn free_port() -> u16 {
 }
 
 /// Writes `config.toml` into `dir`.
-pub fn write_config(dir: &Path, text: &str) -> PathBuf {
+pub(crate) fn write_config(dir: &Path, text: &str) -> PathBuf {
     let p = dir.join("config.toml");
     std::fs::write(&p, text).unwrap();
     p
 }
 
 /// `crossdock sync --config CONFIG --json` with `extra` arguments, to the end.
-pub fn sync(config: &Path, extra: &[&str]) -> Output {
+pub(crate) fn sync(config: &Path, extra: &[&str]) -> Output {
     let mut args = vec!["sync", "--config", config.to_str().unwrap(), "--json"];
     args.extend_from_slice(extra);
     cli::run(cli::command(&args), None, Duration::from_secs(240)).output
 }
 
 /// [`sync`]'s report, asserting success.
-pub fn sync_json(config: &Path, extra: &[&str]) -> serde_json::Value {
+pub(crate) fn sync_json(config: &Path, extra: &[&str]) -> serde_json::Value {
     let out = sync(config, extra);
     assert!(out.status.success(), "sync failed:\n{}", cli::text(&out));
     serde_json::from_slice(&out.stdout).unwrap()
 }
 
 /// The sum of the samples of every metric line starting with `prefix`.
-pub fn metric(text: &str, prefix: &str) -> f64 {
+pub(crate) fn metric(text: &str, prefix: &str) -> f64 {
     text.lines()
         .filter(|l| l.starts_with(prefix))
         .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
@@ -71,7 +71,7 @@ pub fn metric(text: &str, prefix: &str) -> f64 {
 }
 
 /// A running daemon.
-pub struct Daemon {
+pub(crate) struct Daemon {
     child: Child,
     port: u16,
     log: PathBuf,
@@ -80,13 +80,13 @@ pub struct Daemon {
 impl Daemon {
     /// Starts `crossdock run` on `config` (whose server listens on `port`), logging at debug
     /// level into `dir/daemon.log`, and waits until `/readyz` answers 200.
-    pub fn start(config: &Path, port: u16, dir: &Path) -> Daemon {
+    pub(crate) fn start(config: &Path, port: u16, dir: &Path) -> Daemon {
         Daemon::start_logging(config, port, dir, "debug")
     }
 
     /// [`Daemon::start`] logging at `level` (`info` for a test moving hundreds of MiB, whose
     /// debug log would slow it down).
-    pub fn start_logging(config: &Path, port: u16, dir: &Path, level: &str) -> Daemon {
+    pub(crate) fn start_logging(config: &Path, port: u16, dir: &Path, level: &str) -> Daemon {
         let log = dir.join("daemon.log");
         let child = cli::command(&[
             "run",
@@ -119,12 +119,12 @@ impl Daemon {
     }
 
     /// GET `path`: status and body; `None` when the daemon does not answer.
-    pub fn get(&self, path: &str) -> Option<(u16, String)> {
+    pub(crate) fn get(&self, path: &str) -> Option<(u16, String)> {
         self.exchange(format!("GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").as_bytes())
     }
 
     /// POST `body` to `path` with extra header lines (`Name: value`): status and body.
-    pub fn post(&self, path: &str, headers: &[&str], body: &str) -> (u16, String) {
+    pub(crate) fn post(&self, path: &str, headers: &[&str], body: &str) -> (u16, String) {
         let mut req = format!(
             "POST {path} HTTP/1.0\r\nHost: localhost\r\nContent-Length: {}\r\n",
             body.len()
@@ -140,23 +140,28 @@ impl Daemon {
     }
 
     /// `/metrics`.
-    pub fn metrics(&self) -> String {
+    pub(crate) fn metrics(&self) -> String {
         self.get("/metrics").map(|(_, b)| b).unwrap_or_default()
     }
 
     /// `/status` as JSON.
-    pub fn status(&self) -> serde_json::Value {
+    pub(crate) fn status(&self) -> serde_json::Value {
         let (_, body) = self.get("/status").expect("status");
         serde_json::from_str(&body).unwrap()
     }
 
     /// Everything the daemon logged so far.
-    pub fn log(&self) -> String {
+    pub(crate) fn log(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
     /// Polls `f` every 50 ms until it holds; panics with the log after `timeout`.
-    pub fn wait_for(&self, timeout: Duration, what: &str, mut f: impl FnMut(&Daemon) -> bool) {
+    pub(crate) fn wait_for(
+        &self,
+        timeout: Duration,
+        what: &str,
+        mut f: impl FnMut(&Daemon) -> bool,
+    ) {
         let start = Instant::now();
         while start.elapsed() < timeout {
             if f(self) {
@@ -168,7 +173,7 @@ impl Daemon {
     }
 
     /// Sends signal `sig` (`HUP`, `TERM`, …) to the daemon, by its own pid.
-    pub fn signal(&self, sig: &str) {
+    pub(crate) fn signal(&self, sig: &str) {
         let st = Command::new("kill")
             .args([&format!("-{sig}"), &self.child.id().to_string()])
             .status()
@@ -177,7 +182,7 @@ impl Daemon {
     }
 
     /// Waits for the daemon to exit; panics with the log after `timeout`.
-    pub fn wait_exit(&mut self, timeout: Duration) -> ExitStatus {
+    pub(crate) fn wait_exit(&mut self, timeout: Duration) -> ExitStatus {
         let start = Instant::now();
         loop {
             if let Some(st) = self.child.try_wait().unwrap() {

@@ -14,28 +14,29 @@ use rand::{Rng, SeedableRng};
 use serde_json::{Value, json};
 use sha2::{Digest as _, Sha256};
 
-pub const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
-pub const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
-pub const OCI_CONFIG: &str = "application/vnd.oci.image.config.v1+json";
-pub const OCI_LAYER: &str = "application/vnd.oci.image.layer.v1.tar+gzip";
-pub const DOCKER_MANIFEST: &str = "application/vnd.docker.distribution.manifest.v2+json";
-pub const DOCKER_MANIFEST_LIST: &str = "application/vnd.docker.distribution.manifest.list.v2+json";
-pub const DOCKER_CONFIG: &str = "application/vnd.docker.container.image.v1+json";
-pub const DOCKER_LAYER: &str = "application/vnd.docker.image.rootfs.diff.tar.gzip";
+pub(crate) const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
+pub(crate) const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
+pub(crate) const OCI_CONFIG: &str = "application/vnd.oci.image.config.v1+json";
+pub(crate) const OCI_LAYER: &str = "application/vnd.oci.image.layer.v1.tar+gzip";
+pub(crate) const DOCKER_MANIFEST: &str = "application/vnd.docker.distribution.manifest.v2+json";
+pub(crate) const DOCKER_MANIFEST_LIST: &str =
+    "application/vnd.docker.distribution.manifest.list.v2+json";
+pub(crate) const DOCKER_CONFIG: &str = "application/vnd.docker.container.image.v1+json";
+pub(crate) const DOCKER_LAYER: &str = "application/vnd.docker.image.rootfs.diff.tar.gzip";
 
 /// Every manifest media type; distribution answers 404 for an OCI index unless it is listed.
-pub const ACCEPT_ALL: &str = "application/vnd.oci.image.index.v1+json, \
+pub(crate) const ACCEPT_ALL: &str = "application/vnd.oci.image.index.v1+json, \
      application/vnd.oci.image.manifest.v1+json, \
      application/vnd.docker.distribution.manifest.list.v2+json, \
      application/vnd.docker.distribution.manifest.v2+json";
 
 /// `sha256:<hex>` of `bytes`.
-pub fn sha256_digest(bytes: &[u8]) -> String {
+pub(crate) fn sha256_digest(bytes: &[u8]) -> String {
     format!("sha256:{}", hex::encode(Sha256::digest(bytes)))
 }
 
 /// `n` random bytes from `seed`.
-pub fn random_bytes(seed: u64, n: usize) -> Vec<u8> {
+pub(crate) fn random_bytes(seed: u64, n: usize) -> Vec<u8> {
     let mut rng = StdRng::seed_from_u64(seed);
     let mut out = vec![0u8; n];
     rng.fill_bytes(&mut out);
@@ -43,31 +44,31 @@ pub fn random_bytes(seed: u64, n: usize) -> Vec<u8> {
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Format {
+pub(crate) enum Format {
     Oci,
     Docker,
 }
 
 impl Format {
-    pub fn manifest_type(self) -> &'static str {
+    pub(crate) fn manifest_type(self) -> &'static str {
         match self {
             Format::Oci => OCI_MANIFEST,
             Format::Docker => DOCKER_MANIFEST,
         }
     }
-    pub fn index_type(self) -> &'static str {
+    pub(crate) fn index_type(self) -> &'static str {
         match self {
             Format::Oci => OCI_INDEX,
             Format::Docker => DOCKER_MANIFEST_LIST,
         }
     }
-    pub fn config_type(self) -> &'static str {
+    pub(crate) fn config_type(self) -> &'static str {
         match self {
             Format::Oci => OCI_CONFIG,
             Format::Docker => DOCKER_CONFIG,
         }
     }
-    pub fn layer_type(self) -> &'static str {
+    pub(crate) fn layer_type(self) -> &'static str {
         match self {
             Format::Oci => OCI_LAYER,
             Format::Docker => DOCKER_LAYER,
@@ -77,7 +78,7 @@ impl Format {
 
 /// A manifest as it travels: exact bytes, media type, digest of the bytes.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct RawManifest {
+pub(crate) struct RawManifest {
     pub bytes: Vec<u8>,
     pub media_type: String,
     pub digest: String,
@@ -85,12 +86,12 @@ pub struct RawManifest {
 
 impl RawManifest {
     /// Serialize `value` (pretty, sorted keys) and digest it.
-    pub fn from_json(media_type: &str, value: &Value) -> RawManifest {
+    pub(crate) fn from_json(media_type: &str, value: &Value) -> RawManifest {
         let bytes = serde_json::to_vec_pretty(value).expect("serialize manifest");
         RawManifest::from_bytes(media_type, bytes)
     }
 
-    pub fn from_bytes(media_type: &str, bytes: Vec<u8>) -> RawManifest {
+    pub(crate) fn from_bytes(media_type: &str, bytes: Vec<u8>) -> RawManifest {
         RawManifest {
             digest: sha256_digest(&bytes),
             media_type: media_type.to_owned(),
@@ -98,12 +99,12 @@ impl RawManifest {
         }
     }
 
-    pub fn json(&self) -> Value {
+    pub(crate) fn json(&self) -> Value {
         serde_json::from_slice(&self.bytes).expect("manifest is JSON")
     }
 
     /// A descriptor for this manifest (for an index), with an optional platform.
-    pub fn descriptor(&self, platform: Option<&str>) -> Value {
+    pub(crate) fn descriptor(&self, platform: Option<&str>) -> Value {
         let mut d = json!({
             "mediaType": self.media_type,
             "digest": self.digest,
@@ -117,7 +118,7 @@ impl RawManifest {
 }
 
 /// `"linux/arm64/v8"` → `{"architecture":"arm64","os":"linux","variant":"v8"}`.
-pub fn platform_json(platform: &str) -> Value {
+pub(crate) fn platform_json(platform: &str) -> Value {
     let mut parts = platform.split('/');
     let os = parts.next().expect("platform os");
     let arch = parts
@@ -132,7 +133,7 @@ pub fn platform_json(platform: &str) -> Value {
 
 /// An image config for `platform` whose rootfs lists one diff_id per layer. Layers are not
 /// real tarballs, so the diff_id is the digest of the layer bytes themselves.
-pub fn config_json(platform: &str, layers: &[&[u8]]) -> Value {
+pub(crate) fn config_json(platform: &str, layers: &[&[u8]]) -> Value {
     let mut config = platform_json(platform);
     config["created"] = json!("2024-01-01T00:00:00Z");
     config["config"] = json!({ "Env": ["PATH=/usr/bin:/bin"], "Cmd": ["/bin/sh"] });
@@ -148,7 +149,7 @@ fn blob_descriptor(media_type: &str, bytes: &[u8]) -> Value {
 }
 
 /// An image manifest naming `config` and `layers` (the blobs' bytes).
-pub fn image_manifest(format: Format, config: &[u8], layers: &[&[u8]]) -> RawManifest {
+pub(crate) fn image_manifest(format: Format, config: &[u8], layers: &[&[u8]]) -> RawManifest {
     let value = json!({
         "schemaVersion": 2,
         "mediaType": format.manifest_type(),
@@ -159,7 +160,7 @@ pub fn image_manifest(format: Format, config: &[u8], layers: &[&[u8]]) -> RawMan
 }
 
 /// An index (OCI) or manifest list (Docker) of `children` with their platforms.
-pub fn index_manifest(format: Format, children: &[(&RawManifest, &str)]) -> RawManifest {
+pub(crate) fn index_manifest(format: Format, children: &[(&RawManifest, &str)]) -> RawManifest {
     let value = json!({
         "schemaVersion": 2,
         "mediaType": format.index_type(),
@@ -170,7 +171,7 @@ pub fn index_manifest(format: Format, children: &[(&RawManifest, &str)]) -> RawM
 
 /// What to build; see [`ImageSpec::build`].
 #[derive(Clone, Debug)]
-pub struct ImageSpec {
+pub(crate) struct ImageSpec {
     pub format: Format,
     /// `os/arch[/variant]`, e.g. `linux/amd64`, `linux/arm64/v8`, `linux/arm/v7`.
     pub platforms: Vec<String>,
@@ -186,7 +187,7 @@ pub struct ImageSpec {
 
 impl ImageSpec {
     /// A multi-platform image (index / manifest list); 2 layers of 4 KiB per platform.
-    pub fn multi(format: Format, platforms: &[&str]) -> ImageSpec {
+    pub(crate) fn multi(format: Format, platforms: &[&str]) -> ImageSpec {
         ImageSpec {
             format,
             platforms: platforms.iter().map(|p| p.to_string()).collect(),
@@ -199,31 +200,31 @@ impl ImageSpec {
     }
 
     /// A single-platform image: one image manifest, no index.
-    pub fn single(format: Format, platform: &str) -> ImageSpec {
+    pub(crate) fn single(format: Format, platform: &str) -> ImageSpec {
         ImageSpec {
             with_index: false,
             ..ImageSpec::multi(format, &[platform])
         }
     }
 
-    pub fn seed(mut self, seed: u64) -> Self {
+    pub(crate) fn seed(mut self, seed: u64) -> Self {
         self.seed = seed;
         self
     }
-    pub fn layers(mut self, n: usize) -> Self {
+    pub(crate) fn layers(mut self, n: usize) -> Self {
         self.layers_per_platform = n;
         self
     }
-    pub fn layer_size(mut self, bytes: usize) -> Self {
+    pub(crate) fn layer_size(mut self, bytes: usize) -> Self {
         self.layer_size = bytes;
         self
     }
-    pub fn shared_base_layer(mut self, shared: bool) -> Self {
+    pub(crate) fn shared_base_layer(mut self, shared: bool) -> Self {
         self.shared_base_layer = shared;
         self
     }
 
-    pub fn build(&self) -> BuiltImage {
+    pub(crate) fn build(&self) -> BuiltImage {
         assert!(
             self.with_index || self.platforms.len() == 1,
             "an image without index has exactly one platform"
@@ -282,7 +283,7 @@ impl ImageSpec {
 
 /// One platform's image inside a [`BuiltImage`].
 #[derive(Clone, Debug)]
-pub struct PlatformImage {
+pub(crate) struct PlatformImage {
     pub platform: String,
     pub manifest: RawManifest,
     pub config_digest: String,
@@ -291,7 +292,7 @@ pub struct PlatformImage {
 
 /// The output of [`ImageSpec::build`]: everything a registry needs to serve the image.
 #[derive(Clone, Debug)]
-pub struct BuiltImage {
+pub(crate) struct BuiltImage {
     pub format: Format,
     /// The index / manifest list, if the spec asked for one.
     pub index: Option<RawManifest>,
@@ -304,17 +305,17 @@ pub struct BuiltImage {
 
 impl BuiltImage {
     /// The manifest a tag points at: the index if there is one, else the single manifest.
-    pub fn top(&self) -> &RawManifest {
+    pub(crate) fn top(&self) -> &RawManifest {
         self.index.as_ref().unwrap_or(&self.manifests[0])
     }
 
     /// Digest of [`top`](Self::top).
-    pub fn digest(&self) -> &str {
+    pub(crate) fn digest(&self) -> &str {
         &self.top().digest
     }
 
     /// The image manifest for `platform` (e.g. `linux/arm64/v8`).
-    pub fn manifest_for(&self, platform: &str) -> &RawManifest {
+    pub(crate) fn manifest_for(&self, platform: &str) -> &RawManifest {
         &self
             .images
             .iter()
@@ -324,7 +325,7 @@ impl BuiltImage {
     }
 
     /// Sum of all blob sizes (what a full copy must transfer, manifests aside).
-    pub fn total_blob_bytes(&self) -> usize {
+    pub(crate) fn total_blob_bytes(&self) -> usize {
         self.blobs.values().map(Vec::len).sum()
     }
 }

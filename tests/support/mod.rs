@@ -13,16 +13,18 @@
 //! that a mock would only reproduce if we already knew them.
 #![allow(dead_code, unused_imports)]
 
-pub mod cli;
-pub mod daemon;
-pub mod fixtures;
-pub mod pki;
-pub mod proxy;
-pub mod raw;
-pub mod registry;
-pub mod skopeo;
-pub mod tinyproxy;
+pub(crate) mod cli;
+pub(crate) mod daemon;
+pub(crate) mod fixtures;
+pub(crate) mod pki;
+pub(crate) mod proxy;
+pub(crate) mod raw;
+pub(crate) mod registry;
+pub(crate) mod skopeo;
+pub(crate) mod tinyproxy;
 
-pub use fixtures::{BuiltImage, Format, ImageSpec, RawManifest, sha256_digest};
-pub use raw::{FetchedManifest, RawClient};
-pub use registry::{LoggedRequest, RequestKind, RequestMark, TestRegistry, TestRegistryBuilder};
+pub(crate) use fixtures::{BuiltImage, Format, ImageSpec, RawManifest, sha256_digest};
+pub(crate) use raw::{FetchedManifest, RawClient};
+pub(crate) use registry::{
+    LoggedRequest, RequestKind, RequestMark, TestRegistry, TestRegistryBuilder,
+};

@@ -9,7 +9,7 @@ use rcgen::{
 };
 
 /// A CA that signs server and client certificates.
-pub struct TestCa {
+pub(crate) struct TestCa {
     /// The CA certificate (PEM file).
     pub cert: PathBuf,
     issuer: Issuer<'static, KeyPair>,
@@ -17,14 +17,14 @@ pub struct TestCa {
 }
 
 /// A certificate and its key, as PEM files.
-pub struct Pair {
+pub(crate) struct Pair {
     pub cert: PathBuf,
     pub key: PathBuf,
 }
 
 impl TestCa {
     /// A new CA named `name`, its certificate written to `dir/NAME-ca.pem`.
-    pub fn new(dir: &Path, name: &str) -> TestCa {
+    pub(crate) fn new(dir: &Path, name: &str) -> TestCa {
         let key = KeyPair::generate().unwrap();
         let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
         params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
@@ -42,13 +42,13 @@ impl TestCa {
     }
 
     /// A server certificate for 127.0.0.1 (`NAME.pem`, `NAME-key.pem`).
-    pub fn server(&self, name: &str) -> Pair {
+    pub(crate) fn server(&self, name: &str) -> Pair {
         let params = CertificateParams::new(vec!["127.0.0.1".to_string()]).unwrap();
         self.sign(name, params)
     }
 
     /// A client certificate (`clientAuth`) for `name`.
-    pub fn client(&self, name: &str) -> Pair {
+    pub(crate) fn client(&self, name: &str) -> Pair {
         let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
         params.distinguished_name.push(DnType::CommonName, name);
         params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
@@ -69,7 +69,7 @@ impl TestCa {
 }
 
 /// A private key that belongs to no certificate, written to `dir/NAME-key.pem`.
-pub fn stray_key(dir: &Path, name: &str) -> PathBuf {
+pub(crate) fn stray_key(dir: &Path, name: &str) -> PathBuf {
     let path = dir.join(format!("{name}-key.pem"));
     fs::write(&path, KeyPair::generate().unwrap().serialize_pem()).unwrap();
     path

@@ -41,11 +41,11 @@ use wire::{BodyReader, Framing, Head, Reader, encode_piece};
 mod wire;
 
 /// A hook run by [`Fault::Before`] or [`Fault::After`].
-pub type Hook = Arc<dyn Fn() -> Pin<Box<dyn Future<Output = ()> + Send>> + Send + Sync>;
+pub(crate) type Hook = Arc<dyn Fn() -> Pin<Box<dyn Future<Output = ()> + Send>> + Send + Sync>;
 
 /// When a `Retry-After` says to come back.
 #[derive(Clone, Debug)]
-pub enum RetryAfter {
+pub(crate) enum RetryAfter {
     /// Delta-seconds.
     Seconds(u64),
     /// An HTTP-date this far in the future (rounded down to whole seconds by the format).
@@ -54,7 +54,7 @@ pub enum RetryAfter {
 
 /// What happens to a request a [`Rule`] picked.
 #[derive(Clone)]
-pub enum Fault {
+pub(crate) enum Fault {
     /// Answer with this status (and a spec error body) without asking the registry.
     Status(u16),
     /// Answer 429 with this `Retry-After`.
@@ -93,7 +93,7 @@ pub enum Fault {
 
 impl Fault {
     /// [`Fault::Before`] from an async closure.
-    pub fn before<F, Fut>(f: F) -> Fault
+    pub(crate) fn before<F, Fut>(f: F) -> Fault
     where
         F: Fn() -> Fut + Send + Sync + 'static,
         Fut: Future<Output = ()> + Send + 'static,
@@ -102,7 +102,7 @@ impl Fault {
     }
 
     /// [`Fault::After`] from an async closure.
-    pub fn after<F, Fut>(f: F) -> Fault
+    pub(crate) fn after<F, Fut>(f: F) -> Fault
     where
         F: Fn() -> Fut + Send + Sync + 'static,
         Fut: Future<Output = ()> + Send + 'static,
@@ -142,7 +142,7 @@ enum When {
 /// so `digest=sha256%3A<hex>` on an upload PUT can be matched) and says what to do to them.
 /// Fires on the first match unless told otherwise.
 #[derive(Clone)]
-pub struct Rule {
+pub(crate) struct Rule {
     method: Option<String>,
     path: Regex,
     when: When,
@@ -152,7 +152,7 @@ pub struct Rule {
 impl Rule {
     /// Requests with `method` (`"*"`: any) whose target matches the regex `path`, answered
     /// with `fault`.
-    pub fn new(method: &str, path: &str, fault: Fault) -> Rule {
+    pub(crate) fn new(method: &str, path: &str, fault: Fault) -> Rule {
         Rule {
             method: (method != "*").then(|| method.to_ascii_uppercase()),
             path: Regex::new(path).unwrap_or_else(|e| panic!("bad rule path {path:?}: {e}")),
@@ -162,19 +162,19 @@ impl Rule {
     }
 
     /// Fire on the `n`th matching request only.
-    pub fn nth(mut self, n: usize) -> Rule {
+    pub(crate) fn nth(mut self, n: usize) -> Rule {
         self.when = When::Nth(n);
         self
     }
 
     /// Fire on the first `n` matching requests.
-    pub fn times(mut self, n: usize) -> Rule {
+    pub(crate) fn times(mut self, n: usize) -> Rule {
         self.when = When::FirstN(n);
         self
     }
 
     /// Fire on every matching request.
-    pub fn always(mut self) -> Rule {
+    pub(crate) fn always(mut self) -> Rule {
         self.when = When::Always;
         self
     }
@@ -186,25 +186,25 @@ impl Rule {
 
 /// Counts for one installed rule.
 #[derive(Clone, Default)]
-pub struct RuleStats {
+pub(crate) struct RuleStats {
     matched: Arc<AtomicUsize>,
     fired: Arc<AtomicUsize>,
 }
 
 impl RuleStats {
     /// Requests the rule matched.
-    pub fn matched(&self) -> usize {
+    pub(crate) fn matched(&self) -> usize {
         self.matched.load(Ordering::SeqCst)
     }
     /// Requests the fault was applied to.
-    pub fn fired(&self) -> usize {
+    pub(crate) fn fired(&self) -> usize {
         self.fired.load(Ordering::SeqCst)
     }
 }
 
 /// One request the proxy saw.
 #[derive(Clone, Debug)]
-pub struct Seen {
+pub(crate) struct Seen {
     pub method: String,
     /// Path without query.
     pub path: String,
@@ -221,7 +221,7 @@ pub struct Seen {
 
 impl Seen {
     /// A header's value (name in any case).
-    pub fn header(&self, name: &str) -> Option<&str> {
+    pub(crate) fn header(&self, name: &str) -> Option<&str> {
         let name = name.to_ascii_lowercase();
         self.headers
             .iter()
@@ -251,7 +251,7 @@ struct Shared {
 }
 
 /// A running proxy; stops when dropped.
-pub struct FaultProxy {
+pub(crate) struct FaultProxy {
     addr: SocketAddr,
     shared: Arc<Shared>,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
@@ -271,7 +271,7 @@ impl Drop for FaultProxy {
 
 impl FaultProxy {
     /// A proxy in front of `registry`.
-    pub fn start(registry: &TestRegistry) -> FaultProxy {
+    pub(crate) fn start(registry: &TestRegistry) -> FaultProxy {
         Self::to(
             format!("127.0.0.1:{}", registry.port())
                 .parse()
@@ -280,7 +280,7 @@ impl FaultProxy {
     }
 
     /// A proxy in front of any HTTP server.
-    pub fn to(upstream: SocketAddr) -> FaultProxy {
+    pub(crate) fn to(upstream: SocketAddr) -> FaultProxy {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind proxy");
         listener.set_nonblocking(true).expect("nonblocking");
         let addr = listener.local_addr().expect("proxy address");
@@ -324,27 +324,27 @@ impl FaultProxy {
     }
 
     /// `127.0.0.1:PORT`, the registry part of references through the proxy.
-    pub fn host(&self) -> String {
+    pub(crate) fn host(&self) -> String {
         self.addr.to_string()
     }
 
-    pub fn port(&self) -> u16 {
+    pub(crate) fn port(&self) -> u16 {
         self.addr.port()
     }
 
     /// `http://127.0.0.1:PORT`.
-    pub fn url(&self) -> String {
+    pub(crate) fn url(&self) -> String {
         format!("http://{}", self.addr)
     }
 
     /// `HOST/REPO:TAG` or `HOST/REPO@DIGEST` through the proxy.
-    pub fn image_ref(&self, repo: &str, reference: &str) -> String {
+    pub(crate) fn image_ref(&self, repo: &str, reference: &str) -> String {
         let sep = if reference.contains(':') { '@' } else { ':' };
         format!("{}/{repo}{sep}{reference}", self.host())
     }
 
     /// Installs a rule (after those already there; the first rule that fires wins).
-    pub fn add(&self, rule: Rule) -> RuleStats {
+    pub(crate) fn add(&self, rule: Rule) -> RuleStats {
         let stats = RuleStats::default();
         self.shared
             .rules
@@ -355,25 +355,25 @@ impl FaultProxy {
     }
 
     /// Removes every rule.
-    pub fn clear_rules(&self) {
+    pub(crate) fn clear_rules(&self) {
         self.shared.rules.lock().unwrap().clear();
     }
 
     /// Every request seen so far.
-    pub fn requests(&self) -> Vec<Seen> {
+    pub(crate) fn requests(&self) -> Vec<Seen> {
         self.shared.seen.lock().unwrap().clone()
     }
 
     /// The most requests that were in flight at once (head received, answer not yet handed
     /// over in full).
-    pub fn peak_in_flight(&self) -> usize {
+    pub(crate) fn peak_in_flight(&self) -> usize {
         self.shared.peak.load(Ordering::SeqCst)
     }
 
     /// Requires `Authorization: Bearer <token>` on every `/v2/` request (401 with a Bearer
     /// challenge otherwise; the header is removed before forwarding), and serves the realm at
     /// `/token`, which grants `token` to Basic `user:password` only.
-    pub fn require_bearer(&self, user: &str, password: &str, token: &str) {
+    pub(crate) fn require_bearer(&self, user: &str, password: &str, token: &str) {
         *self.shared.gate.lock().unwrap() = Some(Gate {
             user: user.into(),
             password: password.into(),
@@ -382,7 +382,7 @@ impl FaultProxy {
     }
 
     /// Token requests the realm answered.
-    pub fn token_requests(&self) -> usize {
+    pub(crate) fn token_requests(&self) -> usize {
         self.shared.token_requests.load(Ordering::SeqCst)
     }
 }

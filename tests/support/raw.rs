@@ -11,7 +11,7 @@ use super::fixtures::{ACCEPT_ALL, BuiltImage, RawManifest, sha256_digest};
 
 /// A manifest as a registry served it.
 #[derive(Clone, Debug)]
-pub struct FetchedManifest {
+pub(crate) struct FetchedManifest {
     pub bytes: Vec<u8>,
     pub content_type: String,
     /// The `Docker-Content-Digest` header, if sent.
@@ -20,7 +20,7 @@ pub struct FetchedManifest {
 
 /// A registry at one base URL, optionally with basic-auth credentials.
 #[derive(Clone)]
-pub struct RawClient {
+pub(crate) struct RawClient {
     base: String,
     auth: Option<(String, String)>,
     http: Client,
@@ -38,7 +38,7 @@ impl std::fmt::Debug for RawClient {
 
 impl RawClient {
     /// `target` is `127.0.0.1:PORT` or `http://127.0.0.1:PORT`.
-    pub fn new(target: &str) -> RawClient {
+    pub(crate) fn new(target: &str) -> RawClient {
         let base = if target.contains("://") {
             target.trim_end_matches('/').to_owned()
         } else {
@@ -57,13 +57,13 @@ impl RawClient {
         }
     }
 
-    pub fn with_auth(mut self, user: &str, pass: &str) -> RawClient {
+    pub(crate) fn with_auth(mut self, user: &str, pass: &str) -> RawClient {
         self.auth = Some((user.to_owned(), pass.to_owned()));
         self
     }
 
     /// The same registry without credentials.
-    pub fn anonymous(&self) -> RawClient {
+    pub(crate) fn anonymous(&self) -> RawClient {
         RawClient {
             auth: None,
             ..self.clone()
@@ -83,7 +83,7 @@ impl RawClient {
     }
 
     /// Status of `GET /v2/` (200, or 401 when credentials are missing or wrong).
-    pub async fn ping(&self) -> StatusCode {
+    pub(crate) async fn ping(&self) -> StatusCode {
         self.request(Method::GET, &self.url("/v2/"))
             .send()
             .await
@@ -93,7 +93,7 @@ impl RawClient {
 
     /// Monolithic upload: `POST /blobs/uploads/` then `PUT <Location>&digest=`. Returns the
     /// digest.
-    pub async fn push_blob(&self, repo: &str, bytes: &[u8]) -> String {
+    pub(crate) async fn push_blob(&self, repo: &str, bytes: &[u8]) -> String {
         let digest = sha256_digest(bytes);
         let start = self
             .request(
@@ -127,7 +127,7 @@ impl RawClient {
     }
 
     /// `PUT /v2/<repo>/manifests/<reference>` with the manifest's own media type.
-    pub async fn put_manifest(&self, repo: &str, reference: &str, manifest: &RawManifest) {
+    pub(crate) async fn put_manifest(&self, repo: &str, reference: &str, manifest: &RawManifest) {
         let resp = self
             .request(
                 Method::PUT,
@@ -150,7 +150,7 @@ impl RawClient {
     /// Push every blob, then the image manifests by digest, then the top manifest (index, or
     /// the single manifest) at `reference` (a tag or its digest). Children first: distribution
     /// refuses an index naming a manifest it does not have.
-    pub async fn push_image(&self, repo: &str, reference: &str, image: &BuiltImage) {
+    pub(crate) async fn push_image(&self, repo: &str, reference: &str, image: &BuiltImage) {
         for bytes in image.blobs.values() {
             self.push_blob(repo, bytes).await;
         }
@@ -163,7 +163,11 @@ impl RawClient {
     }
 
     /// `GET` a manifest with the full Accept list; `None` on 404.
-    pub async fn get_manifest(&self, repo: &str, reference: &str) -> Option<FetchedManifest> {
+    pub(crate) async fn get_manifest(
+        &self,
+        repo: &str,
+        reference: &str,
+    ) -> Option<FetchedManifest> {
         let resp = self
             .request(
                 Method::GET,
@@ -188,7 +192,7 @@ impl RawClient {
     }
 
     /// `HEAD` a manifest; its `Docker-Content-Digest`, or `None` on 404.
-    pub async fn head_manifest(&self, repo: &str, reference: &str) -> Option<String> {
+    pub(crate) async fn head_manifest(&self, repo: &str, reference: &str) -> Option<String> {
         let resp = self
             .request(
                 Method::HEAD,
@@ -208,7 +212,7 @@ impl RawClient {
     /// `HEAD` a manifest for a polling loop: the digest when it answers 200, `None` for anything
     /// else. distribution 2.8's filesystem storage briefly answers 500 for a tag that is being
     /// written at that moment (its link file is rewritten in place), which a poll must ride out.
-    pub async fn poll_manifest(&self, repo: &str, reference: &str) -> Option<String> {
+    pub(crate) async fn poll_manifest(&self, repo: &str, reference: &str) -> Option<String> {
         let resp = self
             .request(
                 Method::HEAD,
@@ -226,7 +230,7 @@ impl RawClient {
 
     /// `GET` a manifest, riding out distribution's brief 500s on a tag being written (see
     /// [`RawClient::poll_manifest`]): up to 20 tries 50 ms apart; `None` on 404.
-    pub async fn get_manifest_settled(
+    pub(crate) async fn get_manifest_settled(
         &self,
         repo: &str,
         reference: &str,
@@ -260,7 +264,7 @@ impl RawClient {
     }
 
     /// `DELETE` a manifest by digest (the registry refuses deletes by tag).
-    pub async fn delete_manifest(&self, repo: &str, digest: &str) {
+    pub(crate) async fn delete_manifest(&self, repo: &str, digest: &str) {
         let resp = self
             .request(
                 Method::DELETE,
@@ -273,7 +277,7 @@ impl RawClient {
     }
 
     /// `HEAD` a blob: true on 200, false on 404.
-    pub async fn blob_exists(&self, repo: &str, digest: &str) -> bool {
+    pub(crate) async fn blob_exists(&self, repo: &str, digest: &str) -> bool {
         let resp = self
             .request(
                 Method::HEAD,
@@ -290,7 +294,7 @@ impl RawClient {
     }
 
     /// `GET` a blob's bytes; `None` on 404.
-    pub async fn get_blob(&self, repo: &str, digest: &str) -> Option<Vec<u8>> {
+    pub(crate) async fn get_blob(&self, repo: &str, digest: &str) -> Option<Vec<u8>> {
         let resp = self
             .request(
                 Method::GET,
@@ -308,7 +312,7 @@ impl RawClient {
 
     /// The repository's tags, sorted (distribution lists them in filesystem order). Empty when
     /// the repository does not exist.
-    pub async fn tags(&self, repo: &str) -> Vec<String> {
+    pub(crate) async fn tags(&self, repo: &str) -> Vec<String> {
         let resp = self
             .request(Method::GET, &self.url(&format!("/v2/{repo}/tags/list")))
             .send()
@@ -350,14 +354,14 @@ async fn expect_status(resp: reqwest::Response, want: StatusCode, what: &str) ->
 }
 
 /// Push `image` anonymously to `target` (`HOST:PORT` or URL) at `repo:reference`.
-pub async fn push_image(target: &str, repo: &str, reference: &str, image: &BuiltImage) {
+pub(crate) async fn push_image(target: &str, repo: &str, reference: &str, image: &BuiltImage) {
     RawClient::new(target)
         .push_image(repo, reference, image)
         .await
 }
 
 /// Anonymous manifest GET with the full Accept list; `None` on 404.
-pub async fn get_manifest_raw(
+pub(crate) async fn get_manifest_raw(
     target: &str,
     repo: &str,
     reference: &str,
@@ -366,11 +370,11 @@ pub async fn get_manifest_raw(
 }
 
 /// Anonymous blob HEAD.
-pub async fn blob_exists(target: &str, repo: &str, digest: &str) -> bool {
+pub(crate) async fn blob_exists(target: &str, repo: &str, digest: &str) -> bool {
     RawClient::new(target).blob_exists(repo, digest).await
 }
 
 /// Anonymous sorted tag list (empty if the repository does not exist).
-pub async fn tags(target: &str, repo: &str) -> Vec<String> {
+pub(crate) async fn tags(target: &str, repo: &str) -> Vec<String> {
     RawClient::new(target).tags(repo).await
 }

@@ -32,7 +32,7 @@ static SYNC_COUNTER: AtomicU64 = AtomicU64::new(0);
 
 /// Options for a [`TestRegistry`]; start with [`TestRegistry::builder`].
 #[derive(Default)]
-pub struct TestRegistryBuilder {
+pub(crate) struct TestRegistryBuilder {
     auth: Option<(String, String)>,
     extra_yaml: String,
     tls: Option<(PathBuf, PathBuf)>,
@@ -41,14 +41,14 @@ pub struct TestRegistryBuilder {
 
 impl TestRegistryBuilder {
     /// Require HTTP basic auth (htpasswd, bcrypt) with this one user.
-    pub fn auth(mut self, user: &str, pass: &str) -> Self {
+    pub(crate) fn auth(mut self, user: &str, pass: &str) -> Self {
         self.auth = Some((user.to_owned(), pass.to_owned()));
         self
     }
 
     /// YAML appended at the top level of config.yml (e.g. a `notifications:` block). It must
     /// not repeat the keys the harness writes: version, log, storage, http, health, auth.
-    pub fn extra_yaml(mut self, yaml: &str) -> Self {
+    pub(crate) fn extra_yaml(mut self, yaml: &str) -> Self {
         self.extra_yaml.push('\n');
         self.extra_yaml.push_str(yaml);
         self.extra_yaml.push('\n');
@@ -58,21 +58,21 @@ impl TestRegistryBuilder {
     /// Serve HTTPS with this certificate chain and key (PEM files). The registry's request
     /// log ([`TestRegistry::requests`]) and [`TestRegistry::client`] speak plain HTTP and do
     /// not work with it.
-    pub fn tls(mut self, certificate: &Path, key: &Path) -> Self {
+    pub(crate) fn tls(mut self, certificate: &Path, key: &Path) -> Self {
         self.tls = Some((certificate.to_owned(), key.to_owned()));
         self
     }
 
     /// With [`tls`](Self::tls): require a client certificate signed by this CA (PEM), as
     /// distribution's `http.tls.clientcas` does (Go's `RequireAndVerifyClientCert`).
-    pub fn client_ca(mut self, ca: &Path) -> Self {
+    pub(crate) fn client_ca(mut self, ca: &Path) -> Self {
         self.client_ca = Some(ca.to_owned());
         self
     }
 
     /// Start the registry and wait until `GET /v2/` answers. Panics (with the log tail) if it
     /// does not come up within ~10 s.
-    pub fn start(self) -> TestRegistry {
+    pub(crate) fn start(self) -> TestRegistry {
         assert!(
             Path::new(REGISTRY_BIN).exists(),
             "{REGISTRY_BIN} is missing: run `.ci/run` or `apt-get install -y docker-registry`"
@@ -105,7 +105,7 @@ impl TestRegistryBuilder {
 }
 
 /// A running `docker-registry` child process; killed on drop.
-pub struct TestRegistry {
+pub(crate) struct TestRegistry {
     dir: tempfile::TempDir,
     port: u16,
     auth: Option<(String, String)>,
@@ -149,11 +149,11 @@ impl Drop for TestRegistry {
 
 /// A position in the request log; see [`TestRegistry::request_mark`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct RequestMark(usize);
+pub(crate) struct RequestMark(usize);
 
 /// One line of the registry's access log.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct LoggedRequest {
+pub(crate) struct LoggedRequest {
     pub method: String,
     /// Request path without the query string, e.g. `/v2/app/manifests/latest`.
     pub path: String,
@@ -167,7 +167,7 @@ pub struct LoggedRequest {
 
 /// What a logged request was, by route of the distribution API.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum RequestKind {
+pub(crate) enum RequestKind {
     /// `/v2/` (API version check / auth probe).
     Base,
     Catalog,
@@ -195,7 +195,7 @@ pub enum RequestKind {
 impl LoggedRequest {
     /// Parse one combined-log-format line as distribution writes it:
     /// `127.0.0.1 - - [26/Nov/2026:15:11:23 +0000] "GET /v2/ HTTP/1.1" 200 2 "" "ua"`.
-    pub fn parse(line: &str) -> Option<LoggedRequest> {
+    pub(crate) fn parse(line: &str) -> Option<LoggedRequest> {
         let (_, rest) = line.split_once("] \"")?;
         let (request, rest) = rest.split_once("\" ")?;
         let mut request = request.split(' ');
@@ -227,7 +227,7 @@ impl LoggedRequest {
 
     /// Which API route this request hit. Repository names may contain `/`, so the route is
     /// recognised from the end of the path.
-    pub fn kind(&self) -> RequestKind {
+    pub(crate) fn kind(&self) -> RequestKind {
         let Some(rest) = self.path.strip_prefix("/v2/") else {
             return RequestKind::Other;
         };
@@ -263,69 +263,69 @@ impl LoggedRequest {
     }
 
     /// Shorthand for assertions: `r.is("HEAD", RequestKind::is_manifest)`.
-    pub fn is(&self, method: &str, kind: impl Fn(&RequestKind) -> bool) -> bool {
+    pub(crate) fn is(&self, method: &str, kind: impl Fn(&RequestKind) -> bool) -> bool {
         self.method == method && kind(&self.kind())
     }
 }
 
 impl RequestKind {
-    pub fn is_manifest(&self) -> bool {
+    pub(crate) fn is_manifest(&self) -> bool {
         matches!(self, RequestKind::Manifest { .. })
     }
-    pub fn is_blob(&self) -> bool {
+    pub(crate) fn is_blob(&self) -> bool {
         matches!(self, RequestKind::Blob { .. })
     }
-    pub fn is_upload(&self) -> bool {
+    pub(crate) fn is_upload(&self) -> bool {
         matches!(self, RequestKind::Upload { .. })
     }
-    pub fn is_tag_list(&self) -> bool {
+    pub(crate) fn is_tag_list(&self) -> bool {
         matches!(self, RequestKind::TagList { .. })
     }
 }
 
 impl TestRegistry {
     /// An anonymous registry with default settings.
-    pub fn start() -> TestRegistry {
+    pub(crate) fn start() -> TestRegistry {
         Self::builder().start()
     }
 
     /// A registry that requires basic auth with this user and password.
-    pub fn start_with_auth(user: &str, pass: &str) -> TestRegistry {
+    pub(crate) fn start_with_auth(user: &str, pass: &str) -> TestRegistry {
         Self::builder().auth(user, pass).start()
     }
 
-    pub fn builder() -> TestRegistryBuilder {
+    pub(crate) fn builder() -> TestRegistryBuilder {
         TestRegistryBuilder::default()
     }
 
     /// `127.0.0.1:PORT`, the registry part of an image reference.
-    pub fn host(&self) -> String {
+    pub(crate) fn host(&self) -> String {
         format!("127.0.0.1:{}", self.port)
     }
 
     /// `http://127.0.0.1:PORT` (`https://` when serving TLS).
-    pub fn url(&self) -> String {
+    pub(crate) fn url(&self) -> String {
         let scheme = if self.tls.is_some() { "https" } else { "http" };
         format!("{scheme}://127.0.0.1:{}", self.port)
     }
 
-    pub fn port(&self) -> u16 {
+    pub(crate) fn port(&self) -> u16 {
         self.port
     }
 
     /// `HOST/REPO:TAG` or `HOST/REPO@DIGEST` for this registry.
-    pub fn image_ref(&self, repo: &str, reference: &str) -> String {
+    pub(crate) fn image_ref(&self, repo: &str, reference: &str) -> String {
         let sep = if reference.contains(':') { '@' } else { ':' };
         format!("{}/{repo}{sep}{reference}", self.host())
     }
 
     /// The credentials this registry requires, if any.
-    pub fn credentials(&self) -> Option<(&str, &str)> {
+    pub(crate) fn credentials(&self) -> Option<(&str, &str)> {
         self.auth.as_ref().map(|(u, p)| (u.as_str(), p.as_str()))
     }
 
     /// A raw (non-crossdock) client for this registry, carrying its credentials if any.
-    pub fn client(&self) -> RawClient {
+    pub(crate) fn client(&self) -> RawClient {
         let client = RawClient::new(&self.url());
         match self.credentials() {
             Some((u, p)) => client.with_auth(u, p),
@@ -334,17 +334,17 @@ impl TestRegistry {
     }
 
     /// The temporary directory holding config.yml, storage/, access.log and registry.log.
-    pub fn dir(&self) -> &Path {
+    pub(crate) fn dir(&self) -> &Path {
         self.dir.path()
     }
 
     /// Root of the filesystem storage driver.
-    pub fn storage_dir(&self) -> PathBuf {
+    pub(crate) fn storage_dir(&self) -> PathBuf {
         self.dir.path().join("storage")
     }
 
     /// Where distribution keeps the bytes of a blob (`sha256:<hex>`); tests tamper with it.
-    pub fn blob_data_path(&self, digest: &str) -> PathBuf {
+    pub(crate) fn blob_data_path(&self, digest: &str) -> PathBuf {
         let hex = digest
             .strip_prefix("sha256:")
             .unwrap_or_else(|| panic!("not a sha256 digest: {digest}"));
@@ -356,17 +356,17 @@ impl TestRegistry {
     }
 
     /// The registry's application log (stderr) path.
-    pub fn log_path(&self) -> PathBuf {
+    pub(crate) fn log_path(&self) -> PathBuf {
         self.dir.path().join("registry.log")
     }
 
     /// The access log (stdout) path.
-    pub fn access_log_path(&self) -> PathBuf {
+    pub(crate) fn access_log_path(&self) -> PathBuf {
         self.dir.path().join("access.log")
     }
 
     /// The last `n` lines of both logs, for panic messages.
-    pub fn log_tail(&self, n: usize) -> String {
+    pub(crate) fn log_tail(&self, n: usize) -> String {
         fn tail(path: &Path, n: usize) -> String {
             let text = fs::read_to_string(path).unwrap_or_default();
             let lines: Vec<&str> = text.lines().collect();
@@ -381,7 +381,7 @@ impl TestRegistry {
 
     /// Kill the registry (storage is kept). Requests fail with "connection refused" until
     /// [`restart`](Self::restart).
-    pub fn stop(&self) {
+    pub(crate) fn stop(&self) {
         if let Some(p) = self.lock_process().take() {
             p.kill();
         }
@@ -390,7 +390,7 @@ impl TestRegistry {
     /// Start the registry again on the same port with the same storage (e.g. after
     /// [`stop`](Self::stop), to test retries across an outage). Panics if the port was taken
     /// in between.
-    pub fn restart(&self) {
+    pub(crate) fn restart(&self) {
         self.stop();
         if let Err(e) = self.spawn_once() {
             panic!("registry restart on port {} failed: {e}", self.port);
@@ -399,20 +399,20 @@ impl TestRegistry {
 
     /// Every request since start (or since [`clear_requests`](Self::clear_requests)), in log
     /// order. Waits until the log has caught up with everything answered so far.
-    pub fn requests(&self) -> Vec<LoggedRequest> {
+    pub(crate) fn requests(&self) -> Vec<LoggedRequest> {
         let baseline = *self.baseline.lock().unwrap();
         self.requests_since(baseline)
     }
 
     /// Forget the requests logged so far (for [`requests`](Self::requests)).
-    pub fn clear_requests(&self) {
+    pub(crate) fn clear_requests(&self) {
         let mark = self.request_mark();
         *self.baseline.lock().unwrap() = mark;
     }
 
     /// The current end of the request log; pass it to [`requests_since`](Self::requests_since)
     /// to see what one operation did.
-    pub fn request_mark(&self) -> RequestMark {
+    pub(crate) fn request_mark(&self) -> RequestMark {
         RequestMark(self.synced_log_lines().len())
     }
 
@@ -421,7 +421,7 @@ impl TestRegistry {
     /// The access log is written by the server after each handler returns, so a request the
     /// client has seen answered may not be logged yet. To catch up, the harness sends a
     /// marker request of its own and waits for its line (plus a short grace period).
-    pub fn requests_since(&self, mark: RequestMark) -> Vec<LoggedRequest> {
+    pub(crate) fn requests_since(&self, mark: RequestMark) -> Vec<LoggedRequest> {
         self.synced_log_lines()
             .iter()
             .skip(mark.0)

@@ -9,7 +9,7 @@ use std::process::{Command, Output};
 
 /// Run `skopeo ARGS...`; panics with stderr if it fails. `what` names the call for messages
 /// (so that arguments carrying credentials are never printed).
-pub fn run(what: &str, args: &[&str]) -> Output {
+pub(crate) fn run(what: &str, args: &[&str]) -> Output {
     let out = Command::new("skopeo")
         .args(args)
         .output()
@@ -24,7 +24,7 @@ pub fn run(what: &str, args: &[&str]) -> Output {
 }
 
 /// `skopeo inspect --raw` of `HOST/REPO:TAG` (or `@DIGEST`): the manifest bytes as served.
-pub fn inspect_raw(image: &str, creds: Option<(&str, &str)>) -> Vec<u8> {
+pub(crate) fn inspect_raw(image: &str, creds: Option<(&str, &str)>) -> Vec<u8> {
     let reference = format!("docker://{image}");
     let creds = creds.map(|(u, p)| format!("{u}:{p}"));
     let mut args = vec!["inspect", "--raw", "--tls-verify=false"];
@@ -36,7 +36,7 @@ pub fn inspect_raw(image: &str, creds: Option<(&str, &str)>) -> Vec<u8> {
 }
 
 /// `skopeo copy --all` between two `HOST/REPO:TAG` references (plain HTTP both sides).
-pub fn copy_all(src: &str, dst: &str) {
+pub(crate) fn copy_all(src: &str, dst: &str) {
     let (s, d) = (format!("docker://{src}"), format!("docker://{dst}"));
     run(
         &format!("copy --all {s} {d}"),
@@ -52,6 +52,6 @@ pub fn copy_all(src: &str, dst: &str) {
 }
 
 /// Anonymous `skopeo inspect --raw docker://IMAGE`.
-pub fn skopeo_inspect_raw(image: &str) -> Vec<u8> {
+pub(crate) fn skopeo_inspect_raw(image: &str) -> Vec<u8> {
     inspect_raw(image, None)
 }

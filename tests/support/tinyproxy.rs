@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 const TINYPROXY_BIN: &str = "/usr/bin/tinyproxy";
 
 /// A running tinyproxy; killed on drop.
-pub struct TinyProxy {
+pub(crate) struct TinyProxy {
     dir: tempfile::TempDir,
     port: u16,
     child: Option<Child>,
@@ -25,7 +25,7 @@ pub struct TinyProxy {
 impl TinyProxy {
     /// Starts tinyproxy allowing `CONNECT` to `connect_ports`, demanding `basic_auth` (user,
     /// password) when given. Panics naming the package when tinyproxy is not installed.
-    pub fn start(connect_ports: &[u16], basic_auth: Option<(&str, &str)>) -> TinyProxy {
+    pub(crate) fn start(connect_ports: &[u16], basic_auth: Option<(&str, &str)>) -> TinyProxy {
         assert!(
             Path::new(TINYPROXY_BIN).exists(),
             "{TINYPROXY_BIN} is missing: run `.ci/run` or `apt-get install -y tinyproxy`"
@@ -108,7 +108,7 @@ impl TinyProxy {
     }
 
     /// `http://127.0.0.1:PORT`, or with `user:pass@` credentials.
-    pub fn url(&self, credentials: Option<(&str, &str)>) -> String {
+    pub(crate) fn url(&self, credentials: Option<(&str, &str)>) -> String {
         match credentials {
             Some((u, p)) => format!("http://{u}:{p}@127.0.0.1:{}", self.port),
             None => format!("http://127.0.0.1:{}", self.port),
@@ -116,12 +116,12 @@ impl TinyProxy {
     }
 
     /// `127.0.0.1:PORT`.
-    pub fn address(&self) -> String {
+    pub(crate) fn address(&self) -> String {
         format!("127.0.0.1:{}", self.port)
     }
 
     /// The request lines tinyproxy logged (`CONNECT 127.0.0.1:5000 HTTP/1.1`, `GET http://…`).
-    pub fn requests(&self) -> Vec<String> {
+    pub(crate) fn requests(&self) -> Vec<String> {
         fs::read_to_string(self.log_path())
             .unwrap_or_default()
             .lines()
@@ -131,7 +131,7 @@ impl TinyProxy {
     }
 
     /// The whole log (for assertion messages).
-    pub fn log(&self) -> String {
+    pub(crate) fn log(&self) -> String {
         fs::read_to_string(self.log_path()).unwrap_or_default()
     }
 
@@ -140,7 +140,7 @@ impl TinyProxy {
     }
 
     /// Kills the proxy (its port then refuses connections).
-    pub fn stop(&mut self) {
+    pub(crate) fn stop(&mut self) {
         if let Some(mut w) = self.watchdog.take() {
             let _ = w.kill();
             let _ = w.wait();

@@ -22,19 +22,19 @@ use crate::digest::Digest;
 use crate::manifest::{Descriptor, media_type};
 
 /// The layout marker file.
-pub const LAYOUT_FILE: &str = "oci-layout";
+pub(crate) const LAYOUT_FILE: &str = "oci-layout";
 /// The layout's top index.
-pub const INDEX_FILE: &str = "index.json";
+pub(crate) const INDEX_FILE: &str = "index.json";
 /// Held (flock) while `index.json` is read, changed and replaced.
-pub const LOCK_FILE: &str = "index.json.lock";
+pub(crate) const LOCK_FILE: &str = "index.json.lock";
 /// The blob folder.
-pub const BLOBS_DIR: &str = "blobs";
+pub(crate) const BLOBS_DIR: &str = "blobs";
 /// The annotation holding an index entry's name (crossdock: its tag).
-pub const REF_NAME: &str = "org.opencontainers.image.ref.name";
+pub(crate) const REF_NAME: &str = "org.opencontainers.image.ref.name";
 /// The image-layout version written.
-pub const LAYOUT_VERSION: &str = "1.0.0";
+pub(crate) const LAYOUT_VERSION: &str = "1.0.0";
 /// Temporary files start with this (they live in the layout root, as containers/image's do).
-pub const TEMP_PREFIX: &str = ".crossdock-";
+pub(crate) const TEMP_PREFIX: &str = ".crossdock-";
 
 /// Why a folder is not a layout crossdock can use.
 #[derive(Debug, thiserror::Error)]
@@ -78,7 +78,7 @@ pub enum LayoutError {
 }
 
 /// Maps an I/O error to a [`LayoutError`] naming the file.
-pub fn io_error<'a>(
+pub(crate) fn io_error<'a>(
     what: &'static str,
     path: &'a Path,
 ) -> impl FnOnce(io::Error) -> LayoutError + 'a {
@@ -92,21 +92,21 @@ pub fn io_error<'a>(
 /// The path of a blob: `blobs/<algorithm>/<hex>`. Only a validated [`Digest`] goes into it
 /// (algorithm from a fixed list, hex of fixed length in `[0-9a-f]`), so no input can name a
 /// file outside the blob folder.
-pub fn blob_path(root: &Path, digest: &Digest) -> PathBuf {
+pub(crate) fn blob_path(root: &Path, digest: &Digest) -> PathBuf {
     root.join(BLOBS_DIR)
         .join(digest.algorithm().as_str())
         .join(digest.hex())
 }
 
 /// A temporary file in the layout root that is removed when dropped, unless kept.
-pub struct TempFile {
+pub(crate) struct TempFile {
     path: PathBuf,
     keep: bool,
 }
 
 impl TempFile {
     /// A new, unique, empty temporary file for `purpose` (a word in its name).
-    pub fn create(root: &Path, purpose: &str) -> Result<(TempFile, File), LayoutError> {
+    pub(crate) fn create(root: &Path, purpose: &str) -> Result<(TempFile, File), LayoutError> {
         loop {
             let name = format!(
                 "{TEMP_PREFIX}{purpose}-{:016x}.tmp",
@@ -122,13 +122,13 @@ impl TempFile {
     }
 
     /// Its path.
-    pub fn path(&self) -> &Path {
+    pub(crate) fn path(&self) -> &Path {
         &self.path
     }
 
     /// Renames it to `dest` (atomically replacing what is there) and syncs the folder, so that
     /// the new name survives a crash.
-    pub fn persist(mut self, dest: &Path) -> Result<(), LayoutError> {
+    pub(crate) fn persist(mut self, dest: &Path) -> Result<(), LayoutError> {
         fs::rename(&self.path, dest).map_err(io_error("renaming into place", dest))?;
         self.keep = true;
         if let Some(dir) = dest.parent() {
@@ -148,7 +148,7 @@ impl Drop for TempFile {
 }
 
 /// Writes `bytes` to `dest` atomically (temporary file, fsync, rename).
-pub fn write_atomic(
+pub(crate) fn write_atomic(
     root: &Path,
     dest: &Path,
     purpose: &str,
@@ -163,7 +163,7 @@ pub fn write_atomic(
 }
 
 /// Checks `oci-layout`. `Ok(false)` when the file does not exist.
-pub fn check_layout_file(root: &Path) -> Result<bool, LayoutError> {
+pub(crate) fn check_layout_file(root: &Path) -> Result<bool, LayoutError> {
     let path = root.join(LAYOUT_FILE);
     let bytes = match fs::read(&path) {
         Ok(b) => b,
@@ -192,7 +192,7 @@ pub fn check_layout_file(root: &Path) -> Result<bool, LayoutError> {
 /// `oci-layout` (last: its presence says the layout is complete). Refuses a non-empty folder
 /// that is not a layout. Runs under the index lock so that two processes starting the same new
 /// layout do not replace each other's `index.json`.
-pub fn initialize(root: &Path) -> Result<(), LayoutError> {
+pub(crate) fn initialize(root: &Path) -> Result<(), LayoutError> {
     if check_layout_file(root)? {
         return Ok(());
     }
@@ -235,12 +235,12 @@ pub fn initialize(root: &Path) -> Result<(), LayoutError> {
 }
 
 /// An exclusive lock on the layout's index, released when dropped.
-pub struct IndexLock {
+pub(crate) struct IndexLock {
     _file: File,
 }
 
 /// Takes the index lock, waiting for another holder (thread or process) to release it.
-pub fn lock(root: &Path) -> Result<IndexLock, LayoutError> {
+pub(crate) fn lock(root: &Path) -> Result<IndexLock, LayoutError> {
     let path = root.join(LOCK_FILE);
     // The lock file is never deleted: deleting it while another process waits on it would
     // let a third process lock a new file and both would "hold" the lock.
@@ -271,13 +271,13 @@ fn serialize_index(doc: &Map<String, Value>) -> Vec<u8> {
 /// `index.json`, kept as JSON so that a rewrite keeps every field and entry it does not touch
 /// (entries other tools wrote, their annotations and platforms).
 #[derive(Debug, Clone)]
-pub struct IndexFile {
+pub(crate) struct IndexFile {
     doc: Map<String, Value>,
 }
 
 impl IndexFile {
     /// Reads `index.json`.
-    pub fn read(root: &Path) -> Result<IndexFile, LayoutError> {
+    pub(crate) fn read(root: &Path) -> Result<IndexFile, LayoutError> {
         let path = root.join(INDEX_FILE);
         let bytes = fs::read(&path).map_err(io_error("reading", &path))?;
         IndexFile::parse(&bytes).map_err(|reason| LayoutError::Malformed { path, reason })
@@ -307,7 +307,7 @@ impl IndexFile {
 
     /// The descriptor named `name`. Should a layout name two entries alike (the spec says it
     /// must not), the last one wins: it is the one most recently added.
-    pub fn find(&self, name: &str) -> Option<Descriptor> {
+    pub(crate) fn find(&self, name: &str) -> Option<Descriptor> {
         self.entries()
             .iter()
             .rev()
@@ -317,7 +317,7 @@ impl IndexFile {
     }
 
     /// The entries without a name that are descriptors, in index order.
-    pub fn untagged(&self) -> Vec<Descriptor> {
+    pub(crate) fn untagged(&self) -> Vec<Descriptor> {
         self.entries()
             .iter()
             .filter(|e| entry_name(e).is_none())
@@ -326,7 +326,7 @@ impl IndexFile {
     }
 
     /// Every entry name, each once, in index order.
-    pub fn names(&self) -> Vec<String> {
+    pub(crate) fn names(&self) -> Vec<String> {
         let mut out: Vec<String> = Vec::new();
         for name in self.entries().iter().filter_map(entry_name) {
             if !out.iter().any(|n| n == name) {
@@ -339,7 +339,7 @@ impl IndexFile {
     /// Points `name` at `descriptor`: the first entry of that name is replaced in place (so the
     /// index keeps its order), any further ones are removed; else an entry is appended. An
     /// untagged entry for the same digest goes: the tag now keeps it.
-    pub fn set(&mut self, name: &str, descriptor: &Descriptor) {
+    pub(crate) fn set(&mut self, name: &str, descriptor: &Descriptor) {
         let mut entry = json!({
             "mediaType": descriptor.media_type,
             "digest": descriptor.digest,
@@ -373,7 +373,7 @@ impl IndexFile {
 
     /// Lists `descriptor` without a name, as skopeo does for an image copied without a tag,
     /// unless some entry already lists its digest.
-    pub fn add_untagged(&mut self, descriptor: &Descriptor) {
+    pub(crate) fn add_untagged(&mut self, descriptor: &Descriptor) {
         let digest = descriptor.digest.to_string();
         if self
             .entries()
@@ -391,7 +391,7 @@ impl IndexFile {
 
     /// Removes the entries without a name that list one of `digests` (children of an index
     /// being listed, which the index keeps reachable).
-    pub fn drop_untagged(&mut self, digests: &[Digest]) {
+    pub(crate) fn drop_untagged(&mut self, digests: &[Digest]) {
         if digests.is_empty() {
             return;
         }
@@ -403,7 +403,7 @@ impl IndexFile {
     }
 
     /// Replaces `index.json` with this content (atomically; the caller holds the lock).
-    pub fn write(&self, root: &Path) -> Result<(), LayoutError> {
+    pub(crate) fn write(&self, root: &Path) -> Result<(), LayoutError> {
         write_atomic(
             root,
             &root.join(INDEX_FILE),
@@ -422,7 +422,10 @@ fn entry_digest(entry: &Value) -> Option<&str> {
 }
 
 /// Under the index lock: reads `index.json`, lets `change` edit it, writes it back.
-pub fn update_index(root: &Path, change: impl FnOnce(&mut IndexFile)) -> Result<(), LayoutError> {
+pub(crate) fn update_index(
+    root: &Path,
+    change: impl FnOnce(&mut IndexFile),
+) -> Result<(), LayoutError> {
     let _lock = lock(root)?;
     let mut index = IndexFile::read(root)?;
     change(&mut index);
