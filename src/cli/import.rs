@@ -5,7 +5,10 @@ use clap::Args;
 
 use super::progress::{self, human_bytes};
 use super::{EXIT_FAILURE, EXIT_USAGE, RegistryFlags};
-use crate::copy::{CopyOptions, CopyReport, Engine, EngineOptions, Source, Target, TargetStatus};
+use crate::copy::{
+    CopyError, CopyOptions, CopyReport, Engine, EngineOptions, Source, Target, TargetStatus,
+    error_chain,
+};
 use crate::manifest::{ManifestView, Platform};
 use crate::reference::{ArchiveKind, Reference};
 use crate::registry::Transport;
@@ -281,7 +284,10 @@ async fn finish_archives(targets: &[Target], report: &mut CopyReport) {
             continue;
         }
         if let Err(e) = Transport::finish(&*target.transport).await {
-            tr.status = TargetStatus::Failed(e.to_string());
+            tr.status = TargetStatus::failed(CopyError::Target {
+                target: tr.target.clone(),
+                error: Box::new(e),
+            });
         }
     }
 }
@@ -314,7 +320,9 @@ fn print_summary(r: &CopyReport) {
                     t.target, t.digest
                 )
             }
-            TargetStatus::Failed(e) => println!("  {}{tags}: FAILED: {e}", t.target),
+            TargetStatus::Failed(e) => {
+                println!("  {}{tags}: FAILED: {}", t.target, error_chain(&**e))
+            }
             TargetStatus::Pending => println!("  {}{tags}: not reached", t.target),
             s => {
                 let verb = if *s == TargetStatus::DryRun {

@@ -482,7 +482,7 @@ async fn copy_children(
                 .await
                 .map_err(|e| failed(error_chain(&e)))?;
             match &r.targets[0].status {
-                TargetStatus::Failed(e) => Err(failed(e.clone())),
+                TargetStatus::Failed(e) => Err(failed(error_chain(&**e))),
                 TargetStatus::Copied => Ok(true),
                 _ => Ok(false),
             }

@@ -121,4 +121,12 @@ impl CopyError {
             error: Box::new(error),
         }
     }
+
+    /// The error itself, seen through any number of `Shared` wrappers: what to match on.
+    pub fn cause(&self) -> &CopyError {
+        match self {
+            CopyError::Shared(inner) => inner.cause(),
+            other => other,
+        }
+    }
 }

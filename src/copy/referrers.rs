@@ -168,7 +168,7 @@ pub(super) async fn copy_all(
                 TargetStatus::Failed(e) => {
                     return Err(CopyError::Referrer {
                         digest: item.digest.clone(),
-                        error: e,
+                        error: super::error_chain(&*e),
                     });
                 }
                 _ => {}

@@ -1,8 +1,9 @@
 //! What a copy did, for people (the CLI summary) and for programs (`--json`, the daemon status).
 
+use std::sync::Arc;
 use std::time::Instant;
 
-use serde::Serialize;
+use serde::{Serialize, Serializer};
 
 use super::CopyError;
 use crate::digest::Digest;
@@ -43,8 +44,9 @@ impl TransferCounts {
     }
 }
 
-/// The outcome at one target.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+/// The outcome at one target. A failure keeps the typed error (so callers can tell a conflict
+/// from a transport failure); reports show its whole cause chain as text.
+#[derive(Debug, Clone, Serialize)]
 #[serde(rename_all = "snake_case", tag = "state", content = "error")]
 pub enum TargetStatus {
     /// Not reached (the copy stopped before).
@@ -55,8 +57,40 @@ pub enum TargetStatus {
     Copied,
     /// Dry run: nothing written; the counts say what would be.
     DryRun,
-    /// Failed with this error (whole cause chain).
-    Failed(String),
+    /// Failed with this error.
+    Failed(#[serde(serialize_with = "chain_text")] Arc<CopyError>),
+}
+
+impl TargetStatus {
+    /// A failure with `error`.
+    pub fn failed(error: CopyError) -> Self {
+        TargetStatus::Failed(Arc::new(error))
+    }
+
+    /// The failure's whole cause chain as one line, if this target failed.
+    pub fn error_text(&self) -> Option<String> {
+        match self {
+            TargetStatus::Failed(e) => Some(error_chain(&**e)),
+            _ => None,
+        }
+    }
+}
+
+/// Two statuses are equal when they are the same state; two failures when their messages are.
+impl PartialEq for TargetStatus {
+    fn eq(&self, other: &Self) -> bool {
+        use TargetStatus::*;
+        match (self, other) {
+            (Failed(a), Failed(b)) => Arc::ptr_eq(a, b) || error_chain(&**a) == error_chain(&**b),
+            _ => std::mem::discriminant(self) == std::mem::discriminant(other),
+        }
+    }
+}
+
+impl Eq for TargetStatus {}
+
+fn chain_text<S: Serializer>(e: &Arc<CopyError>, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&error_chain(&**e))
 }
 
 /// What happened at one target.
@@ -93,7 +127,7 @@ impl TargetReport {
     }
 
     pub(super) fn fail(&mut self, e: CopyError) {
-        self.status = TargetStatus::Failed(error_chain(&e));
+        self.status = TargetStatus::failed(e);
     }
 
     /// Phase 6 for a target that was written: its counts and backups, or its failure.

@@ -7,7 +7,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::memory::MemoryRegistry;
-use super::{CopyOptions, CopyReport, Engine, EngineOptions, Source, Target, TargetStatus};
+use super::{
+    CopyError, CopyOptions, CopyReport, Engine, EngineOptions, Source, Target, TargetStatus,
+};
 use crate::manifest::{Manifest, media_type};
 use crate::reference::Reference;
 use crate::registry::retry::RetryPolicy;
@@ -148,9 +150,14 @@ async fn a_corrupt_blob_is_never_committed_and_nothing_is_tagged() {
         &[target(&b, "app", &["v1"])],
     )
     .await;
-    let TargetStatus::Failed(e) = &report.targets[0].status else {
+    let TargetStatus::Failed(err) = &report.targets[0].status else {
         panic!("{report:?}")
     };
+    assert!(
+        matches!(err.cause(), CopyError::Blob { digest, .. } if *digest == bad),
+        "a blob failure, typed: {err:?}"
+    );
+    let e = report.targets[0].status.error_text().unwrap();
     assert!(e.contains(&bad.to_string()) && e.contains("digest"), "{e}");
     assert!(!b.has_blob("app", &bad));
     assert_eq!(b.tag("app", "v1"), None);
@@ -281,9 +288,7 @@ async fn a_retry_after_beyond_the_budget_fails_the_blob_at_once_and_says_so() {
     )
     .await;
     assert!(started.elapsed() < Duration::from_secs(1), "it waited");
-    let TargetStatus::Failed(e) = &report.targets[0].status else {
-        panic!("{report:?}")
-    };
+    let e = report.targets[0].status.error_text().expect("failed");
     assert!(e.contains("registry dst.test asked to wait 2h"), "{e}");
     assert_eq!(b.tag("app", "v1"), None);
 }

@@ -222,7 +222,9 @@ async fn copy_one(
                     TargetStatus::Copied => ImageState::Copied,
                     TargetStatus::UpToDate => ImageState::UpToDate,
                     TargetStatus::DryRun => ImageState::WouldCopy,
-                    TargetStatus::Failed(e) => ImageState::Failed(Failure::Target(e.clone())),
+                    TargetStatus::Failed(e) => {
+                        ImageState::Failed(Failure::Target(error_chain(&**e)))
+                    }
                     TargetStatus::Pending => ImageState::Failed(Failure::NotReached),
                 };
             }
