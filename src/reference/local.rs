@@ -64,20 +64,10 @@ pub(super) fn parse_layout(
     prefix: &str,
 ) -> Result<Reference, ReferenceError> {
     let (rest, digest) = match rest.rsplit_once('@') {
-        Some((r, d)) if !d.contains('/') => (
-            r,
-            Some(Digest::parse(d).map_err(|source| ReferenceError::Digest {
-                input: input.to_string(),
-                source,
-            })?),
-        ),
+        Some((r, d)) if !d.contains('/') => (r, Some(super::parse_digest(input, d)?)),
         _ => (rest, None),
     };
-    let last_slash = rest.rfind('/').map(|i| i + 1).unwrap_or(0);
-    let (path, tag) = match rest[last_slash..].rfind(':') {
-        Some(i) => (&rest[..last_slash + i], Some(&rest[last_slash + i + 1..])),
-        None => (rest, None),
-    };
+    let (path, tag) = super::split_tag(rest);
     layout_reference(input, Path::new(path), tag, digest, prefix)
 }
 
