@@ -311,6 +311,14 @@ async fn read_source(source: &Source) -> Result<(Manifest, Platform), ComposeErr
             reference: reference.clone(),
             error: Box::new(error),
         })?;
+    let platform = image_platform(source, &m).await?;
+    Ok((m, platform))
+}
+
+/// The platform of `m`, read from `source`: its config's os and architecture. An index is
+/// refused (an index entry must be a single image).
+pub async fn image_platform(source: &Source, m: &Manifest) -> Result<Platform, ComposeError> {
+    let reference = source.reference.to_string();
     let config = match m.view() {
         ManifestView::Index(i) => {
             return Err(ComposeError::SourceIsIndex {
@@ -325,13 +333,10 @@ async fn read_source(source: &Source) -> Result<(Manifest, Platform), ComposeErr
         }
         ManifestView::Image(img) => img.config.clone(),
     };
-    let platform = read_platform(&*source.transport, repo, &config)
+    let repo = source.reference.repository();
+    read_platform(&*source.transport, repo, &config)
         .await
-        .map_err(|error| ComposeError::Platform {
-            reference: reference.clone(),
-            error,
-        })?;
-    Ok((m, platform))
+        .map_err(|error| ComposeError::Platform { reference, error })
 }
 
 /// Composes an index of `sources` (single-platform images) in `target`'s repository and points

@@ -23,10 +23,10 @@ use std::sync::{Arc, Mutex, OnceLock};
 
 use super::IndexPlan;
 use super::run::{Failure, ImageOutcome, ImageState, RuleRun, RunContext, Tally};
-use crate::copy::compose::{ComposeError, ComposeOptions, build_index, compose, read_platform};
+use crate::copy::compose::{ComposeError, ComposeOptions, build_index, compose, image_platform};
 use crate::copy::{CopyOptions, Source, Target, error_chain};
 use crate::digest::Digest;
-use crate::manifest::{Descriptor, Manifest, ManifestView, media_type};
+use crate::manifest::{Descriptor, Manifest};
 use crate::registry::{ErrorKind, RegistryError};
 
 /// Index entries remembered at most; past it the cache starts over (a rule set with more
@@ -109,26 +109,7 @@ async fn entry(source: &Source) -> Result<Descriptor, ComposeError> {
         .manifest_get(repo, &head.digest.to_string())
         .await
         .map_err(source_error)?;
-    let config = match m.view() {
-        ManifestView::Image(img) => img.config.clone(),
-        ManifestView::Index(i) => {
-            return Err(ComposeError::SourceIsIndex {
-                kind: if m.media_type() == media_type::DOCKER_MANIFEST_LIST {
-                    "Docker manifest list"
-                } else {
-                    "OCI index"
-                },
-                count: i.manifests.len(),
-                reference,
-            });
-        }
-    };
-    let platform = read_platform(&*source.transport, repo, &config)
-        .await
-        .map_err(|error| ComposeError::Platform {
-            reference: reference.clone(),
-            error,
-        })?;
+    let platform = image_platform(source, &m).await?;
     let d = Descriptor {
         platform: Some(platform),
         ..m.descriptor()
