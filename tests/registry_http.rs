@@ -246,6 +246,27 @@ async fn absent_things_are_none_or_not_found() {
     t.ping().await.expect("ping");
 }
 
+/// distribution 2.8 deletes by digest only: a tag is refused as `Unsupported` (the caller's cue
+/// to fall back), a digest goes with every tag on it (the test registries enable
+/// `storage.delete`).
+#[tokio::test]
+async fn manifest_delete_by_digest_and_a_refused_tag() {
+    let reg = TestRegistry::start();
+    let t = transport(&reg, options());
+    let image = ImageSpec::single(Format::Oci, "linux/amd64")
+        .seed(21)
+        .build();
+    reg.client().push_image("del", "v1", &image).await;
+    reg.client().push_image("del", "v1-again", &image).await;
+    let e = t.manifest_delete("del", "v1").await.unwrap_err();
+    assert_eq!(e.kind, ErrorKind::Unsupported, "{e}");
+    assert!(t.manifest_head("del", "v1").await.unwrap().is_some());
+    assert!(t.manifest_delete("del", image.digest()).await.unwrap());
+    assert_eq!(t.manifest_head("del", "v1").await.unwrap(), None);
+    assert_eq!(t.manifest_head("del", "v1-again").await.unwrap(), None);
+    assert!(!t.manifest_delete("del", image.digest()).await.unwrap());
+}
+
 #[tokio::test]
 async fn an_index_naming_a_missing_child_is_manifest_blob_unknown() {
     let reg = TestRegistry::start();

@@ -181,6 +181,10 @@ impl Transport for HttpRegistry {
         self.put_manifest(repo, reference, manifest).await
     }
 
+    async fn manifest_delete(&self, repo: &str, reference: &str) -> Result<bool> {
+        self.delete_manifest(repo, reference).await
+    }
+
     async fn blob_head(&self, repo: &str, digest: &Digest) -> Result<Option<u64>> {
         self.head_blob(repo, digest).await
     }

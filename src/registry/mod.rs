@@ -89,6 +89,19 @@ pub trait Transport: Send + Sync {
     /// PUTs a manifest's exact bytes under a tag or its digest.
     async fn manifest_put(&self, repo: &str, reference: &str, manifest: &Manifest) -> Result<()>;
 
+    /// Deletes a manifest by tag or digest (`DELETE /v2/<repo>/manifests/<reference>`).
+    /// `Ok(false)` when there was nothing to delete. A registry that deletes by digest only
+    /// (distribution 2.8, which removes every tag on that digest) answers a tag with an
+    /// [`ErrorKind::Unsupported`] error, as does a backend that cannot delete at all: the caller
+    /// decides whether deleting the digest is safe.
+    async fn manifest_delete(&self, repo: &str, reference: &str) -> Result<bool> {
+        let _ = reference;
+        Err(
+            RegistryError::new(ErrorKind::Unsupported, "DELETE manifest", repo)
+                .with_message("this backend cannot delete manifests"),
+        )
+    }
+
     /// HEADs a blob. `Ok(Some(size))` when present, `Ok(None)` when not.
     async fn blob_head(&self, repo: &str, digest: &Digest) -> Result<Option<u64>>;
 

@@ -16,6 +16,7 @@ pub mod index;
 pub mod index_run;
 pub mod mirror;
 pub mod mirror_run;
+pub mod prune;
 pub mod pushed;
 pub mod run;
 pub mod select;

@@ -35,6 +35,15 @@ impl Scope {
             actions: vec!["pull".to_string(), "push".to_string()],
         }
     }
+
+    /// `delete,pull,push` on `repository`: what deleting a manifest needs (distribution's
+    /// token authorizer asks for `delete`).
+    pub fn delete(repository: impl Into<String>) -> Self {
+        Scope {
+            repository: repository.into(),
+            actions: ["delete", "pull", "push"].map(str::to_string).to_vec(),
+        }
+    }
 }
 
 impl fmt::Display for Scope {

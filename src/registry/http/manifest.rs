@@ -1,4 +1,4 @@
-//! Manifest HEAD, GET and PUT.
+//! Manifest HEAD, GET, PUT and DELETE.
 //!
 //! Every manifest request sends the full `Accept` list
 //! ([`crate::manifest::media_type::ACCEPT`]): distribution 2.8 answers 404 for an OCI index
@@ -6,7 +6,9 @@
 //! image manifest when only the v2 manifest type is accepted — either would make a mirror copy
 //! the wrong thing. A GET reads at most [`MAX_MANIFEST_SIZE`] + 1 bytes whatever
 //! `Content-Length` claims, verifies the bytes against the digest asked for, and checks
-//! `Docker-Content-Digest` against the bytes: the header is never trusted alone.
+//! `Docker-Content-Digest` against the bytes: the header is never trusted alone. A DELETE of a
+//! tag that the registry refuses because it deletes by digest only (distribution 2.8 answers 400
+//! `DIGEST_INVALID`; others 405 or 400 `UNSUPPORTED`) is [`ErrorKind::Unsupported`], for the caller to fall back on.
 
 use reqwest::Method;
 use reqwest::header::{ACCEPT, CONTENT_LENGTH, CONTENT_TYPE};
@@ -194,5 +196,21 @@ impl HttpRegistry {
             })?;
         }
         Ok(())
+    }
+
+    pub(super) async fn delete_manifest(&self, repo: &str, reference: &str) -> Result<bool> {
+        let scopes = [crate::registry::auth::Scope::delete(repo)];
+        let call = self.manifest_call("DELETE manifest", Method::DELETE, repo, reference, &scopes);
+        let by_tag = digest_reference(call.op, &display_url(&call.url), reference)?.is_none();
+        match self.send(&call, None, &[200, 202, 204, 404]).await {
+            Ok(answer) => Ok(answer.status() != 404),
+            // distribution 2.8 reads the tag as a digest and answers 400 DIGEST_INVALID.
+            Err(mut e) if by_tag && matches!(e.status, Some(400 | 405)) => {
+                e.kind = ErrorKind::Unsupported;
+                e.message = "the registry deletes manifests by digest only".to_string();
+                Err(e)
+            }
+            Err(e) => Err(e),
+        }
     }
 }

@@ -400,6 +400,28 @@ impl Transport for LayoutTransport {
         .map_err(|e| self.error(OP, e))
     }
 
+    async fn manifest_delete(&self, repo: &str, reference: &str) -> Result<bool> {
+        const OP: &str = "DELETE manifest";
+        self.check_repo(OP, repo)?;
+        if reference.contains(':') {
+            Digest::parse(reference)
+                .map_err(|e| RegistryError::from_digest(OP, &self.url_of(reference), e))?;
+        } else {
+            check_tag(OP, &self.name, reference)?;
+        }
+        if !self.exists(OP).await? {
+            return Ok(false);
+        }
+        let (root, reference) = (self.root.clone(), reference.to_string());
+        blocking(move || {
+            let mut removed = false;
+            store::update_index(&root, |i| removed = i.remove(&reference))?;
+            Ok(removed)
+        })
+        .await
+        .map_err(|e| self.error(OP, e))
+    }
+
     async fn blob_head(&self, repo: &str, digest: &Digest) -> Result<Option<u64>> {
         const OP: &str = "HEAD blob";
         self.check_repo(OP, repo)?;

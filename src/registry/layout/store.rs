@@ -402,6 +402,21 @@ impl IndexFile {
         });
     }
 
+    /// Removes the entries named `name` (a tag) or, for a digest, every entry listing it;
+    /// whether any went. The blobs stay: other entries may share them.
+    pub fn remove(&mut self, reference: &str) -> bool {
+        let before = self.entries().len();
+        let by_digest = reference.contains(':');
+        self.entries_mut().retain(|e| {
+            if by_digest {
+                entry_digest(e) != Some(reference)
+            } else {
+                entry_name(e) != Some(reference)
+            }
+        });
+        self.entries().len() != before
+    }
+
     /// Replaces `index.json` with this content (atomically; the caller holds the lock).
     pub(crate) fn write(&self, root: &Path) -> Result<(), LayoutError> {
         write_atomic(

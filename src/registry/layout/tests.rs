@@ -281,3 +281,29 @@ async fn concurrent_tag_writes_from_many_tasks_all_land() {
     }
     assert_eq!(t.tags("").await.unwrap().len(), 12);
 }
+
+#[tokio::test]
+async fn delete_by_tag_removes_one_name_and_by_digest_every_entry() {
+    let dir = tempfile::tempdir().unwrap();
+    let t = LayoutTransport::new(dir.path());
+    let (a, b) = (image_manifest(b"c", b"l"), image_manifest(b"c2", b"l2"));
+    for (tag, m) in [("a1", &a), ("a2", &a), ("b1", &b)] {
+        t.manifest_put("", tag, m).await.unwrap();
+    }
+    assert!(t.manifest_delete("", "a1").await.unwrap());
+    assert!(!t.manifest_delete("", "a1").await.unwrap(), "already gone");
+    assert_eq!(t.tags("").await.unwrap(), vec!["a2", "b1"]);
+    // The blob stays: a2 still names it.
+    assert!(t.manifest_get("", "a2").await.is_ok());
+    let by_digest = b.digest().to_string();
+    assert!(t.manifest_delete("", &by_digest).await.unwrap());
+    assert_eq!(t.tags("").await.unwrap(), vec!["a2"]);
+    let bad = t.manifest_delete("", "bad tag").await.unwrap_err();
+    assert_eq!(bad.kind, ErrorKind::Invalid);
+    let empty = tempfile::tempdir().unwrap();
+    let none = LayoutTransport::new(empty.path());
+    assert!(
+        !none.manifest_delete("", "x").await.unwrap(),
+        "no layout yet"
+    );
+}
