@@ -2,7 +2,7 @@
 //!
 //! Pure logic, no network: [`plan`] takes what a run learned (the source's tag list, the
 //! target's, whether every copy succeeded) and the rule's settings, and answers the tags to
-//! delete or a typed [`Refusal`]. Deleting is [`super::prune_run`]'s business.
+//! delete or a typed [`Refusal`]. Deleting them is the caller's business.
 //!
 //! Guard rails, in order: nothing is pruned when the source listing failed or came back empty
 //! (an upstream outage must not wipe a mirror), when any copy of the run failed, or when more
