@@ -90,6 +90,8 @@ pub struct Metrics {
     pub rule_images: Family<RunLabels, Counter>,
     /// Failed runs of each rule since its last good one.
     pub consecutive_failures: Family<RuleLabels, Gauge>,
+    /// Target tags deleted by rules that prune, by rule.
+    pub rule_pruned: Family<RuleLabels, Counter>,
     /// Blobs by outcome.
     pub blobs: Family<OutcomeLabels, Counter>,
     /// Blob bytes by outcome.
@@ -194,6 +196,12 @@ impl Metrics {
              failed rule is retried with backoff before its next scheduled run",
             consecutive_failures.clone(),
         );
+        let rule_pruned = Family::<RuleLabels, Counter>::default();
+        registry.register(
+            "rule_pruned",
+            "Target tags deleted because their source tag is gone (prune = true), by rule",
+            rule_pruned.clone(),
+        );
         let notifications = Family::<NotificationLabels, Counter>::default();
         registry.register(
             "notifications",
@@ -222,6 +230,7 @@ impl Metrics {
             run_duration,
             rule_images,
             consecutive_failures,
+            rule_pruned,
             blobs,
             bytes,
             images,
@@ -383,6 +392,18 @@ pub fn record_rule_images(rule: &str, result: &str, n: u64) {
             .get_or_create(&RunLabels {
                 rule: rule.to_string(),
                 result: result.to_string(),
+            })
+            .inc_by(n);
+    }
+}
+
+/// Counts target tags a rule run pruned.
+pub fn record_rule_pruned(rule: &str, n: u64) {
+    if n > 0 {
+        global()
+            .rule_pruned
+            .get_or_create(&RuleLabels {
+                rule: rule.to_string(),
             })
             .inc_by(n);
     }

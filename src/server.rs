@@ -52,6 +52,9 @@ pub struct RunSummary {
     pub images_failed: u64,
     /// First errors, if any.
     pub errors: Vec<String>,
+    /// Target tags the run pruned (or would have, or could not remove alone), with their
+    /// digests: at most [`crate::rule::run::FAILURES_KEPT`].
+    pub pruned: Vec<crate::rule::ImageOutcome>,
 }
 
 /// What `/status` shows for one rule.

@@ -52,6 +52,7 @@ pub struct RunArgs {
 #[command(after_help = "Examples:
   crossdock sync config.example.toml --rule hello
   crossdock sync --config config.toml --dry-run
+  crossdock sync config.toml --prune --dry-run
   crossdock sync config.toml --json > report.json")]
 pub struct SyncArgs {
     /// The configuration file.
@@ -60,9 +61,13 @@ pub struct SyncArgs {
     /// Run only this rule.
     #[arg(long, value_name = "NAME")]
     pub rule: Option<String>,
-    /// Show what would be copied; write nothing.
+    /// Show what would be copied (and, with --prune, deleted); write nothing.
     #[arg(long)]
     pub dry_run: bool,
+    /// Prune every rule run: delete target tags whose source tag is gone (within each rule's
+    /// prune_limit), as `prune = true` does.
+    #[arg(long)]
+    pub prune: bool,
     /// Print a JSON report.
     #[arg(long)]
     pub json: bool,
@@ -150,6 +155,16 @@ pub(super) async fn sync(args: SyncArgs) -> anyhow::Result<u8> {
         },
         None => plan.rules_in(shard),
     };
+    let rules: Vec<Rule> = rules
+        .into_iter()
+        .map(|r| match r {
+            Rule::Mirror(mut m) if args.prune => {
+                m.prune.enabled = true;
+                Rule::Mirror(m)
+            }
+            other => other,
+        })
+        .collect();
     let engine = Engine::new(EngineOptions {
         max_concurrent_images: plan.daemon.max_concurrent_images,
         ..EngineOptions::default()

@@ -1,7 +1,7 @@
 //! What `crossdock sync` prints: per rule, its summary line, then per source and target
 //! repository the tags selected and what became of each — compactly, one line per state
-//! (copied / would copy / up to date / kept), and one line per failed, skipped or refused tag
-//! with its reason.
+//! (copied / would copy / up to date / kept / pruned / would prune), and one line per failed,
+//! skipped or refused tag, or tag not pruned, with its reason.
 //!
 //! Built from the outcomes as the runs report them ([`crate::rule::RunContext::observer`]),
 //! keeping at most [`SAMPLE`] tag names per state and group: a sync of 100,000 tags prints
@@ -58,6 +58,9 @@ fn order(state: &ImageState) -> u8 {
         ImageState::Skipped(_) => 4,
         ImageState::Failed(_) => 5,
         ImageState::Refused(_) => 6,
+        ImageState::Pruned => 7,
+        ImageState::WouldPrune => 8,
+        ImageState::NotPruned(_) => 9,
     }
 }
 
@@ -70,6 +73,9 @@ fn word(order: u8) -> &'static str {
         "skipped",
         "failed",
         "refused",
+        "pruned",
+        "would prune",
+        "not pruned",
     ][usize::from(order)]
 }
 
@@ -96,6 +102,7 @@ impl SyncReport {
         };
         match o.state.reason() {
             Some(reason) => {
+                // Not a failure, but said with its reason all the same.
                 group.failed += 1;
                 if group.failures.len() < SAMPLE {
                     group

@@ -33,6 +33,7 @@ mod indexes;
 mod network;
 mod notifications;
 mod plan;
+mod prune;
 pub mod raw;
 mod shard;
 mod tags;

@@ -292,6 +292,39 @@ pub struct RawRule {
     pub verify_keys: Option<Vec<String>>,
     /// When to re-read this rule's targets and check every digest (cron or `@every`).
     pub audit: Option<String>,
+    /// Delete target tags whose source tag is gone.
+    pub prune: Option<bool>,
+    /// The most tags one run prunes per target repository: a count or `"10%"`.
+    pub prune_limit: Option<RawPruneLimit>,
+    /// Prune backup tags older than this (by the date in the tag).
+    pub prune_backups: Option<String>,
+}
+
+/// `prune_limit` as written: an integer or a string, checked when the rule is validated (so
+/// that the error names the rule).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RawPruneLimit(pub String);
+
+impl<'de> Deserialize<'de> for RawPruneLimit {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl Visitor<'_> for V {
+            type Value = RawPruneLimit;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a count (10) or a percentage (\"10%\")")
+            }
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<RawPruneLimit, E> {
+                Ok(RawPruneLimit(v.to_string()))
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<RawPruneLimit, E> {
+                Ok(RawPruneLimit(v.to_string()))
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<RawPruneLimit, E> {
+                Ok(RawPruneLimit(v.to_string()))
+            }
+        }
+        d.deserialize_any(V)
+    }
 }
 
 /// `[[indexes]]`: an index kept composed from per-platform tags.

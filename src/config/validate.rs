@@ -359,6 +359,7 @@ fn rule(
         },
         verify: None,
         audit: None,
+        prune: Default::default(),
     })
 }
 
@@ -507,8 +508,10 @@ pub(crate) fn validate(
         None => {}
         Some(list) => {
             for (i, r) in list.iter().enumerate() {
+                let prune = super::prune::policy(i, r, problems);
                 if let Some(mut plan) = rule(i, r, &defaults, &mut names, problems) {
                     super::trust::apply(&mut plan, i, r, base, problems);
+                    super::prune::apply(&mut plan, prune, i, problems);
                     rules.push(plan);
                 }
             }

@@ -32,6 +32,7 @@ pub fn record(state: &DaemonState, run: &RuleRun, started: DateTime<Utc>) {
     for (label, n) in run.counts.by_label() {
         crate::metrics::record_rule_images(&run.rule, label, n);
     }
+    crate::metrics::record_rule_pruned(&run.rule, run.counts.pruned);
     let summary = RunSummary {
         started,
         seconds: run.seconds,
@@ -40,6 +41,7 @@ pub fn record(state: &DaemonState, run: &RuleRun, started: DateTime<Utc>) {
         images_copied: run.counts.copied + run.counts.would_copy,
         images_failed: run.counts.failed,
         errors: run.problems().take(10).collect(),
+        pruned: run.pruned.clone(),
     };
     state.update(&run.rule, |st| {
         st.running = false;

@@ -96,6 +96,8 @@ pub struct RulePlan {
     pub verify: Option<std::sync::Arc<crate::trust::Policy>>,
     /// When to audit the rule's targets (`audit`), if ever.
     pub audit: Option<Schedule>,
+    /// Whether and how target tags whose source tag is gone are deleted (`prune`).
+    pub prune: super::prune::PrunePolicy,
 }
 
 impl RulePlan {
@@ -198,6 +200,7 @@ mod tests {
             backup_tag: None,
             verify: None,
             audit: None,
+            prune: Default::default(),
             on_conflict: OnConflict::Keep,
             schedule: Schedule::Every(Duration::from_secs(60)),
             timeout: Duration::from_secs(60),

@@ -7,7 +7,8 @@
 //! is counted and dropped. A run over 100,000 tags therefore holds the tag list and a handful
 //! of copies in flight, never 100,000 of anything larger than a tag. One failing image does not
 //! stop the others. A tag that differs at the target is moved (`on_conflict = "overwrite"`) or
-//! left alone and counted as kept (`"keep"`).
+//! left alone and counted as kept (`"keep"`). Once every copy is done, a rule that prunes
+//! deletes the target tags whose source tag is gone ([`super::prune_run`]).
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -119,6 +120,9 @@ async fn copy_all(rule: &RulePlan, ctx: &RunContext, dry_run: bool, tally: &Tall
     }
     while let Some(outcomes) = in_flight.next().await {
         record(tally, outcomes);
+    }
+    if rule.prune.enabled {
+        super::prune_run::prune(rule, ctx, dry_run, tally).await;
     }
 }
 

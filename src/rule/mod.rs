@@ -17,6 +17,7 @@ pub mod index_run;
 pub mod mirror;
 pub mod mirror_run;
 pub mod prune;
+mod prune_run;
 pub mod pushed;
 pub mod run;
 pub mod select;

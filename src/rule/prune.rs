@@ -60,9 +60,11 @@ impl PruneLimit {
     }
 }
 
-/// A rule's prune settings (present only when the rule prunes).
+/// A rule's prune settings.
 #[derive(Debug, Clone, Default)]
 pub struct PrunePolicy {
+    /// Whether the rule prunes (`prune = true`, or `sync --prune`).
+    pub enabled: bool,
     /// The most tags one run deletes per target repository.
     pub limit: PruneLimit,
     /// Backup tags older than this (by the date in the tag) are pruned too; `None`: never.
@@ -76,13 +78,20 @@ pub enum Refusal {
     #[error("not pruned: the source's tags could not be listed")]
     ListingFailed,
     /// The source listed no tags at all (an outage looks like this).
-    #[error("not pruned: the source listed no tags")]
-    SourceEmpty,
-    /// A copy of the run failed.
-    #[error("not pruned: {failed} copies of this run failed")]
+    #[error("not pruned: the source listed no tags ({would} tags would have been deleted)")]
+    SourceEmpty {
+        /// How many would have gone.
+        would: usize,
+    },
+    /// A copy of the run failed (or a problem outside any copy).
+    #[error(
+        "not pruned: {failed} copies of this run failed ({would} tags would have been deleted)"
+    )]
     CopiesFailed {
         /// How many.
         failed: usize,
+        /// How many would have gone.
+        would: usize,
     },
     /// More tags would have gone than the limit allows.
     #[error("not pruned: {would} tags would have been deleted, more than the limit of {limit}")]
@@ -111,13 +120,14 @@ pub struct PlanInput<'a> {
     pub now: DateTime<Utc>,
 }
 
-/// Whether `tag` is a signature, attestation or SBOM tag (`sha256-<64 hex>.sig/.att/.sbom`);
-/// the digest it belongs to (`sha256:<hex>`) if so.
+/// Whether `tag` is a signature, attestation or SBOM tag (`sha256-<64 hex>.sig/.att/.sbom`,
+/// cosign's) or a referrers fallback tag (`sha256-<64 hex>`, OCI 1.1's tag schema); the
+/// digest it belongs to (`sha256:<hex>`) if so.
 pub fn artifact_subject(tag: &str) -> Option<String> {
     let rest = tag.strip_prefix("sha256-")?;
-    let (hex, suffix) = rest.split_once('.')?;
+    let (hex, suffix) = rest.split_once('.').unwrap_or((rest, ""));
     let hex_ok = hex.len() == 64 && hex.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'));
-    (hex_ok && matches!(suffix, "sig" | "att" | "sbom")).then(|| format!("sha256:{hex}"))
+    (hex_ok && matches!(suffix, "" | "sig" | "att" | "sbom")).then(|| format!("sha256:{hex}"))
 }
 
 /// The tags a `backup_tag` template writes, recognized back, with the date they carry.
@@ -182,18 +192,11 @@ fn selection_takes(selector: &TagSelector, tag: &str) -> bool {
         .is_empty()
 }
 
-/// The target tags to delete, in target listing order, or why none are.
+/// The target tags to delete, in target listing order, or why none are. The guard rails bite
+/// only when something would go: a run with nothing to prune is never failed by them.
 pub fn plan(input: PlanInput<'_>, policy: &PrunePolicy) -> Result<Vec<String>, Refusal> {
-    let source = input.source_tags.ok_or(Refusal::ListingFailed)?;
-    if source.is_empty() {
-        return Err(Refusal::SourceEmpty);
-    }
-    if input.failed_copies > 0 {
-        return Err(Refusal::CopiesFailed {
-            failed: input.failed_copies,
-        });
-    }
-    let source: HashSet<&str> = source.iter().map(String::as_str).collect();
+    let listed = input.source_tags.ok_or(Refusal::ListingFailed)?;
+    let source: HashSet<&str> = listed.iter().map(String::as_str).collect();
     let backups = input.backup_tag.map(BackupPattern::new);
     let cutoff = policy
         .backups
@@ -223,12 +226,22 @@ pub fn plan(input: PlanInput<'_>, policy: &PrunePolicy) -> Result<Vec<String>, R
             doomed.push(tag.clone());
         }
     }
-    let limit = policy.limit.allowed(selected);
-    if doomed.len() > limit {
-        return Err(Refusal::OverLimit {
-            would: doomed.len(),
-            limit,
+    let would = doomed.len();
+    if would == 0 {
+        return Ok(doomed);
+    }
+    if source.is_empty() {
+        return Err(Refusal::SourceEmpty { would });
+    }
+    if input.failed_copies > 0 {
+        return Err(Refusal::CopiesFailed {
+            failed: input.failed_copies,
+            would,
         });
+    }
+    let limit = policy.limit.allowed(selected);
+    if would > limit {
+        return Err(Refusal::OverLimit { would, limit });
     }
     Ok(doomed)
 }

@@ -136,10 +136,18 @@ pub enum ImageState {
     Refused(String),
     /// Failed, and why.
     Failed(Failure),
+    /// Deleted from the target: its source tag is gone and the rule prunes (see
+    /// [`super::prune`]). The digest is the image the tag pointed at.
+    Pruned,
+    /// A dry run found it would be deleted.
+    WouldPrune,
+    /// Would be pruned, but could not be removed alone: the registry deletes by digest only and
+    /// a kept tag points at the same image. Not a failure of the run.
+    NotPruned(String),
 }
 
 /// The kinds of [`ImageState`], for counts and labels.
-const KINDS: [&str; 7] = [
+const KINDS: [&str; 10] = [
     "copied",
     "up_to_date",
     "kept",
@@ -147,6 +155,9 @@ const KINDS: [&str; 7] = [
     "skipped",
     "failed",
     "refused",
+    "pruned",
+    "would_prune",
+    "not_pruned",
 ];
 
 impl ImageState {
@@ -165,14 +176,22 @@ impl ImageState {
             ImageState::Skipped(_) => 4,
             ImageState::Failed(_) => 5,
             ImageState::Refused(_) => 6,
+            ImageState::Pruned => 7,
+            ImageState::WouldPrune => 8,
+            ImageState::NotPruned(_) => 9,
         }
+    }
+
+    /// Whether this is what pruning did (or would do) to a target tag, not a copy's outcome.
+    pub fn is_prune(&self) -> bool {
+        self.kind() >= 7
     }
 
     /// Why the image failed or was skipped.
     pub fn reason(&self) -> Option<String> {
         match self {
             ImageState::Skipped(r) => Some(r.to_string()),
-            ImageState::Refused(r) => Some(r.clone()),
+            ImageState::Refused(r) | ImageState::NotPruned(r) => Some(r.clone()),
             ImageState::Failed(f) => Some(f.to_string()),
             _ => None,
         }
@@ -234,6 +253,12 @@ pub struct Counts {
     pub failed: u64,
     /// Refused by the signature policy.
     pub refused: u64,
+    /// Target tags deleted because their source tag is gone.
+    pub pruned: u64,
+    /// Target tags a dry run would delete.
+    pub would_prune: u64,
+    /// Target tags that could not be deleted alone (digest-only registries).
+    pub not_pruned: u64,
 }
 
 impl Counts {
@@ -245,7 +270,10 @@ impl Counts {
             3 => &mut self.would_copy,
             4 => &mut self.skipped,
             5 => &mut self.failed,
-            _ => &mut self.refused,
+            6 => &mut self.refused,
+            7 => &mut self.pruned,
+            8 => &mut self.would_prune,
+            _ => &mut self.not_pruned,
         }
     }
 
@@ -254,7 +282,7 @@ impl Counts {
         *self.slot(state.kind()) += 1;
     }
 
-    /// Every image counted.
+    /// Every image counted (pruned tags are not images copied or tried).
     pub fn total(&self) -> u64 {
         self.copied
             + self.up_to_date
@@ -298,6 +326,13 @@ pub enum RunError {
         /// Its time limit.
         limit: Duration,
     },
+    /// A guard rail stopped pruning a target repository (see [`super::prune::Refusal`]).
+    PruneRefused {
+        /// The target repository.
+        target: String,
+        /// Why, and how many tags would have gone.
+        refusal: super::prune::Refusal,
+    },
 }
 
 impl fmt::Display for RunError {
@@ -305,6 +340,7 @@ impl fmt::Display for RunError {
         match self {
             RunError::Connect { source, error } => write!(f, "{source}: {error}"),
             RunError::Resolve(e) => f.write_str(e),
+            RunError::PruneRefused { target, refusal } => write!(f, "{target}: {refusal}"),
             RunError::TimedOut { rule, limit } => write!(
                 f,
                 "rule {rule} did not finish within its time limit of {}",
@@ -337,6 +373,8 @@ pub struct RuleRun {
     pub failures: Vec<ImageOutcome>,
     /// Problems outside any one image (listing tags, connecting, the time limit).
     pub errors: Vec<RunError>,
+    /// The first [`FAILURES_KEPT`] target tags pruned (or that would be, or could not be alone).
+    pub pruned: Vec<ImageOutcome>,
 }
 
 impl RuleRun {
@@ -370,6 +408,8 @@ impl RuleRun {
         let room = FAILURES_KEPT.saturating_sub(self.failures.len());
         self.failures.extend(other.failures.into_iter().take(room));
         self.errors.extend(other.errors);
+        let room = FAILURES_KEPT.saturating_sub(self.pruned.len());
+        self.pruned.extend(other.pruned.into_iter().take(room));
         self
     }
 }
@@ -381,6 +421,7 @@ pub struct Tally {
     observer: Option<Observer>,
     // A std mutex, held only to add a number or push to a bounded list.
     inner: Mutex<(Counts, Vec<ImageOutcome>, Vec<RunError>)>,
+    pruned: Mutex<Vec<ImageOutcome>>,
 }
 
 impl Tally {
@@ -391,6 +432,7 @@ impl Tally {
             dry_run,
             observer: ctx.observer.clone(),
             inner: Mutex::new(Default::default()),
+            pruned: Mutex::default(),
         }
     }
 
@@ -401,6 +443,13 @@ impl Tally {
         }
         let mut inner = self.inner.lock().expect("tally lock");
         inner.0.add(&outcome.state);
+        if outcome.state.is_prune() {
+            let mut pruned = self.pruned.lock().expect("tally lock");
+            if pruned.len() < FAILURES_KEPT {
+                pruned.push(outcome);
+            }
+            return;
+        }
         let failed = matches!(
             outcome.state,
             ImageState::Failed(_) | ImageState::Skipped(_) | ImageState::Refused(_)
@@ -413,6 +462,13 @@ impl Tally {
     /// Records a problem outside any one image.
     pub fn error(&self, error: RunError) {
         self.inner.lock().expect("tally lock").2.push(error);
+    }
+
+    /// What failed so far: failed or refused images plus problems outside any image (what
+    /// stops pruning).
+    pub fn failed_so_far(&self) -> usize {
+        let inner = self.inner.lock().expect("tally lock");
+        (inner.0.failed + inner.0.refused) as usize + inner.2.len()
     }
 
     /// Runs `work` (which records into this tally) within `limit`, then makes the run: timed
@@ -442,6 +498,7 @@ impl Tally {
             counts,
             failures,
             errors,
+            pruned: std::mem::take(&mut *self.pruned.lock().expect("tally lock")),
         }
     }
 }
@@ -464,6 +521,13 @@ pub fn summary_line(run: &RuleRun) -> String {
     }
     if c.refused > 0 {
         parts.push(format!("{} refused (no valid signature)", c.refused));
+    }
+    if c.pruned + c.would_prune + c.not_pruned > 0 {
+        let verb = if run.dry_run { "would prune" } else { "pruned" };
+        parts.push(format!("{} {verb}", c.pruned + c.would_prune));
+    }
+    if c.not_pruned > 0 {
+        parts.push(format!("{} not removable alone", c.not_pruned));
     }
     let images = parts.join(", ");
     let head = format!(

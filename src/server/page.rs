@@ -161,6 +161,7 @@ mod tests {
                     images_copied: 1,
                     images_failed: 2,
                     errors: vec!["HEAD <registry>: 503 \"busy\" & more".to_string()],
+                    pruned: Vec::new(),
                 }),
                 last_success: Some(now - chrono::Duration::hours(3)),
                 consecutive_failures: 1,

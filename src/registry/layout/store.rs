@@ -404,7 +404,7 @@ impl IndexFile {
 
     /// Removes the entries named `name` (a tag) or, for a digest, every entry listing it;
     /// whether any went. The blobs stay: other entries may share them.
-    pub fn remove(&mut self, reference: &str) -> bool {
+    pub(crate) fn remove(&mut self, reference: &str) -> bool {
         let before = self.entries().len();
         let by_digest = reference.contains(':');
         self.entries_mut().retain(|e| {

@@ -62,12 +62,15 @@ fn guard_rails() {
             ..case("a failed listing prunes nothing", None)
         },
         Case {
-            want: Err(Refusal::SourceEmpty),
+            want: Err(Refusal::SourceEmpty { would: 3 }),
             ..case("an empty source prunes nothing", Some(&[]))
         },
         Case {
             failed: 2,
-            want: Err(Refusal::CopiesFailed { failed: 2 }),
+            want: Err(Refusal::CopiesFailed {
+                failed: 2,
+                would: 2,
+            }),
             ..case("a failed copy prunes nothing", Some(&["v1"]))
         },
         Case {
@@ -93,6 +96,22 @@ fn guard_rails() {
             limit: PruneLimit::Percent(10),
             want: Err(Refusal::OverLimit { would: 1, limit: 0 }),
             ..case("10% of 3 selected is 0", Some(&["v1", "v3"]))
+        },
+        Case {
+            failed: 1,
+            want: Ok(&[]),
+            ..case(
+                "guard rails stay quiet when nothing would go",
+                Some(&["v1", "v2", "v3"]),
+            )
+        },
+        Case {
+            target: &["dev"],
+            want: Ok(&[]),
+            ..case(
+                "an empty source with nothing selected at the target",
+                Some(&[]),
+            )
         },
         Case {
             target: &["v1", SIG],
@@ -125,6 +144,7 @@ fn guard_rails() {
             now,
         };
         let policy = PrunePolicy {
+            enabled: true,
             limit: c.limit,
             backups: c.backups.map(Duration::from_secs),
         };
@@ -149,6 +169,10 @@ fn artifact_tags_name_their_digest() {
     for suffix in ["att", "sbom"] {
         assert!(artifact_subject(&format!("sha256-{hex}.{suffix}")).is_some());
     }
+    assert!(
+        artifact_subject(&format!("sha256-{hex}")).is_some(),
+        "referrers fallback tag"
+    );
     for not in ["sha256-abc.sig", "v1.sig", &format!("sha256-{hex}.txt")] {
         assert_eq!(artifact_subject(not), None, "{not}");
     }

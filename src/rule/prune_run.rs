@@ -1,0 +1,313 @@
+//! Pruning carried out: after a mirror rule's copies, each target repository loses the tags
+//! [`super::prune::plan`] names, and with an image that no tag keeps any more, its signature,
+//! attestation and SBOM tags and its referrers.
+//!
+//! Deleting a tag alone needs a registry that deletes by tag (OCI 1.1, distribution 3, zot,
+//! Harbor). distribution 2.8 deletes by digest only, which removes every tag on that digest:
+//! there the digest is deleted only when no kept tag points at it, and otherwise the tag is
+//! reported as not removable alone ([`ImageState::NotPruned`]), which does not fail the run.
+//! Finding the kept tags' digests costs a HEAD per kept tag, so it is done once per target
+//! repository and only when needed (a digest-only registry, or artifacts to remove).
+//!
+//! Each deletion is an outcome of the run ([`ImageState::Pruned`]): logged with its tag, digest
+//! and rule, counted, listed in the JSON report and `/status`, and printed by `sync`. A guard
+//! rail that stops pruning is a problem of the run ([`RunError::PruneRefused`]), which fails it.
+
+use std::collections::{HashMap, HashSet};
+
+use super::mirror::RulePlan;
+use super::prune::{PlanInput, artifact_subject, plan};
+use super::run::{Failure, ImageOutcome, ImageState, RunContext, RunError, Tally};
+use crate::copy::error_chain;
+use crate::digest::Digest;
+use crate::reference::Reference;
+use crate::registry::{ErrorKind, Transport};
+
+/// Prunes every target repository of `rule` (after its copies; `dry_run`: says what would go).
+pub(super) async fn prune(rule: &RulePlan, ctx: &RunContext, dry_run: bool, tally: &Tally) {
+    let failed = tally.failed_so_far();
+    for source in &rule.sources {
+        let listed = match ctx.connector.get(source.registry()) {
+            Ok(t) => t.tags(source.repository()).await,
+            // Already recorded by the copies.
+            Err(_) => continue,
+        };
+        let listed = match listed {
+            Ok(l) => l,
+            Err(e) => {
+                // The copies listed the same tags: a failure there is already a problem of
+                // the run, so it is said only when this is the first time it failed.
+                if failed == 0 {
+                    tally.error(RunError::Resolve(format!(
+                        "listing tags of {source} to prune: {}",
+                        error_chain(&e)
+                    )));
+                }
+                continue;
+            }
+        };
+        let Ok(targets) = rule.target_repositories(source) else {
+            continue;
+        };
+        for target in &targets {
+            let site = Site {
+                rule,
+                tally,
+                source,
+                target,
+                dry_run,
+            };
+            site.prune(ctx, &listed, failed).await;
+        }
+    }
+}
+
+/// One target repository being pruned.
+struct Site<'a> {
+    rule: &'a RulePlan,
+    tally: &'a Tally,
+    source: &'a Reference,
+    target: &'a Reference,
+    dry_run: bool,
+}
+
+impl Site<'_> {
+    async fn prune(&self, ctx: &RunContext, listed: &[String], failed: usize) {
+        let t = match ctx.connector.get(self.target.registry()) {
+            Ok(t) => t,
+            Err(_) => return, // already recorded by the copies
+        };
+        let repo = self.target.repository();
+        let tags = match t.tags(repo).await {
+            Ok(tags) => tags,
+            // A repository never written to has nothing to prune.
+            Err(e) if e.kind == ErrorKind::NotFound => return,
+            Err(e) => {
+                self.tally.error(RunError::Resolve(format!(
+                    "listing tags of {} to prune: {}",
+                    self.target,
+                    error_chain(&e)
+                )));
+                return;
+            }
+        };
+        let input = PlanInput {
+            source_tags: Some(listed),
+            target_tags: &tags,
+            selector: &self.rule.tags,
+            backup_tag: self.rule.backup_tag.as_deref(),
+            failed_copies: failed,
+            now: chrono::Utc::now(),
+        };
+        let doomed = match plan(input, &self.rule.prune) {
+            Ok(d) => d,
+            Err(refusal) => {
+                tracing::warn!(rule = %self.rule.name, target = %self.target, "{refusal}");
+                self.tally.error(RunError::PruneRefused {
+                    target: self.target.to_string(),
+                    refusal,
+                });
+                return;
+            }
+        };
+        if doomed.is_empty() {
+            return;
+        }
+        let mut repo_state = Repo {
+            t: &*t,
+            repo,
+            tags: &tags,
+            doomed: doomed.iter().cloned().collect(),
+            kept: None,
+            unknown: Vec::new(),
+        };
+        // Grouped by digest: on a digest-only registry one DELETE removes them all.
+        let mut groups: Vec<(Digest, Vec<String>)> = Vec::new();
+        for tag in &doomed {
+            match t.manifest_head(repo, tag).await {
+                Ok(Some(head)) => match groups.iter_mut().find(|g| g.0 == head.digest) {
+                    Some(g) => g.1.push(tag.clone()),
+                    None => groups.push((head.digest, vec![tag.clone()])),
+                },
+                Ok(None) => {} // gone already
+                Err(e) => self.outcome(tag, None, failed_state(tag, &e)),
+            }
+        }
+        for (digest, group) in groups {
+            if self.dry_run {
+                for tag in &group {
+                    self.outcome(tag, Some(&digest), ImageState::WouldPrune);
+                }
+                continue;
+            }
+            if self.delete_group(&mut repo_state, &digest, &group).await {
+                self.delete_artifacts(&mut repo_state, &digest).await;
+            }
+        }
+    }
+
+    /// Deletes the tags of `group` (all on `digest`); whether they all went.
+    async fn delete_group(&self, r: &mut Repo<'_>, digest: &Digest, group: &[String]) -> bool {
+        let mut left = group;
+        while let Some((tag, rest)) = left.split_first() {
+            match r.t.manifest_delete(r.repo, tag).await {
+                Ok(_) => self.outcome(tag, Some(digest), ImageState::Pruned),
+                Err(e) if e.kind == ErrorKind::Unsupported => break,
+                Err(e) => {
+                    self.outcome(tag, Some(digest), failed_state(tag, &e));
+                    return false;
+                }
+            }
+            left = rest;
+        }
+        if left.is_empty() {
+            return true;
+        }
+        // A digest-only registry (distribution 2.8): deleting the digest removes every tag on
+        // it, which is safe only when no kept tag is among them.
+        let kept = r.kept_on(digest).await;
+        if !kept.is_empty() {
+            let why = format!(
+                "the registry deletes by digest only and {} also point{} at {digest}: the tag \
+                 could not be removed alone",
+                kept.join(", "),
+                if kept.len() == 1 { "s" } else { "" }
+            );
+            for tag in left {
+                self.outcome(tag, Some(digest), ImageState::NotPruned(why.clone()));
+            }
+            return false;
+        }
+        match r.t.manifest_delete(r.repo, &digest.to_string()).await {
+            Ok(_) => {
+                for tag in left {
+                    self.outcome(tag, Some(digest), ImageState::Pruned);
+                }
+                true
+            }
+            Err(e) => {
+                for tag in left {
+                    self.outcome(tag, Some(digest), failed_state(tag, &e));
+                }
+                false
+            }
+        }
+    }
+
+    /// Removes the signature, attestation and SBOM tags and the referrers of `digest`, once
+    /// no kept tag points at it.
+    async fn delete_artifacts(&self, r: &mut Repo<'_>, digest: &Digest) {
+        let subject = digest.to_string();
+        let artifacts: Vec<&String> = r
+            .tags
+            .iter()
+            .filter(|t| artifact_subject(t).as_deref() == Some(subject.as_str()))
+            .collect();
+        // Referrers the registry serves through the API (none on distribution 2.8, whose
+        // referrers are the fallback tags above).
+        let referrers = match r.t.referrers(r.repo, digest).await {
+            Ok(Some(list)) => list,
+            _ => Vec::new(),
+        };
+        if (artifacts.is_empty() && referrers.is_empty()) || !r.kept_on(digest).await.is_empty() {
+            return;
+        }
+        for tag in artifacts {
+            let head = match r.t.manifest_head(r.repo, tag).await {
+                Ok(Some(h)) => h,
+                Ok(None) => continue,
+                Err(e) => {
+                    self.outcome(tag, None, failed_state(tag, &e));
+                    continue;
+                }
+            };
+            let deleted = match r.t.manifest_delete(r.repo, tag).await {
+                // A signature manifest carries only its own tag: deleting its digest on a
+                // digest-only registry removes nothing else.
+                Err(e) if e.kind == ErrorKind::Unsupported => {
+                    r.t.manifest_delete(r.repo, &head.digest.to_string()).await
+                }
+                other => other,
+            };
+            match deleted {
+                Ok(_) => self.outcome(tag, Some(&head.digest), ImageState::Pruned),
+                Err(e) => self.outcome(tag, Some(&head.digest), failed_state(tag, &e)),
+            }
+        }
+        for d in referrers {
+            let name = d.digest.to_string();
+            match r.t.manifest_delete(r.repo, &name).await {
+                Ok(_) => self.outcome(&name, Some(&d.digest), ImageState::Pruned),
+                Err(e) => self.outcome(&name, Some(&d.digest), failed_state(&name, &e)),
+            }
+        }
+    }
+
+    /// Records what became of `tag` (a tag, or a referrer's digest) and logs a deletion.
+    fn outcome(&self, tag: &str, digest: Option<&Digest>, state: ImageState) {
+        let at = if tag.contains(':') { "@" } else { ":" };
+        if state == ImageState::Pruned {
+            tracing::info!(
+                rule = %self.rule.name,
+                target = %self.target,
+                tag,
+                digest = %digest.map(Digest::to_string).unwrap_or_default(),
+                "pruned: its source tag is gone"
+            );
+        }
+        self.tally.image(ImageOutcome {
+            source: format!("{}{at}{tag}", self.source),
+            target: format!("{}{at}{tag}", self.target),
+            state,
+            digest: digest.map(Digest::to_string),
+            bytes_copied: 0,
+        });
+    }
+}
+
+fn failed_state(tag: &str, e: &crate::registry::RegistryError) -> ImageState {
+    ImageState::Failed(Failure::Target(format!(
+        "pruning {tag}: {}",
+        error_chain(e)
+    )))
+}
+
+/// A target repository's tags and, once asked, which kept tag points at which digest.
+struct Repo<'a> {
+    t: &'a dyn Transport,
+    repo: &'a str,
+    tags: &'a [String],
+    doomed: HashSet<String>,
+    kept: Option<HashMap<Digest, Vec<String>>>,
+    /// Kept tags whose HEAD failed.
+    unknown: Vec<String>,
+}
+
+impl Repo<'_> {
+    /// The tags that stay (not pruned, not artifacts) pointing at `digest`. A tag whose HEAD
+    /// fails counts as pointing at it: when in doubt, nothing is deleted.
+    async fn kept_on(&mut self, digest: &Digest) -> Vec<String> {
+        if self.kept.is_none() {
+            let mut map: HashMap<Digest, Vec<String>> = HashMap::new();
+            for tag in self.tags {
+                if self.doomed.contains(tag) || artifact_subject(tag).is_some() {
+                    continue;
+                }
+                match self.t.manifest_head(self.repo, tag).await {
+                    Ok(Some(h)) => map.entry(h.digest).or_default().push(tag.clone()),
+                    Ok(None) => {}
+                    Err(_) => self.unknown.push(format!("{tag} (digest unknown)")),
+                }
+            }
+            self.kept = Some(map);
+        }
+        let mut kept = self
+            .kept
+            .as_ref()
+            .and_then(|m| m.get(digest))
+            .cloned()
+            .unwrap_or_default();
+        kept.extend(self.unknown.iter().cloned());
+        kept
+    }
+}
