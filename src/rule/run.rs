@@ -522,7 +522,7 @@ pub fn summary_line(run: &RuleRun) -> String {
     if c.refused > 0 {
         parts.push(format!("{} refused (no valid signature)", c.refused));
     }
-    if c.pruned + c.would_prune + c.not_pruned > 0 {
+    if c.pruned + c.would_prune > 0 {
         let verb = if run.dry_run { "would prune" } else { "pruned" };
         parts.push(format!("{} {verb}", c.pruned + c.would_prune));
     }

@@ -1,0 +1,355 @@
+//! Prune (issue 16) against real registries: two distribution 2.8 registries (`storage.delete`
+//! enabled, see support::registry), a source and a mirror, and `crossdock sync` or the daemon
+//! between them. distribution 2.8 deletes by digest only, so every deletion here goes through
+//! the fallback: a digest is deleted only when no kept tag points at it.
+//!
+//! One test per guard rail and per deleting rule of the issue: a deleted source tag disappears
+//! from the mirror while tags outside the filter and fresh backup tags stay; an emptied source
+//! prunes nothing and fails the run; past `prune_limit` nothing goes; a tag sharing its digest
+//! with a kept tag is reported, not deleted; signature tags go with their image; `--dry-run`
+//! deletes nothing; the daemon counts and shows what it pruned.
+
+mod support;
+
+use std::path::Path;
+use std::time::Duration;
+
+use serde_json::Value;
+use support::cli;
+use support::daemon::{Daemon, free_port, metric, sync, sync_json, write_config};
+use support::{BuiltImage, Format, ImageSpec, TestRegistry};
+
+fn image(seed: u64) -> BuiltImage {
+    ImageSpec::single(Format::Oci, "linux/amd64")
+        .seed(seed)
+        .build()
+}
+
+/// A source and a mirror registry, a runtime to push with, and a config directory.
+struct Mirror {
+    rt: tokio::runtime::Runtime,
+    src: TestRegistry,
+    dst: TestRegistry,
+    dir: tempfile::TempDir,
+}
+
+impl Mirror {
+    fn new() -> Mirror {
+        Mirror {
+            rt: tokio::runtime::Runtime::new().unwrap(),
+            src: TestRegistry::start(),
+            dst: TestRegistry::start(),
+            dir: tempfile::tempdir().unwrap(),
+        }
+    }
+
+    /// Pushes `image` to the source's `app` under each tag.
+    fn push(&self, image: &BuiltImage, tags: &[&str]) {
+        for tag in tags {
+            self.rt
+                .block_on(self.src.client().push_image("app", tag, image));
+        }
+    }
+
+    /// Pushes `image` straight to the mirror's `app` under `tag`.
+    fn push_to_mirror(&self, image: &BuiltImage, tag: &str) {
+        self.rt
+            .block_on(self.dst.client().push_image("app", tag, image));
+    }
+
+    /// Deletes `image` at the source (every tag on it: distribution 2.8 deletes by digest).
+    fn delete_at_source(&self, image: &BuiltImage) {
+        self.rt
+            .block_on(self.src.client().delete_manifest("app", image.digest()));
+    }
+
+    /// The mirror's tags of `app`, sorted.
+    fn mirror_tags(&self) -> Vec<String> {
+        let mut tags = self.rt.block_on(self.dst.client().tags("app"));
+        tags.sort();
+        tags
+    }
+
+    /// A config with one rule `r` from the source's `app` to the mirror's `app`, tags `^v`,
+    /// and `extra` rule keys.
+    fn config(&self, extra: &str) -> std::path::PathBuf {
+        let text = format!(
+            "[[rules]]\nname = \"r\"\nsource = \"{}/app\"\ntarget = \"{}/{{repo}}\"\n\
+             schedule = \"@every 1h\"\n{extra}\n[rules.tags]\ninclude = [\"^v\"]\n",
+            self.src.host(),
+            self.dst.host()
+        );
+        write_config(self.dir.path(), &text)
+    }
+}
+
+fn tags(list: &[&str]) -> Vec<String> {
+    let mut v: Vec<String> = list.iter().map(|t| t.to_string()).collect();
+    v.sort();
+    v
+}
+
+/// The outcomes of the run of rule `r` in a `sync --json` report with state `state`, as
+/// target tags.
+fn with_state(report: &Value, state: &str) -> Vec<String> {
+    let mut out: Vec<String> = report[0]["images"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|i| i["state"] == state)
+        .map(|i| {
+            let target = i["target"].as_str().unwrap();
+            target.rsplit_once(':').unwrap().1.to_string()
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+/// `sync` as a user sees it (no --json), and whether it succeeded.
+fn sync_text(config: &Path, extra: &[&str]) -> (bool, String) {
+    let mut args = vec!["sync", "--config", config.to_str().unwrap()];
+    args.extend_from_slice(extra);
+    let out = cli::crossdock(&args);
+    (out.status.success(), cli::text(&out))
+}
+
+#[test]
+fn a_deleted_source_tag_disappears_and_tags_outside_the_filter_and_fresh_backups_stay() {
+    let m = Mirror::new();
+    let (v1, v2, v3, old) = (image(1), image(2), image(3), image(4));
+    m.push(&v1, &["v1"]);
+    m.push(&v2, &["v2"]);
+    m.push(&v3, &["v3"]);
+    // `keep` rules prune too; backup tags older than 30 days go, fresh ones stay.
+    let cfg = m.config(
+        "prune = true\non_conflict = \"keep\"\nbackup_tag = \"{tag}-backup-{date}\"\n\
+         prune_backups = \"30d\"",
+    );
+    sync_json(&cfg, &[]);
+    let today = chrono::Utc::now().format("%Y%m%d").to_string();
+    let fresh = format!("v1-backup-{today}");
+    m.push_to_mirror(&v1, &fresh);
+    m.push_to_mirror(&old, "v3-backup-20200101");
+    m.push_to_mirror(&image(5), "dev");
+
+    m.delete_at_source(&v2);
+    let report = sync_json(&cfg, &[]);
+    assert_eq!(
+        with_state(&report, "pruned"),
+        tags(&["v2", "v3-backup-20200101"])
+    );
+    let pruned = report[0]["pruned"].as_array().unwrap();
+    let v2_entry = pruned
+        .iter()
+        .find(|p| p["target"].as_str().unwrap().ends_with(":v2"))
+        .expect("v2 in the run's pruned list");
+    assert_eq!(v2_entry["digest"], v2.digest(), "{report:#}");
+    assert_eq!(
+        m.mirror_tags(),
+        tags(&["dev", "v1", &fresh, "v3"]),
+        "v2 and the old backup are gone; the rest stays"
+    );
+    // Nothing more to prune: the next run deletes nothing.
+    let again = sync_json(&cfg, &[]);
+    assert!(with_state(&again, "pruned").is_empty(), "{again:#}");
+}
+
+#[test]
+fn an_emptied_source_prunes_nothing_and_the_run_fails() {
+    let m = Mirror::new();
+    let (v1, v2) = (image(11), image(12));
+    m.push(&v1, &["v1"]);
+    m.push(&v2, &["v2"]);
+    let cfg = m.config("prune = true");
+    sync_json(&cfg, &[]);
+    m.delete_at_source(&v1);
+    m.delete_at_source(&v2);
+    let (ok, text) = sync_text(&cfg, &[]);
+    assert!(!ok, "an emptied source must fail the run:\n{text}");
+    assert!(
+        text.contains("not pruned: the source listed no tags (2 tags would have been deleted)"),
+        "{text}"
+    );
+    assert_eq!(m.mirror_tags(), tags(&["v1", "v2"]));
+}
+
+#[test]
+fn past_the_limit_nothing_is_deleted_and_the_run_says_how_many_would_have_gone() {
+    let m = Mirror::new();
+    let images: Vec<BuiltImage> = (21..25).map(image).collect();
+    for (i, img) in images.iter().enumerate() {
+        m.push(img, &[&format!("v{}", i + 1)]);
+    }
+    let cfg = m.config("prune = true\nprune_limit = 2");
+    sync_json(&cfg, &[]);
+    for img in &images[..3] {
+        m.delete_at_source(img);
+    }
+    let out = sync(&cfg, &[]);
+    let text = cli::text(&out);
+    assert!(!out.status.success(), "{text}");
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let errors = report[0]["errors"].to_string();
+    assert!(
+        errors.contains("3 tags would have been deleted, more than the limit of 2"),
+        "{report:#}"
+    );
+    assert_eq!(m.mirror_tags(), tags(&["v1", "v2", "v3", "v4"]));
+}
+
+#[test]
+fn a_tag_sharing_its_digest_with_a_kept_tag_is_not_removed_alone() {
+    let m = Mirror::new();
+    let (v1, shared) = (image(31), image(32));
+    m.push(&v1, &["v1"]);
+    m.push(&shared, &["v2", "v3"]);
+    let cfg = m.config("prune = true");
+    sync_json(&cfg, &[]);
+    // distribution 2.8 removes a tag only with its digest: delete both, put v3 back.
+    m.delete_at_source(&shared);
+    m.push(&shared, &["v3"]);
+    let (ok, text) = sync_text(&cfg, &[]);
+    assert!(
+        ok,
+        "a tag that cannot be removed alone does not fail the run:\n{text}"
+    );
+    assert!(
+        text.contains("v2: the registry deletes by digest only and v3 also points at"),
+        "{text}"
+    );
+    assert!(
+        text.contains("the tag could not be removed alone"),
+        "{text}"
+    );
+    assert_eq!(m.mirror_tags(), tags(&["v1", "v2", "v3"]));
+    let head = m.rt.block_on(m.dst.client().head_manifest("app", "v3"));
+    assert_eq!(head.as_deref(), Some(shared.digest()), "the digest is kept");
+}
+
+#[test]
+fn signature_tags_of_a_pruned_digest_go_with_it() {
+    let m = Mirror::new();
+    let (v1, v2) = (image(41), image(42));
+    m.push(&v1, &["v1"]);
+    m.push(&v2, &["v2"]);
+    let hex = |i: &BuiltImage| i.digest().trim_start_matches("sha256:").to_string();
+    let (sig1, sig2) = (
+        format!("sha256-{}.sig", hex(&v1)),
+        format!("sha256-{}.sig", hex(&v2)),
+    );
+    let att2 = format!("sha256-{}.att", hex(&v2));
+    m.push(&image(43), &[&sig1]);
+    m.push(&image(44), &[&sig2]);
+    m.push(&image(45), &[&att2]);
+    let cfg = m.config("prune = true");
+    sync_json(&cfg, &[]);
+    assert_eq!(
+        m.mirror_tags(),
+        tags(&["v1", "v2", &sig1, &sig2, &att2]),
+        "the signatures were mirrored"
+    );
+    m.delete_at_source(&v2);
+    let report = sync_json(&cfg, &[]);
+    assert_eq!(
+        with_state(&report, "pruned"),
+        tags(&["v2", &sig2, &att2]),
+        "{report:#}"
+    );
+    assert_eq!(m.mirror_tags(), tags(&["v1", &sig1]));
+}
+
+#[test]
+fn dry_run_lists_what_would_go_and_deletes_nothing() {
+    let m = Mirror::new();
+    let (v1, v2) = (image(51), image(52));
+    m.push(&v1, &["v1"]);
+    m.push(&v2, &["v2"]);
+    // No `prune = true`: `sync --prune` asks for it.
+    let cfg = m.config("");
+    sync_json(&cfg, &[]);
+    m.delete_at_source(&v2);
+
+    let plain = sync_json(&cfg, &[]);
+    assert!(with_state(&plain, "pruned").is_empty(), "{plain:#}");
+    let (ok, text) = sync_text(&cfg, &["--prune", "--dry-run"]);
+    assert!(ok, "{text}");
+    assert!(text.contains("would prune v2"), "{text}");
+    assert!(text.contains("1 would prune"), "{text}");
+    assert_eq!(
+        m.mirror_tags(),
+        tags(&["v1", "v2"]),
+        "a dry run deletes nothing"
+    );
+
+    let (ok, text) = sync_text(&cfg, &["--prune"]);
+    assert!(ok, "{text}");
+    assert!(text.contains("pruned      v2"), "{text}");
+    assert_eq!(m.mirror_tags(), tags(&["v1"]));
+}
+
+#[test]
+fn the_daemon_counts_and_shows_what_it_pruned() {
+    let m = Mirror::new();
+    let (v1, v2) = (image(61), image(62));
+    m.push(&v1, &["v1"]);
+    m.push(&v2, &["v2"]);
+    let cfg = m.config("prune = true");
+    sync_json(&cfg, &[]);
+    m.delete_at_source(&v2);
+
+    let port = free_port();
+    let text = std::fs::read_to_string(&cfg).unwrap();
+    let cfg = write_config(
+        m.dir.path(),
+        &format!("[server]\nlisten = \"127.0.0.1:{port}\"\n{text}"),
+    );
+    let d = Daemon::start(&cfg, port, m.dir.path());
+    d.wait_for(Duration::from_secs(30), "the first run", |d| {
+        d.status()["rules"]["r"]["last_run"]["result"] == "ok"
+    });
+    let status = d.status();
+    let pruned = &status["rules"]["r"]["last_run"]["pruned"];
+    assert_eq!(pruned.as_array().map(Vec::len), Some(1), "{status:#}");
+    assert!(
+        pruned[0]["target"].as_str().unwrap().ends_with("/app:v2"),
+        "{status:#}"
+    );
+    assert_eq!(pruned[0]["digest"], v2.digest());
+    assert_eq!(pruned[0]["state"], "pruned");
+    let metrics = d.metrics();
+    assert_eq!(
+        metric(&metrics, "crossdock_rule_pruned_total{rule=\"r\"}"),
+        1.0,
+        "{metrics}"
+    );
+    assert!(
+        d.log().contains("pruned: its source tag is gone"),
+        "{}",
+        d.log()
+    );
+    assert_eq!(m.mirror_tags(), tags(&["v1"]));
+}
+
+#[test]
+fn bad_prune_keys_are_reported_with_the_rule_and_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = "[[rules]]\nname = \"one\"\nsource = \"localhost:5000/a\"\n\
+                target = \"localhost:5001/{repo}\"\ntags = [\"v1\"]\nprune = true\n\
+                prune_limit = \"ten\"\nprune_backups = \"30d\"\n\n\
+                [[rules]]\nname = \"two\"\nsource = \"localhost:5000/b\"\n\
+                target = \"localhost:5001/{repo}\"\ntags = [\"v1\"]\nprune_limit = 0\n\
+                backup_tag = \"old-{tag}\"\nprune_backups = \"soon\"\n";
+    let cfg = write_config(dir.path(), text);
+    let out = cli::crossdock(&["check-config", cfg.to_str().unwrap()]);
+    let text = cli::text(&out);
+    assert_eq!(out.status.code(), Some(2), "{text}");
+    for want in [
+        "rules[0].prune_limit: rule \"one\": \"ten\" is neither a count (10) nor a percentage",
+        "rules[0].prune_backups: rule \"one\": prune_backups needs a backup_tag",
+        "rules[1].prune_limit: rule \"two\": a limit of 0 lets no tag be pruned",
+        "rules[1].prune_backups: rule \"two\": invalid age \"soon\"",
+    ] {
+        assert!(text.contains(want), "missing {want:?} in:\n{text}");
+    }
+}
