@@ -353,3 +353,70 @@ fn bad_prune_keys_are_reported_with_the_rule_and_key() {
         assert!(text.contains(want), "missing {want:?} in:\n{text}");
     }
 }
+
+/// The tags of the OCI layout at `dir` (the `org.opencontainers.image.ref.name` annotations of
+/// its `index.json`), sorted.
+fn layout_tags(dir: &Path) -> Vec<String> {
+    let index: Value =
+        serde_json::from_slice(&std::fs::read(dir.join("index.json")).unwrap()).unwrap();
+    let mut tags: Vec<String> = index["manifests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|m| {
+            m["annotations"]["org.opencontainers.image.ref.name"]
+                .as_str()
+                .map(str::to_string)
+        })
+        .collect();
+    tags.sort();
+    tags
+}
+
+/// A target that deletes by tag (an OCI layout folder): a tag sharing its image with a kept tag
+/// goes alone, and the image's signature stays with the kept tag; once no tag keeps an image,
+/// its signature goes too.
+#[test]
+fn a_target_deleting_by_tag_loses_just_the_tag() {
+    let m = Mirror::new();
+    let (v1, shared) = (image(71), image(72));
+    m.push(&v1, &["v1"]);
+    m.push(&shared, &["v2", "v3"]);
+    let sig = |i: &BuiltImage| format!("sha256-{}.sig", &i.digest()["sha256:".len()..]);
+    m.push(&image(73), &[&sig(&v1)]);
+    m.push(&image(74), &[&sig(&shared)]);
+    let layout = m.dir.path().join("layout");
+    let text = format!(
+        "[[rules]]\nname = \"r\"\nsource = \"{}/app\"\ntarget = \"oci:{}/{{name}}\"\n\
+         prune = true\n[rules.tags]\ninclude = [\"^v\"]\n",
+        m.src.host(),
+        layout.display()
+    );
+    let cfg = write_config(m.dir.path(), &text);
+    sync_json(&cfg, &[]);
+    let app = layout.join("app");
+    assert_eq!(
+        layout_tags(&app),
+        tags(&["v1", "v2", "v3", &sig(&v1), &sig(&shared)])
+    );
+
+    // v2 gone at the source, v3 (same image) still there.
+    m.delete_at_source(&shared);
+    m.push(&shared, &["v3"]);
+    let report = sync_json(&cfg, &[]);
+    assert_eq!(with_state(&report, "pruned"), tags(&["v2"]), "{report:#}");
+    assert_eq!(
+        layout_tags(&app),
+        tags(&["v1", "v3", &sig(&v1), &sig(&shared)]),
+        "v2 went alone; v3 keeps the image and its signature"
+    );
+
+    m.delete_at_source(&v1);
+    let report = sync_json(&cfg, &[]);
+    assert_eq!(
+        with_state(&report, "pruned"),
+        tags(&["v1", &sig(&v1)]),
+        "{report:#}"
+    );
+    assert_eq!(layout_tags(&app), tags(&["v3", &sig(&shared)]));
+}

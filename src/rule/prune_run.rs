@@ -9,6 +9,10 @@
 //! Finding the kept tags' digests costs a HEAD per kept tag, so it is done once per target
 //! repository and only when needed (a digest-only registry, or artifacts to remove).
 //!
+//! The source's tags are listed again here, after the copies: the freshest view (a tag that
+//! came back meanwhile is not deleted), one request per source, and the copies need not keep
+//! their listing (a rule with an explicit tag list never lists at all).
+//!
 //! Each deletion is an outcome of the run ([`ImageState::Pruned`]): logged with its tag, digest
 //! and rule, counted, listed in the JSON report and `/status`, and printed by `sync`. A guard
 //! rail that stops pruning is a problem of the run ([`RunError::PruneRefused`]), which fails it.

@@ -103,6 +103,9 @@ impl Rule {
                         list: list.clone(),
                         filter: None,
                     },
+                    // A pushed tag exists at the source: a run over it alone has nothing to
+                    // prune, and the scheduled run prunes with the whole selection.
+                    prune: Default::default(),
                     ..rule.clone()
                 });
             }
