@@ -339,7 +339,10 @@ fn bad_prune_keys_are_reported_with_the_rule_and_key() {
                 prune_limit = \"ten\"\nprune_backups = \"30d\"\n\n\
                 [[rules]]\nname = \"two\"\nsource = \"localhost:5000/b\"\n\
                 target = \"localhost:5001/{repo}\"\ntags = [\"v1\"]\nprune_limit = 0\n\
-                backup_tag = \"old-{tag}\"\nprune_backups = \"soon\"\n";
+                backup_tag = \"old-{tag}\"\nprune_backups = \"soon\"\n\n\
+                [[rules]]\nname = \"three\"\nsource = \"localhost:5000/c\"\n\
+                target = \"localhost:5001/{repo}\"\ntags = [\"v1\"]\n\
+                backup_tag = \"old-{tag}\"\nprune_backups = \"30d\"\n";
     let cfg = write_config(dir.path(), text);
     let out = cli::crossdock(&["check-config", cfg.to_str().unwrap()]);
     let text = cli::text(&out);
@@ -349,6 +352,7 @@ fn bad_prune_keys_are_reported_with_the_rule_and_key() {
         "rules[0].prune_backups: rule \"one\": prune_backups needs a backup_tag",
         "rules[1].prune_limit: rule \"two\": a limit of 0 lets no tag be pruned",
         "rules[1].prune_backups: rule \"two\": invalid age \"soon\"",
+        "rules[2].prune_backups: rule \"three\": its backup_tag \"old-{tag}\" puts no date in the tag",
     ] {
         assert!(text.contains(want), "missing {want:?} in:\n{text}");
     }
