@@ -5,9 +5,11 @@
 //!
 //! One test per guard rail and per deleting rule of the issue: a deleted source tag disappears
 //! from the mirror while tags outside the filter and fresh backup tags stay; an emptied source
-//! prunes nothing and fails the run; past `prune_limit` nothing goes; a tag sharing its digest
-//! with a kept tag is reported, not deleted; signature tags go with their image; `--dry-run`
-//! deletes nothing; the daemon counts and shows what it pruned.
+//! prunes nothing and fails the run, as does a failed copy or listing; past `prune_limit`
+//! nothing goes; a tag sharing its digest
+//! with a kept tag is reported, not deleted (and goes alone where the target deletes by tag: an
+//! OCI layout folder); signature tags go with their image; `--dry-run` deletes nothing; the
+//! daemon counts and shows what it pruned; bad keys are reported with the rule's name.
 
 mod support;
 
@@ -171,6 +173,39 @@ fn an_emptied_source_prunes_nothing_and_the_run_fails() {
         text.contains("not pruned: the source listed no tags (2 tags would have been deleted)"),
         "{text}"
     );
+    assert_eq!(m.mirror_tags(), tags(&["v1", "v2"]));
+}
+
+/// A run whose copy failed, or whose source could not be listed, deletes nothing: what the
+/// source lacks cannot be told from what it failed to give.
+#[test]
+fn a_failed_copy_or_listing_prunes_nothing() {
+    let m = Mirror::new();
+    let (v1, v2, v3) = (image(81), image(82), image(83));
+    m.push(&v1, &["v1"]);
+    m.push(&v2, &["v2"]);
+    let cfg = m.config("prune = true");
+    sync_json(&cfg, &[]);
+    m.delete_at_source(&v2);
+    // A new tag with a blob corrupt in the source's storage: its copy fails the digest check.
+    m.push(&v3, &["v3"]);
+    let (blob, bytes) = v3.blobs.iter().next().unwrap();
+    std::fs::write(m.src.blob_data_path(blob), vec![b'x'; bytes.len()]).unwrap();
+    let (ok, text) = sync_text(&cfg, &[]);
+    assert!(!ok, "{text}");
+    assert!(
+        text.contains(
+            "not pruned: this run had failures (1: failed copies and problems outside any \
+             image); 1 tags would have been deleted"
+        ),
+        "{text}"
+    );
+    assert_eq!(m.mirror_tags(), tags(&["v1", "v2"]));
+
+    m.src.stop();
+    let (ok, text) = sync_text(&cfg, &[]);
+    assert!(!ok, "{text}");
+    assert!(text.contains("listing tags of"), "{text}");
     assert_eq!(m.mirror_tags(), tags(&["v1", "v2"]));
 }
 

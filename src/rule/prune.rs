@@ -85,7 +85,8 @@ pub enum Refusal {
     },
     /// A copy of the run failed (or a problem outside any copy).
     #[error(
-        "not pruned: {failed} copies of this run failed ({would} tags would have been deleted)"
+        "not pruned: this run had failures ({failed}: failed copies and problems outside any \
+         image); {would} tags would have been deleted"
     )]
     CopiesFailed {
         /// How many.
