@@ -1,15 +1,16 @@
 //! Prune (issue 16) against real registries: two distribution 2.8 registries (`storage.delete`
 //! enabled, see support::registry), a source and a mirror, and `crossdock sync` or the daemon
-//! between them. distribution 2.8 deletes by digest only, so every deletion here goes through
-//! the fallback: a digest is deleted only when no kept tag points at it.
+//! between them. distribution 2.8 deletes by digest only, so deletions at the mirror go through
+//! the fallback (a digest is deleted only when no kept tag points at it); one test mirrors into
+//! an OCI layout folder, which deletes by tag.
 //!
 //! One test per guard rail and per deleting rule of the issue: a deleted source tag disappears
 //! from the mirror while tags outside the filter and fresh backup tags stay; an emptied source
 //! prunes nothing and fails the run, as does a failed copy or listing; past `prune_limit`
-//! nothing goes; a tag sharing its digest
-//! with a kept tag is reported, not deleted (and goes alone where the target deletes by tag: an
-//! OCI layout folder); signature tags go with their image; `--dry-run` deletes nothing; the
-//! daemon counts and shows what it pruned; bad keys are reported with the rule's name.
+//! nothing goes; a tag sharing its digest with a kept tag is reported, not deleted (and goes
+//! alone where the target deletes by tag); signature tags go with their image; `--dry-run`
+//! deletes nothing; the daemon counts and shows what it pruned; bad keys are reported with the
+//! rule's name.
 
 mod support;
 
