@@ -460,3 +460,37 @@ fn a_target_deleting_by_tag_loses_just_the_tag() {
     );
     assert_eq!(layout_tags(&app), tags(&["v3", &sig(&shared)]));
 }
+
+/// A mirror that refuses deletes (distribution's default) fails the run with what to change,
+/// and keeps its tags.
+#[test]
+fn a_registry_refusing_deletes_fails_the_run_and_says_what_to_change() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let src = TestRegistry::start();
+    let dst = TestRegistry::builder().refuse_deletes().start();
+    let (v1, v2) = (image(91), image(92));
+    rt.block_on(src.client().push_image("app", "v1", &v1));
+    rt.block_on(src.client().push_image("app", "v2", &v2));
+    let dir = tempfile::tempdir().unwrap();
+    let text = format!(
+        "[[rules]]\nname = \"r\"\nsource = \"{}/app\"\ntarget = \"{}/{{repo}}\"\n\
+         prune = true\n[rules.tags]\ninclude = [\"^v\"]\n",
+        src.host(),
+        dst.host()
+    );
+    let cfg = write_config(dir.path(), &text);
+    sync_json(&cfg, &[]);
+    rt.block_on(src.client().delete_manifest("app", v2.digest()));
+    let (ok, text) = sync_text(&cfg, &[]);
+    assert!(!ok, "{text}");
+    assert!(
+        text.contains("failed      v2: pruning v2:")
+            && text.contains(
+                "the registry refuses deletes; for distribution, set storage.delete.enabled: true"
+            ),
+        "{text}"
+    );
+    let mut left = rt.block_on(dst.client().tags("app"));
+    left.sort();
+    assert_eq!(left, tags(&["v1", "v2"]));
+}

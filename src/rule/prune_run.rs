@@ -270,8 +270,16 @@ impl Site<'_> {
 }
 
 fn failed_state(tag: &str, e: &crate::registry::RegistryError) -> ImageState {
+    // distribution answers 405 UNSUPPORTED to a digest delete unless deletes are enabled.
+    let hint = match e.kind {
+        ErrorKind::Unsupported => {
+            " (the registry refuses deletes; for distribution, set storage.delete.enabled: \
+             true, or turn prune off for this rule)"
+        }
+        _ => "",
+    };
     ImageState::Failed(Failure::Target(format!(
-        "pruning {tag}: {}",
+        "pruning {tag}: {}{hint}",
         error_chain(e)
     )))
 }

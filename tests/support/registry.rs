@@ -37,9 +37,17 @@ pub(crate) struct TestRegistryBuilder {
     extra_yaml: String,
     tls: Option<(PathBuf, PathBuf)>,
     client_ca: Option<PathBuf>,
+    refuse_deletes: bool,
 }
 
 impl TestRegistryBuilder {
+    /// Refuse manifest deletes (`storage.delete.enabled: false`, distribution's default; the
+    /// harness enables them otherwise).
+    pub(crate) fn refuse_deletes(mut self) -> Self {
+        self.refuse_deletes = true;
+        self
+    }
+
     /// Require HTTP basic auth (htpasswd, bcrypt) with this one user.
     pub(crate) fn auth(mut self, user: &str, pass: &str) -> Self {
         self.auth = Some((user.to_owned(), pass.to_owned()));
@@ -96,6 +104,7 @@ impl TestRegistryBuilder {
             extra_yaml: self.extra_yaml,
             tls: self.tls,
             client_ca: self.client_ca,
+            refuse_deletes: self.refuse_deletes,
             process: Mutex::new(None),
             baseline: Mutex::new(RequestMark(0)),
         };
@@ -112,6 +121,7 @@ pub(crate) struct TestRegistry {
     extra_yaml: String,
     tls: Option<(PathBuf, PathBuf)>,
     client_ca: Option<PathBuf>,
+    refuse_deletes: bool,
     process: Mutex<Option<Processes>>,
     baseline: Mutex<RequestMark>,
 }
@@ -512,7 +522,7 @@ storage:
   filesystem:
     rootdirectory: {storage}
   delete:
-    enabled: true
+    enabled: {deletes}
   cache:
     blobdescriptor: inmemory
   maintenance:
@@ -527,6 +537,7 @@ http:
 {auth}{extra}",
             storage = dir.join("storage").display(),
             port = self.port,
+            deletes = !self.refuse_deletes,
             extra = self.extra_yaml,
         );
         fs::write(dir.join("config.yml"), config).expect("write config.yml");
