@@ -162,7 +162,7 @@ const KINDS: [&str; 10] = [
 
 impl ImageState {
     /// The label in JSON reports and metrics: `copied`, `up_to_date`, `kept`, `dry_run`,
-    /// `skipped`, `failed`.
+    /// `skipped`, `failed`, `refused`, `pruned`, `would_prune`, `not_pruned`.
     pub fn label(&self) -> &'static str {
         KINDS[self.kind()]
     }
@@ -187,7 +187,7 @@ impl ImageState {
         self.kind() >= 7
     }
 
-    /// Why the image failed or was skipped.
+    /// Why the image failed, was skipped or refused, or its tag could not be pruned alone.
     pub fn reason(&self) -> Option<String> {
         match self {
             ImageState::Skipped(r) => Some(r.to_string()),
