@@ -25,6 +25,9 @@ Cases (issue 5): a 3 platforms x 4 layers x 16 MiB; b 5 x 10 x 2 MiB; c 1 layer 
 tags no-op; g 1,000 tags x 1 platform, 5 of them changed between two syncs; h (issue 12) peak
 RSS of one rule over --h-tags tags (default 10,000 and 100,000, all at one small image, so that
 what grows is the number of tags and nothing else): a first sync, then a no-op sync.
+With --rtt-ms N (issue 18) cases e, f and g go through bench/wan_proxy.py, a modelled wide-area
+link in front of A and B (each direction delayed by N/2 ms, each new connection by N ms), and
+the report adds each run's round-trip bound (requests / --inflight x RTT) and connections.
 Everything generated goes under --tmp (registries) and --img (images); the registries are
 stopped (by PID) and their storage deleted at the end, even on failure (--keep keeps it).
 Needs: docker-registry, skopeo, python3 (stdlib) and cargo. The regbench scripts it calls
@@ -113,6 +116,10 @@ class Bench:
         self.ports = free_ports(2)
         self.A = "127.0.0.1:" + self.ports[0]
         self.B = "127.0.0.1:" + self.ports[1]
+        # The addresses clients of cases e, f and g use: A and B themselves, or with --rtt-ms the
+        # modelled wide-area link in front of each (bench/wan_proxy.py).
+        self.cA, self.cB = self.A, self.B
+        self.proxy = None
         self.env = dict(os.environ, REGBENCH_BASE=self.base, REGBENCH_COUNTER=os.path.join(self.work, "counter"))
         self.runs = []      # every measured run
         self.seq = 0
@@ -151,7 +158,34 @@ class Bench:
         self.sh([self.rb("start-registries.sh"), "-d", self.base] + self.ports, stdout=subprocess.DEVNULL)
         log("== registries: A (source) %s, B (destination) %s, under %s" % (self.A, self.B, self.base))
 
+    def start_link(self):
+        """bench/wan_proxy.py in front of A and B; cases e, f and g then go through it."""
+        pa, pb = free_ports(2)
+        self.proxy_log = os.path.join(self.logs, "wan-proxy.log")
+        self.proxy = subprocess.Popen(
+            ["python3", os.path.join(HERE, "wan_proxy.py"), "--rtt-ms", str(self.args.rtt_ms),
+             pa, self.A, pb, self.B], stdout=open(self.proxy_log, "w"), stderr=subprocess.STDOUT)
+        for _ in range(100):
+            if os.path.exists(self.proxy_log) and open(self.proxy_log).read().startswith("ready"):
+                break
+            time.sleep(0.05)
+        else:
+            sys.exit("bench/wan_proxy.py did not start (see %s)" % self.proxy_log)
+        self.cA, self.cB = "127.0.0.1:" + pa, "127.0.0.1:" + pb
+        self.link_ports = {"A": pa, "B": pb}
+        log("== modelled link: %g ms RTT, A at %s, B at %s" % (self.args.rtt_ms, self.cA, self.cB))
+
+    def connections(self):
+        """Connections the link accepted so far, per registry ({} without --rtt-ms)."""
+        if not self.proxy:
+            return {}
+        lines = open(self.proxy_log).read().split("\n")
+        return {role: sum(1 for ln in lines if ln == "connect " + port) for role, port in self.link_ports.items()}
+
     def stop(self):
+        if self.proxy:
+            self.proxy.terminate()
+            self.proxy.wait()
         subprocess.run([self.rb("stop-registries.sh"), "-d", self.base] + ([] if self.args.keep else ["--purge"])
                        + self.ports, env=self.env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         if not self.args.keep:
@@ -194,6 +228,7 @@ class Bench:
     def measure(self, case, tool, cmd, **extra):
         self.seq += 1
         offs = self.rc.sizes(self.base, self.ports)
+        conns0 = self.connections()
         cpu0 = {p: self.rc.cpu_s(self.base, p) for p in self.ports}
         out = os.path.join(self.logs, "%04d-%s-%s.log" % (self.seq, case, tool))
         usage = out + ".time"
@@ -217,6 +252,8 @@ class Bench:
         for role, port in zip("AB", self.ports):
             c1 = self.rc.cpu_s(self.base, port)
             regs[role] = dict(counts[port], cpu_s=round(c1 - cpu0[port], 3))
+        if conns0:
+            extra["connections"] = {k: v - conns0[k] for k, v in self.connections().items()}
         r = dict(case=case, tool=tool, wall_s=round(wall, 4), cpu_s=round(cpu, 3), load1=loadavg()[0],
                  peak_mib=round(peak, 1), rc=rcode, registries=regs, cmd=cmd, **extra)
         if rcode != 0:
@@ -254,7 +291,7 @@ class Bench:
         path = os.path.join(self.work, "sync-%d.toml" % (self.seq + 1))
         with open(path, "w") as f:
             f.write('[[rules]]\nname = "bench"\nsource = "%s/%s"\ntarget = "%s"\n[rules.tags]\nall = true\n'
-                    % (self.A, src_repo, target))
+                    % (self.cA, src_repo, target))
         return path
 
     def cd_sync(self, src_repo, target):
@@ -266,7 +303,7 @@ class Bench:
 
     def skopeo_sync(self, src_repo, dst):
         return ["skopeo", "sync", "--all", "--preserve-digests", "--src", "docker", "--dest", "docker",
-                "--src-tls-verify=false", "--dest-tls-verify=false", "%s/%s" % (self.A, src_repo), dst]
+                "--src-tls-verify=false", "--dest-tls-verify=false", "%s/%s" % (self.cA, src_repo), dst]
 
     # ---- cases ------------------------------------------------------------------------------
     def copy_case(self, case, layout, rounds, warmup):
@@ -323,6 +360,8 @@ class Bench:
                                                           "--tags", str(a.g_tags)])
             self.seed(layouts["g"], "bench/g", fast=True)
         log("   ready in %.0f s" % (time.monotonic() - t_start))
+        if a.rtt_ms:
+            self.start_link()
 
         for case in ("a", "b", "c"):
             if case in self.cases or ("d" in self.cases and case in a.d_images):
@@ -345,11 +384,11 @@ class Bench:
             def cd_e():
                 prefix = self.fresh("cdsync")
                 firsts.append(prefix)
-                return self.cd_sync("bench/sync", "%s/%s/{name}" % (self.B, prefix))
+                return self.cd_sync("bench/sync", "%s/%s/{name}" % (self.cB, prefix))
             tools = [("crossdock", cd_e)] + [
                      (name, lambda b=b: [b] + self.cd_sync("bench/sync", "%s/%s/{name}" % (
-                         self.B, self.fresh("xsync")))[1:]) for name, b in a.compare] + [
-                     ("skopeo", lambda: [self.rb("sync-fresh.sh"), "%s/bench/sync" % self.A, "%s/sksync" % self.B])]
+                         self.cB, self.fresh("xsync")))[1:]) for name, b in a.compare] + [
+                     ("skopeo", lambda: [self.rb("sync-fresh.sh"), "%s/bench/sync" % self.cA, "%s/sksync" % self.cB])]
             res = self.alternate("e", tools, a.runs if "e" in self.cases else 1,
                                  warmup=a.warmup if "e" in self.cases else 0)
             if "e" in self.cases:
@@ -359,10 +398,10 @@ class Bench:
                 # skopeo sync puts SRC's last path element under the destination: PREFIX/sync,
                 # the same repository crossdock's "{name}" template fills.
                 prefix = firsts[0]
-                tools = [("crossdock", lambda: self.cd_sync("bench/sync", "%s/%s/{name}" % (self.B, prefix)))] + [
-                         (name, lambda b=b: [b] + self.cd_sync("bench/sync", "%s/%s/{name}" % (self.B, prefix))[1:])
+                tools = [("crossdock", lambda: self.cd_sync("bench/sync", "%s/%s/{name}" % (self.cB, prefix)))] + [
+                         (name, lambda b=b: [b] + self.cd_sync("bench/sync", "%s/%s/{name}" % (self.cB, prefix))[1:])
                          for name, b in a.compare] + [
-                         ("skopeo", lambda: self.skopeo_sync("bench/sync", "%s/%s" % (self.B, prefix)))]
+                         ("skopeo", lambda: self.skopeo_sync("bench/sync", "%s/%s" % (self.cB, prefix)))]
                 results["f"] = self.alternate("f", tools, a.runs, warmup=1)
         if "g" in self.cases:
             results["g"] = self.case_g(layouts["g"])
@@ -375,7 +414,7 @@ class Bench:
         a = self.args
         log("== case g: %d tags, first sync, then (no-op sync, change 5 tags, sync) x %d" % (a.g_tags, a.runs))
         prefix = self.fresh("cdg")
-        target = "%s/%s/{name}" % (self.B, prefix)
+        target = "%s/%s/{name}" % (self.cB, prefix)
         out = {"first": [], "noop": [], "changed": [], "skopeo_noop": []}
         r = self.measure("g", "first", self.cd_sync("bench/g", target))
         out["first"].append(r)
@@ -393,7 +432,7 @@ class Bench:
             self.runs.append(r)
         for _ in range(a.g_skopeo):
             # skopeo's steady state: a no-op sync of the same 1,000 tags into crossdock's target.
-            r = self.measure("g", "skopeo-noop", self.skopeo_sync("bench/g", "%s/%s" % (self.B, prefix)))
+            r = self.measure("g", "skopeo-noop", self.skopeo_sync("bench/g", "%s/%s" % (self.cB, prefix)))
             out["skopeo_noop"].append(r)
             self.runs.append(r)
         return out
@@ -455,6 +494,44 @@ class Bench:
         return out
 
     # ---- report -------------------------------------------------------------------------------
+    def bound(self, r):
+        """The round-trip bound of a run: its requests (A + B) / requests in flight x RTT."""
+        reqs = r["registries"]["A"]["total"] + r["registries"]["B"]["total"]
+        return reqs / self.args.inflight * self.args.rtt_ms / 1000.0
+
+    def link_table(self, L):
+        """Per case over the modelled link: wall, connections, the round-trip bound, wall / bound."""
+        a, res = self.args, self.results
+        L.append("\nOver the modelled link (%g ms RTT, bench/wan_proxy.py in front of A and B): bound = requests "
+                 "(A + B) / %d in flight x RTT; connections = TCP connections the link accepted per run (each "
+                 "costs one RTT before its first request).\n" % (a.rtt_ms, a.inflight))
+        L.append("| case | tool | runs | wall s | requests A + B | connections A / B | bound s | wall / bound |")
+        L.append("|---|---|---:|---|---:|---|---:|---|")
+        groups = []
+        for case in ("e", "f"):
+            for tool in ["crossdock"] + [n for n, _ in a.compare] + ["skopeo"]:
+                groups.append(("%s%s" % (case, " (no-op)" if case == "f" else ""), tool, res.get(case, {}).get(tool, [])))
+        if "g" in res:
+            g = res["g"]
+            groups += [("g", "crossdock first sync", g["first"]), ("g (no-op)", "crossdock no-op sync", g["noop"]),
+                       ("g", "crossdock 5 changed", g["changed"]), ("g (no-op)", "skopeo no-op sync", g["skopeo_noop"])]
+        for case, tool, runs in groups:
+            if not runs:
+                continue
+            reqs = [r["registries"]["A"]["total"] + r["registries"]["B"]["total"] for r in runs]
+            conns = [r.get("connections", {}) for r in runs]
+            ratios = [r["wall_s"] / self.bound(r) for r in runs if self.bound(r) > 0]
+            L.append("| %s | %s | %d | %s | %s | %s / %s | %.3f | %s |" % (
+                case, tool, len(runs), fmt_range(self.walls(runs)),
+                ("%d" % reqs[0]) if len(set(reqs)) == 1 else "%d–%d" % (min(reqs), max(reqs)),
+                "%g" % med([c.get("A", 0) for c in conns]), "%g" % med([c.get("B", 0) for c in conns]),
+                med([self.bound(r) for r in runs]), fmt_range(ratios, 2)))
+        for case, tool, runs in groups:
+            if "no-op" in case and tool.startswith("crossdock") and runs:
+                ratio = med([r["wall_s"] / self.bound(r) for r in runs])
+                L.append("\nTarget (issue 18): %s no-op within 1.5 x the round-trip bound: %.2f x, %s." % (
+                    case.split()[0], ratio, "met" if ratio <= 1.5 else "**not met**"))
+
     def machine(self):
         def cmd(c):
             try:
@@ -508,8 +585,8 @@ class Bench:
                      m["nproc"], m["cpu"], m["ram"], m["kernel"], m["load_start"][0], m["load_median_during"]))
         L.append("Date: %s. Versions: crossdock %s; %s; docker-registry %s; %s." % (
             m["date"], m["crossdock"], m["skopeo"], m["docker-registry"], m["rustc"]))
-        L.append("Command: `bench/run.sh %s` (%.0f s from registry start to the last case).\n" % (
-            a.cmdline, self.elapsed))
+        L.append("Command: `bench/run.sh %s` (%.0f s from registry start to the last case).%s\n" % (
+            a.cmdline, self.elapsed, (" Cases e, f, g over a modelled %g ms RTT link." % a.rtt_ms) if a.rtt_ms else ""))
         L.append("Wall and CPU in seconds, median [min–max]; RSS = peak of the client process (GNU time%s); "
                  "requests = access-log lines at A (source) / B (destination) per run; registry CPU = A / B "
                  "seconds, median. Ratios are medians of the per-round ratios (runs alternate).\n"
@@ -539,6 +616,8 @@ class Bench:
             row("h %s tags" % n, "crossdock first sync", [r for r in runs if r["tool"] == "first"])
             row("h %s tags" % n, "crossdock no-op sync", [r for r in runs if r["tool"] == "noop"])
 
+        if a.rtt_ms:
+            self.link_table(L)
         L.append("\n| case | target | measured | verdict |")
         L.append("|---|---|---|---|")
 
@@ -637,7 +716,15 @@ def main():
                     help="image cache (default /tmp/crossdock-bench-img)")
     ap.add_argument("--out", help="results folder (default /tmp/crossdock-bench-results/<time>)")
     ap.add_argument("--keep", action="store_true", help="keep the registries' storage and logs")
+    ap.add_argument("--rtt-ms", type=float, help="run cases e, f and g over a modelled wide-area link of this "
+                    "round-trip time (bench/wan_proxy.py in front of A and B; issue 18); default cases: efg")
+    ap.add_argument("--inflight", type=int, default=8,
+                    help="requests in flight in the round-trip bound (default 8: crossdock's max_concurrency)")
     args = ap.parse_args()
+    if args.rtt_ms and "--cases" not in sys.argv:
+        args.cases = "efg"
+    if args.rtt_ms and set(args.cases) - set("efg"):
+        sys.exit("--rtt-ms models the link for cases e, f and g only; give --cases with no others")
     if args.runs_pos is not None:
         args.runs = args.runs_pos
     args.cmdline = " ".join(sys.argv[1:])

@@ -103,6 +103,8 @@ pub struct Metrics {
     pub requests: Family<RequestLabels, Counter>,
     /// Last `ratelimit-remaining` seen from a registry (Docker Hub).
     pub ratelimit_remaining: Family<RegistryLabels, Gauge>,
+    /// Requests each registry may have in flight now (its adaptive limit).
+    pub concurrency_limit: Family<RegistryLabels, Gauge>,
     /// Registry notification events by result; refused requests count as `rejected`.
     pub notifications: Family<NotificationLabels, Counter>,
     /// Seconds between a rule's next two scheduled runs (alerts compare the age of the last
@@ -130,6 +132,13 @@ impl Metrics {
             "registry_ratelimit_remaining",
             "Last ratelimit-remaining header value seen from a registry (Docker Hub pulls left)",
             ratelimit_remaining.clone(),
+        );
+        let concurrency_limit = Family::<RegistryLabels, Gauge>::default();
+        registry.register(
+            "registry_concurrency_limit",
+            "Requests a registry may have in flight now: max_concurrency, lowered while the \
+             registry answers 429 or 503 or its latency rises, growing back while it is healthy",
+            concurrency_limit.clone(),
         );
         let blobs = Family::<OutcomeLabels, Counter>::default();
         registry.register(
@@ -237,6 +246,7 @@ impl Metrics {
             registry: std::sync::Mutex::new(registry),
             requests,
             ratelimit_remaining,
+            concurrency_limit,
             notifications,
             images_refused,
             audited,
@@ -310,6 +320,16 @@ pub fn record_ratelimit_remaining(registry: &str, remaining: i64) {
             registry: registry.to_string(),
         })
         .set(remaining);
+}
+
+/// Records the requests `registry` may have in flight now.
+pub fn record_concurrency_limit(registry: &str, limit: usize) {
+    global()
+        .concurrency_limit
+        .get_or_create(&RegistryLabels {
+            registry: registry.to_string(),
+        })
+        .set(i64::try_from(limit).unwrap_or(i64::MAX));
 }
 
 /// Counts one blob handled by the copy engine (dry-run outcomes are not counted).

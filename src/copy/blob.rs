@@ -34,20 +34,21 @@
 //! their upload; and copies in opposite directions between two registries could hold one each
 //! and wait for the other's. So before opening anything, a transfer reserves, all at once and
 //! in a fixed order of registries, a slot for every request it will hold open
-//! ([`reserve_streams`]). Slots number as many as the registry's request limit, so whatever
-//! transfers hold, a request they still need can always get a permit once the short requests
-//! (HEADs, session starts) ahead of it finish.
+//! ([`reserve_streams`]). The registry admits requests up to the larger of its limit and the
+//! slots reserved (see [`crate::registry::limiter`], whose limit moves), so whatever transfers
+//! hold, a request they still need can always get a permit once the short requests (HEADs,
+//! session starts) ahead of it finish.
 
 use std::sync::{Arc, Mutex};
 
 use futures_util::StreamExt;
 use futures_util::future::join_all;
-use tokio::sync::OwnedSemaphorePermit;
 
 use super::tee::tee;
 use super::{CopyError, Progress};
 use crate::digest::VerifyingStream;
 use crate::manifest::Descriptor;
+use crate::registry::limiter::{Limiter, StreamReservation};
 use crate::registry::retry::{RetryPolicy, retry};
 use crate::registry::{
     ByteStream, ErrorKind, MountOutcome, RegistryError, Transport, UploadSession,
@@ -395,16 +396,19 @@ fn clone_error(e: &RegistryError) -> RegistryError {
 /// is below what the transfer needs: that transfer could never run without exceeding it.
 pub(super) async fn reserve_streams(
     parties: &[&Arc<dyn Transport>],
-) -> Result<Vec<OwnedSemaphorePermit>, RegistryError> {
-    // (registry name, semaphore, limit, slots needed), one entry per distinct semaphore.
-    let mut needs: Vec<(String, Arc<tokio::sync::Semaphore>, usize, u32)> = Vec::new();
+) -> Result<Vec<StreamReservation>, RegistryError> {
+    // (registry name, limiter, its ceiling, slots needed), one entry per distinct limiter.
+    let mut needs: Vec<(String, Arc<Limiter>, usize, usize)> = Vec::new();
     for t in parties {
-        let Some((slots, limit)) = t.stream_slots() else {
+        let Some(slots) = t.stream_slots() else {
             continue;
         };
         match needs.iter_mut().find(|n| Arc::ptr_eq(&n.1, &slots)) {
             Some(n) => n.3 += 1,
-            None => needs.push((t.name().to_string(), slots, limit, 1)),
+            None => {
+                let limit = slots.ceiling();
+                needs.push((t.name().to_string(), slots, limit, 1));
+            }
         }
     }
     needs.sort_by(|a, b| {
@@ -412,7 +416,7 @@ pub(super) async fn reserve_streams(
     });
     let mut held = Vec::with_capacity(needs.len());
     for (name, slots, limit, need) in needs {
-        if need as usize > limit {
+        if need > limit {
             return Err(
                 RegistryError::new(ErrorKind::Unsupported, "stream blob", name.clone())
                     .with_message(format!(
@@ -421,10 +425,7 @@ pub(super) async fn reserve_streams(
                     )),
             );
         }
-        held.push(slots.acquire_many_owned(need).await.map_err(|_| {
-            RegistryError::new(ErrorKind::Transport, "stream blob", name.clone())
-                .with_message("the registry's request slots are closed")
-        })?);
+        held.push(slots.reserve(need).await);
     }
     Ok(held)
 }

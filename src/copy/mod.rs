@@ -6,7 +6,8 @@
 //!    ([`resolve`] → `Resolved`);
 //! 2. **check** the targets, cheapest first: a target tag already at the wanted digest costs one
 //!    HEAD and nothing else; a target tag at another digest stops the copy before anything is
-//!    written, unless forced ([`check`] → `Checked`);
+//!    written, unless forced ([`check`] → `Checked`); the tag HEADs are sent while phase 1 runs,
+//!    since they need nothing from it;
 //! 3. **walk** the source tree once for every target ([`walk`] → [`SourceImage`]);
 //! 4. **transfer** the blobs (configs and layers) to every target at once, each read from the
 //!    source once and verified on the way ([`transfer`], [`blob`] → a failure or not per target,
@@ -161,8 +162,12 @@ impl Engine {
         opts: &CopyOptions,
     ) -> Result<CopyReport, CopyError> {
         let started = Instant::now();
-        let resolved = self.resolve(source, opts).await?;
-        let checked = self.check_targets(targets, &resolved.wanted, opts).await?;
+        // The targets' tags are HEADed while the source resolves (see `check`).
+        let (resolved, looked) = join(self.resolve(source, opts), check::look(targets)).await;
+        let resolved = resolved?;
+        let checked = self
+            .judge_targets(targets, looked, &resolved.wanted, opts)
+            .await?;
         let mut report = CopyReport::new(source, &resolved.source_digest, opts.dry_run);
         if checked.pending.is_empty() {
             return Ok(report.finish(checked.reports, started));

@@ -116,7 +116,8 @@ impl Default for EngineOptions {
     fn default() -> Self {
         EngineOptions {
             max_concurrent_blobs: 6,
-            max_concurrent_images: 4,
+            // As `[daemon] max_concurrent_images` (config::DEFAULT_MAX_CONCURRENT_IMAGES).
+            max_concurrent_images: 8,
         }
     }
 }

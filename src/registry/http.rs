@@ -1,8 +1,8 @@
 //! The OCI distribution API over HTTP: the [`Transport`] backend for real registries.
 //!
 //! One [`HttpRegistry`] serves one registry host. It owns one reqwest client (so connections,
-//! TLS sessions and HTTP/2 are reused), the host's [`Auth`] state, a concurrency semaphore and an
-//! optional request pacer. The work is split by concern:
+//! TLS sessions and HTTP/2 are reused), the host's [`Auth`] state, its adaptive request limit
+//! ([`Limiter`]) and an optional request pacer. The work is split by concern:
 //! - [`options`]: what can be configured per registry, and building the reqwest clients;
 //! - [`network`], [`proxy`], [`tls`]: how the registry is reached — the HTTP proxy (from the
 //!   environment or its own setting), extra CAs, a client certificate, `certs.d` folders — and
@@ -32,10 +32,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
 
 use async_trait::async_trait;
-use tokio::sync::Semaphore;
 use url::Url;
 
 use super::auth::{Auth, Scope};
+use super::limiter::Limiter;
 use super::{
     BlobBody, ByteStream, ErrorKind, ManifestHead, MountOutcome, RegistryError, Result, Transport,
     UploadSession,
@@ -68,10 +68,10 @@ pub struct HttpRegistry {
     opts: HttpOptions,
     /// Proxy route and TLS material, also used to explain failed connections.
     network: network::Network,
-    permits: Arc<Semaphore>,
-    /// As many as `permits`: reserved by blob transfers for the requests they hold open (see
-    /// [`Transport::stream_slots`]); the requests themselves still take `permits`.
-    stream_slots: Arc<Semaphore>,
+    /// Requests in flight, under a limit that backs off when the registry is overloaded
+    /// (`max_concurrent_requests` is its ceiling); blob transfers reserve the requests they
+    /// hold open in it too (see [`Transport::stream_slots`]).
+    limiter: Arc<Limiter>,
     pacer: Option<options::Pacer>,
     ratelimit_remaining: AtomicI64,
     /// Chunk size forced after the registry refused a body as too large (413); 0: none.
@@ -114,8 +114,7 @@ impl HttpRegistry {
             client,
             upload_client,
             auth,
-            permits: Arc::new(Semaphore::new(opts.max_concurrent_requests.max(1))),
-            stream_slots: Arc::new(Semaphore::new(opts.max_concurrent_requests.max(1))),
+            limiter: Limiter::new(registry_name, opts.max_concurrent_requests),
             pacer: opts.requests_per_second.and_then(options::Pacer::new),
             opts,
             network,
@@ -228,11 +227,8 @@ impl Transport for HttpRegistry {
         HttpRegistry::ratelimit_remaining(self)
     }
 
-    fn stream_slots(&self) -> Option<(Arc<Semaphore>, usize)> {
-        Some((
-            self.stream_slots.clone(),
-            self.opts.max_concurrent_requests.max(1),
-        ))
+    fn stream_slots(&self) -> Option<Arc<Limiter>> {
+        Some(self.limiter.clone())
     }
 }
 

@@ -14,12 +14,14 @@
 //! - calls without a body are retried on transient faults inside the backend; a blob upload is
 //!   not (its body is gone), the caller retries it from a fresh source stream.
 
+pub mod adaptive;
 pub mod archive;
 pub mod auth;
 pub mod connect;
 pub mod error;
 pub mod http;
 pub mod layout;
+pub mod limiter;
 pub mod retry;
 
 use std::io;
@@ -159,12 +161,12 @@ pub trait Transport: Send + Sync {
         None
     }
 
-    /// Reservations for requests held open through a whole blob transfer (a GET being
-    /// streamed, an upload), and how many there are (the backend's request limit); `None` when
-    /// the backend has no request limit. A transfer reserves every such request it will hold,
-    /// at every registry involved, before it opens any, so that transfers never wait for each
-    /// other's requests in a circle (see `copy::blob::reserve_streams`).
-    fn stream_slots(&self) -> Option<(std::sync::Arc<tokio::sync::Semaphore>, usize)> {
+    /// The backend's request limit, where blob transfers reserve the requests they hold open
+    /// through a whole transfer (a GET being streamed, an upload); `None` when the backend has
+    /// no request limit. A transfer reserves every such request it will hold, at every registry
+    /// involved, before it opens any, so that transfers never wait for each other's requests in
+    /// a circle (see `copy::blob::reserve_streams` and [`limiter`]).
+    fn stream_slots(&self) -> Option<std::sync::Arc<limiter::Limiter>> {
         None
     }
 }

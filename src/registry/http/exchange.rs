@@ -1,7 +1,8 @@
 //! Sending one request to the registry, with everything every call needs.
 //!
 //! In order: a concurrency permit (held until the caller drops the [`Answer`], so a streamed
-//! blob body keeps its permit to the end), the pacer's slot, the cached credential for the
+//! blob body keeps its permit to the end; each answer moves the registry's adaptive limit, see
+//! [`super::super::limiter`]), the pacer's slot, the cached credential for the
 //! call's scopes (only to the registry's own origin), the request, metrics and a debug line.
 //! Then the auth handshake, written down because every registry does it a little differently:
 //!
@@ -29,11 +30,11 @@ use bytes::Bytes;
 use futures_util::StreamExt;
 use reqwest::header::{AUTHORIZATION, CONTENT_LENGTH, HeaderMap, HeaderName, HeaderValue};
 use reqwest::{Method, StatusCode};
-use tokio::sync::OwnedSemaphorePermit;
 use tokio::time::Instant;
 use url::Url;
 
 use super::super::auth::{AuthError, Scope};
+use super::super::limiter::RequestPermit;
 use super::super::retry::retry;
 use super::super::{ByteStream, ErrorKind, RegistryError, Result};
 use super::HttpRegistry;
@@ -81,7 +82,7 @@ pub(super) enum Body {
 /// A response with the concurrency permit it was sent under.
 pub(super) struct Answer {
     pub response: reqwest::Response,
-    pub permit: OwnedSemaphorePermit,
+    pub permit: RequestPermit,
 }
 
 impl Answer {
@@ -172,15 +173,12 @@ impl HttpRegistry {
         auth: Option<&HeaderValue>,
         body: Option<Body>,
     ) -> Result<Answer> {
-        let permit = self
-            .permits
-            .clone()
-            .acquire_owned()
-            .await
-            .expect("the request semaphore is never closed");
+        let permit = self.limiter.request().await;
         if let Some(pacer) = &self.pacer {
             pacer.wait().await;
         }
+        // The time to an upload's answer is the upload's, not the registry's latency.
+        let timed = body.is_none();
         let client = if body.is_some() {
             &self.upload_client
         } else {
@@ -203,6 +201,7 @@ impl HttpRegistry {
         };
         let status = result.as_ref().ok().map(|r| r.status().as_u16());
         crate::metrics::record_request(&self.name, call.method.as_str(), status);
+        self.limiter.record(&permit, status, timed);
         match result {
             Ok(response) => {
                 tracing::debug!(
