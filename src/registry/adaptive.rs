@@ -88,8 +88,11 @@ impl AimdPolicy {
             overload_factor: 0.5,
             latency_factor: 0.75,
             increase: 1.0,
-            latency_ratio: 2.0,
-            latency_slack: Duration::from_millis(200),
+            // A second above a threefold baseline: a registry holding requests in a queue. With
+            // 2x and 200 ms, a loopback registry starved of CPU on a loaded 2-core machine
+            // (load 20+) tripped it a dozen times per 1,000-tag sync (issue 18 bench).
+            latency_ratio: 3.0,
+            latency_slack: Duration::from_secs(1),
             smoothing: 0.2,
             baseline_drift: 0.01,
         }
@@ -307,16 +310,23 @@ mod tests {
                 0,
             ),
             (
-                "latency far above the baseline and the slack: decrease by the latency factor",
-                state(8.0, 0, Some(50), Some(400)),
+                "latency within 3x the baseline but not a second above it: grows",
+                state(4.0, 0, Some(50), Some(400)),
                 obs(Healthy, Some(400), 0),
+                4.25,
+                0,
+            ),
+            (
+                "latency far above the baseline and the slack: decrease by the latency factor",
+                state(8.0, 0, Some(50), Some(1500)),
+                obs(Healthy, Some(1500), 0),
                 6.0,
                 1,
             ),
             (
                 "the same from a request of an older epoch: hold, neither grow nor shrink",
-                state(8.0, 2, Some(50), Some(400)),
-                obs(Healthy, Some(400), 1),
+                state(8.0, 2, Some(50), Some(1500)),
+                obs(Healthy, Some(1500), 1),
                 8.0,
                 2,
             ),
