@@ -25,6 +25,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 
 pub use flags::{ConfigArg, ReadFlags};
 
+use crate::registry::auth::cloud::{AuthChoice, AuthKind};
 use crate::registry::auth::{Credentials, Secret};
 use crate::registry::connect::Connector;
 use crate::registry::http::{CertsD, HttpOptions};
@@ -90,6 +91,12 @@ pub struct RegistryFlags {
         hide_env_values = true
     )]
     pub dest_creds: Option<String>,
+    /// How a registry authenticates, HOST=KIND with KIND one of static, ecr, acr, gcp
+    /// (repeatable). Default: credentials given or in Docker's config.json, else the cloud of
+    /// the host name (*.dkr.ecr.*.amazonaws.com, *.azurecr.io, *-docker.pkg.dev, gcr.io).
+    /// Cloud settings come from the environment as the cloud's own tools read them.
+    #[arg(long = "auth", value_name = "HOST=KIND", value_parser = parse_auth)]
+    pub auth: Vec<(String, AuthKind)>,
     /// Upload blobs in chunks of this many bytes instead of one request (for registries or
     /// proxies that limit request size).
     #[arg(long, value_name = "BYTES")]
@@ -137,6 +144,9 @@ impl RegistryFlags {
             c.add_insecure(r);
         }
         c.set_docker_config(self.docker_config.clone());
+        for (host, kind) in &self.auth {
+            c.set_auth(host, AuthChoice::from_kind(*kind));
+        }
         if let (Some(creds), Some(src)) = (&self.src_creds, source) {
             c.set_credentials(src, parse_creds(creds).context("--src-creds")?);
         }
@@ -148,6 +158,14 @@ impl RegistryFlags {
         }
         Ok(c)
     }
+}
+
+fn parse_auth(s: &str) -> Result<(String, AuthKind), String> {
+    let (host, kind) = s
+        .split_once('=')
+        .filter(|(h, _)| !h.is_empty())
+        .ok_or_else(|| format!("expected HOST=KIND (KIND: {})", AuthKind::NAMES))?;
+    Ok((host.to_string(), kind.parse()?))
 }
 
 fn parse_creds(s: &str) -> anyhow::Result<Credentials> {

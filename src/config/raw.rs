@@ -149,6 +149,14 @@ pub fn parse_size(s: &str) -> Option<u64> {
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawRegistry {
+    /// `static`, `ecr`, `acr` or `gcp`; default: from the tables below, else the host name.
+    pub auth: Option<String>,
+    /// Amazon ECR settings.
+    pub ecr: Option<super::cloud::RawEcr>,
+    /// Azure Container Registry settings.
+    pub acr: Option<super::cloud::RawAcr>,
+    /// Google Artifact Registry settings.
+    pub gcp: Option<super::cloud::RawGcp>,
     /// User name for basic auth / token exchange.
     pub username: Option<String>,
     /// Password written inline.

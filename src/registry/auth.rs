@@ -26,6 +26,7 @@
 //! ([`docker_config`]).
 
 pub mod challenge;
+pub mod cloud;
 pub mod docker_config;
 pub mod login;
 mod scope;
@@ -213,6 +214,9 @@ pub enum AuthError {
         /// What is wrong.
         reason: String,
     },
+    /// A cloud identity could not give credentials.
+    #[error(transparent)]
+    Cloud(#[from] cloud::CloudError),
     /// A `docker-credential-*` helper failed.
     #[error("credential helper docker-credential-{helper} for registry {registry}: {reason}")]
     CredentialHelper {
@@ -244,6 +248,8 @@ impl AuthError {
             | AuthError::InvalidRealm { .. }
             | AuthError::TokenResponse { .. } => ErrorKind::Invalid,
             AuthError::TokenRequest { .. } => ErrorKind::Transport,
+            AuthError::Cloud(e) if e.transient => ErrorKind::Transport,
+            AuthError::Cloud(_) => ErrorKind::Unauthorized,
         }
     }
 }
@@ -260,6 +266,8 @@ const MAX_CACHED_TOKENS: usize = 256;
 pub struct Auth {
     registry: String,
     credentials: Option<Credentials>,
+    /// Credentials a cloud issues and renews, used instead of `credentials` when set.
+    cloud: Option<cloud::SharedCloud>,
     client: reqwest::Client,
     clock: Clock,
     state: Mutex<State>,
@@ -296,6 +304,7 @@ impl fmt::Debug for Auth {
         f.debug_struct("Auth")
             .field("registry", &self.registry)
             .field("credentials", &self.credentials)
+            .field("cloud", &self.cloud)
             .field("scheme", &state.scheme)
             .field("cached_tokens", &state.tokens.len())
             .finish_non_exhaustive()
@@ -314,6 +323,7 @@ impl Auth {
         Auth {
             registry: registry.to_string(),
             credentials,
+            cloud: None,
             client,
             clock: Arc::new(Instant::now),
             state: Mutex::new(State {
@@ -322,6 +332,12 @@ impl Auth {
             }),
             fetching: tokio::sync::Mutex::new(()),
         }
+    }
+
+    /// Takes credentials from a cloud identity (see [`cloud`]) instead of fixed ones.
+    pub fn with_cloud(mut self, cloud: cloud::SharedCloud) -> Self {
+        self.cloud = Some(cloud);
+        self
     }
 
     /// Replaces the clock used for token expiry (for tests that need time to pass).
@@ -337,7 +353,31 @@ impl Auth {
 
     /// Whether credentials are configured.
     pub fn has_credentials(&self) -> bool {
-        self.credentials.is_some()
+        self.credentials.is_some() || self.cloud.is_some()
+    }
+
+    /// The credentials to present: the cloud's current ones (fetched or renewed if due), else
+    /// the configured ones.
+    async fn effective(
+        &self,
+        challenge: cloud::ChallengeInfo<'_>,
+    ) -> Result<Option<Credentials>, AuthError> {
+        match &self.cloud {
+            Some(c) => Ok(Some(c.get(&self.clock, challenge).await?)),
+            None => Ok(self.credentials.clone()),
+        }
+    }
+
+    /// What kind of credentials was refused, for the error.
+    fn refused_kind(&self, credentials: &Credentials) -> &'static str {
+        match &self.cloud {
+            Some(c) => {
+                // Forget them: the next request asks the cloud afresh.
+                c.invalidate();
+                c.credential_name()
+            }
+            None => credentials.kind(),
+        }
     }
 
     /// The `Authorization` value to send with a request needing `scopes`, from what is already
@@ -346,7 +386,10 @@ impl Auth {
     pub fn cached_header(&self, scopes: &[Scope]) -> Option<HeaderValue> {
         let state = self.state();
         match state.scheme? {
-            Scheme::Basic => self.basic_header(),
+            Scheme::Basic => match &self.cloud {
+                Some(c) => basic_header(&c.current((self.clock)())?),
+                None => basic_header(self.credentials.as_ref()?),
+            },
             Scheme::Bearer => {
                 if let Some(Credentials::RegistryToken(t)) = &self.credentials {
                     return bearer_header(t);
@@ -389,7 +432,9 @@ impl Auth {
             }
             // A 401 without a challenge breaks the spec; with a password there is only one
             // thing to try, and without one there is nothing to try.
-            None if matches!(self.credentials, Some(Credentials::Basic { .. })) => {
+            None if matches!(self.credentials, Some(Credentials::Basic { .. }))
+                || self.cloud.is_some() =>
+            {
                 Challenge::Basic { realm: None }
             }
             None => {
@@ -402,7 +447,7 @@ impl Auth {
             }
         };
         match challenge {
-            Challenge::Basic { .. } => self.answer_basic(previous),
+            Challenge::Basic { .. } => self.answer_basic(previous).await,
             Challenge::Bearer {
                 realm,
                 service,
@@ -421,10 +466,11 @@ impl Auth {
         }
     }
 
-    fn answer_basic(&self, previous: Option<&HeaderValue>) -> Result<HeaderValue, AuthError> {
+    async fn answer_basic(&self, previous: Option<&HeaderValue>) -> Result<HeaderValue, AuthError> {
         tracing::debug!(registry = %self.registry, scheme = "basic", "registry asks for Basic");
         self.state().scheme = Some(Scheme::Basic);
-        let header = match &self.credentials {
+        let credentials = self.effective(cloud::ChallengeInfo::default()).await?;
+        let header = match &credentials {
             None => {
                 return Err(AuthError::CredentialsRequired {
                     registry: self.registry.clone(),
@@ -437,19 +483,22 @@ impl Auth {
                     kind: c.kind(),
                 });
             }
-            Some(Credentials::Basic { .. }) => {
-                self.basic_header()
-                    .ok_or_else(|| AuthError::UnsuitableCredentials {
-                        registry: self.registry.clone(),
-                        scheme: "Basic",
-                        kind: "username/password (with characters not allowed in a header)",
-                    })?
+            Some(c @ Credentials::Basic { .. }) => {
+                basic_header(c).ok_or_else(|| AuthError::UnsuitableCredentials {
+                    registry: self.registry.clone(),
+                    scheme: "Basic",
+                    kind: "username/password (with characters not allowed in a header)",
+                })?
             }
         };
         if previous == Some(&header) {
+            let kind = match &credentials {
+                Some(c) => self.refused_kind(c),
+                None => "username/password",
+            };
             return Err(AuthError::Refused {
                 registry: self.registry.clone(),
-                kind: "username/password",
+                kind,
             });
         }
         Ok(header)
@@ -515,19 +564,37 @@ impl Auth {
             return Ok(t.header.clone());
         }
         let scope_strings = wanted.to_strings();
-        let refresh_token = self.state().refresh_token.clone();
+        let challenge = cloud::ChallengeInfo {
+            realm: Some(&realm),
+            service,
+        };
+        let credentials = self.effective(challenge).await?;
+        let refresh_token = match (&self.cloud, &credentials) {
+            (Some(_), Some(Credentials::IdentityToken(t))) => Some(t.clone()),
+            _ => self.state().refresh_token.clone(),
+        };
         let request = token::TokenRequest {
             registry: &self.registry,
             realm: &realm,
             service,
             scopes: &scope_strings,
-            credentials: self.credentials.as_ref(),
+            credentials: credentials.as_ref(),
         };
-        let granted = token::fetch(&self.client, &request, refresh_token.as_ref()).await?;
+        let granted = match token::fetch(&self.client, &request, refresh_token.as_ref()).await {
+            Ok(g) => g,
+            Err(e) => {
+                if let (Some(c), AuthError::TokenRefused { .. }) = (&self.cloud, &e) {
+                    // The realm refused what the cloud issued (revoked, or expired early):
+                    // the next attempt asks the cloud afresh.
+                    c.invalidate();
+                }
+                return Err(e);
+            }
+        };
         let now = (self.clock)();
         let margin = (granted.lifetime / 10).min(Duration::from_secs(30));
         let mut state = self.state();
-        if let Some(rotated) = granted.refresh_token {
+        if let (Some(rotated), None) = (granted.refresh_token, &self.cloud) {
             state.refresh_token = Some(rotated);
         }
         state
@@ -545,23 +612,23 @@ impl Auth {
         Ok(granted.header)
     }
 
-    fn basic_header(&self) -> Option<HeaderValue> {
-        match &self.credentials {
-            Some(Credentials::Basic { username, password }) => {
-                let raw = format!("{username}:{}", password.expose());
-                let encoded = base64::engine::general_purpose::STANDARD.encode(raw);
-                let mut value = HeaderValue::from_str(&format!("Basic {encoded}")).ok()?;
-                value.set_sensitive(true);
-                Some(value)
-            }
-            _ => None,
-        }
-    }
-
     fn state(&self) -> MutexGuard<'_, State> {
         // The state stays consistent at every await-free step, so a panic elsewhere while
         // holding the lock leaves nothing half-done: carry on with it.
         self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+fn basic_header(credentials: &Credentials) -> Option<HeaderValue> {
+    match credentials {
+        Credentials::Basic { username, password } => {
+            let raw = format!("{username}:{}", password.expose());
+            let encoded = base64::engine::general_purpose::STANDARD.encode(raw);
+            let mut value = HeaderValue::from_str(&format!("Basic {encoded}")).ok()?;
+            value.set_sensitive(true);
+            Some(value)
+        }
+        _ => None,
     }
 }
 

@@ -35,6 +35,7 @@ use async_trait::async_trait;
 use tokio::sync::Semaphore;
 use url::Url;
 
+use super::auth::cloud::{AuthChoice, CloudCredentials, SharedCloud};
 use super::auth::{Auth, Scope};
 use super::{
     BlobBody, ByteStream, ErrorKind, ManifestHead, MountOutcome, RegistryError, Result, Transport,
@@ -65,6 +66,8 @@ pub struct HttpRegistry {
     /// [`exchange`] for the progress watchdog used instead.
     upload_client: reqwest::Client,
     auth: Auth,
+    /// Cloud identity credentials, when the registry has `auth = "ecr"` (or acr, gcp).
+    cloud: Option<SharedCloud>,
     opts: HttpOptions,
     /// Proxy route and TLS material, also used to explain failed connections.
     network: network::Network,
@@ -107,13 +110,25 @@ impl HttpRegistry {
         let network = opts.network(registry_name)?;
         let client = opts.build_client(registry_name, &network, true)?;
         let upload_client = opts.build_client(registry_name, &network, false)?;
-        let auth = Auth::new(client.clone(), registry_name, opts.credentials.clone());
+        let mut auth = Auth::new(client.clone(), registry_name, opts.credentials.clone());
+        let cloud = match &opts.auth {
+            AuthChoice::Cloud(settings) => Some(Arc::new(CloudCredentials::new(
+                registry_name,
+                settings,
+                client.clone(),
+            ))),
+            AuthChoice::Detect | AuthChoice::Static => None,
+        };
+        if let Some(c) = &cloud {
+            auth = auth.with_cloud(c.clone());
+        }
         Ok(HttpRegistry {
             name: registry_name.to_string(),
             base,
             client,
             upload_client,
             auth,
+            cloud,
             permits: Arc::new(Semaphore::new(opts.max_concurrent_requests.max(1))),
             stream_slots: Arc::new(Semaphore::new(opts.max_concurrent_requests.max(1))),
             pacer: opts.requests_per_second.and_then(options::Pacer::new),
@@ -150,6 +165,22 @@ impl HttpRegistry {
         u
     }
 
+    /// Before writing to `repo`: what the cloud needs done first (ECR creates the repository
+    /// when `create_repositories` is set), once per repository.
+    async fn prepare_push(&self, repo: &str) -> Result<()> {
+        match &self.cloud {
+            Some(c) => c.before_push(repo).await.map_err(|e| {
+                let kind = if e.transient {
+                    ErrorKind::Transport
+                } else {
+                    ErrorKind::Denied
+                };
+                RegistryError::new(kind, "prepare push", &self.name).with_message(e.to_string())
+            }),
+            None => Ok(()),
+        }
+    }
+
     /// Whether `url` is on the registry's own origin, the only one credentials are sent to.
     fn is_own_origin(&self, url: &Url) -> bool {
         url.scheme() == self.base.scheme()
@@ -178,6 +209,7 @@ impl Transport for HttpRegistry {
     }
 
     async fn manifest_put(&self, repo: &str, reference: &str, manifest: &Manifest) -> Result<()> {
+        self.prepare_push(repo).await?;
         self.put_manifest(repo, reference, manifest).await
     }
 
@@ -194,6 +226,7 @@ impl Transport for HttpRegistry {
     }
 
     async fn blob_mount(&self, repo: &str, digest: &Digest, from: &str) -> Result<MountOutcome> {
+        self.prepare_push(repo).await?;
         self.mount_blob(repo, digest, from).await
     }
 
@@ -205,6 +238,7 @@ impl Transport for HttpRegistry {
         body: ByteStream,
         session: Option<UploadSession>,
     ) -> Result<()> {
+        self.prepare_push(repo).await?;
         self.put_blob(repo, digest, size, body, session).await
     }
 
@@ -222,6 +256,10 @@ impl Transport for HttpRegistry {
 
     async fn referrers(&self, repo: &str, digest: &Digest) -> Result<Option<Vec<Descriptor>>> {
         self.list_referrers(repo, digest).await
+    }
+
+    fn mounts_blobs(&self) -> bool {
+        self.cloud.as_ref().is_none_or(|c| c.mounts_blobs())
     }
 
     fn ratelimit_remaining(&self) -> Option<i64> {

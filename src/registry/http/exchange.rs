@@ -310,7 +310,7 @@ impl HttpRegistry {
             }
             cur = inner.source();
         }
-        let kind = if unreachable {
+        let kind = if unreachable || e.kind() == ErrorKind::Transport {
             ErrorKind::Transport
         } else {
             ErrorKind::Unauthorized
