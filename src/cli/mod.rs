@@ -247,6 +247,19 @@ pub async fn run(cli: Cli) -> anyhow::Result<u8> {
     }
 }
 
+/// Crates of the AWS SDK whose logs are capped at info (see [`init_logging`]).
+const AWS_LOG_TARGETS: &[&str] = &[
+    "aws_config",
+    "aws_runtime",
+    "aws_sdk_ecr",
+    "aws_sdk_sts",
+    "aws_sigv4",
+    "aws_smithy_http_client",
+    "aws_smithy_runtime",
+    "aws_smithy_runtime_api",
+    "aws_smithy_types",
+];
+
 /// Sets up logging to stderr; with `retries_as_progress`, the retry loop's warnings go to one
 /// progress line instead (see `retry_line`).
 pub fn init_logging(level: &str, format: LogFormat, retries_as_progress: bool) {
@@ -261,6 +274,12 @@ pub fn init_logging(level: &str, format: LogFormat, retries_as_progress: bool) {
                 .parse()
                 .expect("static directive"),
         );
+    }
+    // The AWS SDK traces whole HTTP exchanges (ECR tokens and STS session keys in the bodies,
+    // signed headers): whatever level is asked, its crates log at most info, added last so
+    // that they win over any directive naming them.
+    for target in AWS_LOG_TARGETS {
+        filter = filter.add_directive(format!("{target}=info").parse().expect("static directive"));
     }
     let terminal = std::io::IsTerminal::is_terminal(&std::io::stderr());
     // Colours only for a person at a terminal, never into log files or collectors.
