@@ -23,6 +23,7 @@ pub(crate) mod raw;
 pub(crate) mod registry;
 pub(crate) mod skopeo;
 pub(crate) mod tinyproxy;
+pub(crate) mod token_realm;
 
 pub(crate) use fixtures::{BuiltImage, Format, ImageSpec, RawManifest, sha256_digest};
 pub(crate) use raw::{FetchedManifest, RawClient};
