@@ -225,7 +225,7 @@ fn federated_token(exp: u64) -> String {
 impl Setup {
     /// `crossdock --log-level trace import SOURCE TARGET --auth TARGET=acr` with `env`.
     async fn import(&self, env: Vec<(&'static str, String)>) -> Output {
-        let args = vec![
+        let args = [
             "--log-level".to_string(),
             "trace".to_string(),
             "import".to_string(),
