@@ -178,3 +178,36 @@ impl Connector {
         Ok(t)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// ECR is the one cloud whose transport refuses mounts, so it shows which auth was chosen.
+    #[test]
+    fn cloud_identity_comes_from_the_host_name_unless_told_otherwise() {
+        const ECR: &str = "123456789012.dkr.ecr.eu-west-1.amazonaws.com";
+        let mut c = Connector::default();
+        c.use_docker_config(false);
+        assert!(!c.get(ECR).unwrap().mounts_blobs(), "detected as ECR");
+        assert!(c.get("registry.example").unwrap().mounts_blobs());
+
+        let mut c = Connector::default();
+        c.use_docker_config(false);
+        c.set_auth(ECR, AuthChoice::Static);
+        assert!(c.get(ECR).unwrap().mounts_blobs(), "auth = static");
+
+        let mut c = Connector::default();
+        c.use_docker_config(false);
+        c.set_credentials(ECR, Credentials::basic("AWS", "token"));
+        assert!(c.get(ECR).unwrap().mounts_blobs(), "credentials given");
+
+        let mut c = Connector::default();
+        c.use_docker_config(false);
+        c.set_auth("localhost:5000", AuthChoice::from_kind(AuthKind::Ecr));
+        assert!(
+            !c.get("localhost:5000").unwrap().mounts_blobs(),
+            "--auth HOST=ecr"
+        );
+    }
+}
