@@ -14,10 +14,10 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 /// The account moto gives credentials that assume no role.
-pub const DEFAULT_ACCOUNT: &str = "123456789012";
+pub(crate) const DEFAULT_ACCOUNT: &str = "123456789012";
 
 /// A running `moto_server`; killed on drop.
-pub struct Moto {
+pub(crate) struct Moto {
     child: Child,
     port: u16,
     log: PathBuf,
@@ -27,7 +27,7 @@ pub struct Moto {
 impl Moto {
     /// Starts moto on a free port and waits until it answers. Panics naming the tool when it is
     /// not installed.
-    pub fn start() -> Moto {
+    pub(crate) fn start() -> Moto {
         let dir = tempfile::tempdir().unwrap();
         let log = dir.path().join("moto.log");
         let port = TcpListener::bind("127.0.0.1:0")
@@ -61,12 +61,12 @@ impl Moto {
     }
 
     /// `http://127.0.0.1:PORT`, for `AWS_ENDPOINT_URL`.
-    pub fn endpoint(&self) -> String {
+    pub(crate) fn endpoint(&self) -> String {
         format!("http://127.0.0.1:{}", self.port)
     }
 
     /// The environment of a process that is to reach this moto with static keys.
-    pub fn env(&self) -> Vec<(&'static str, String)> {
+    pub(crate) fn env(&self) -> Vec<(&'static str, String)> {
         vec![
             ("AWS_ENDPOINT_URL", self.endpoint()),
             ("AWS_ACCESS_KEY_ID", "AKIACROSSDOCKTEST".to_string()),
@@ -82,7 +82,7 @@ impl Moto {
     }
 
     /// How many API calls (POSTs to `/`, every ECR and STS action) moto has answered.
-    pub fn calls(&self) -> usize {
+    pub(crate) fn calls(&self) -> usize {
         fs::read_to_string(&self.log)
             .unwrap_or_default()
             .lines()
@@ -92,7 +92,7 @@ impl Moto {
 
     /// Turns on moto's IAM checks: from now on only credentials of IAM users moto created are
     /// accepted, so every call with the test keys is refused as AWS refuses unknown keys.
-    pub fn enforce_iam(&self) {
+    pub(crate) fn enforce_iam(&self) {
         use std::io::{Read, Write};
         let mut s = TcpStream::connect(("127.0.0.1", self.port)).unwrap();
         write!(
@@ -110,7 +110,7 @@ impl Moto {
 }
 
 /// The secret access key the tests give; it must never appear in crossdock's output.
-pub const SECRET_KEY: &str = "crossdockTestSecretKey0123456789abcdefXYZ";
+pub(crate) const SECRET_KEY: &str = "crossdockTestSecretKey0123456789abcdefXYZ";
 
 impl Drop for Moto {
     fn drop(&mut self) {

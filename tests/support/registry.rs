@@ -60,7 +60,13 @@ impl TestRegistryBuilder {
 
     /// Require bearer tokens from `realm`, signed by a key whose certificate is in `bundle`
     /// (see [`super::token_realm`]), for `service`, issued by `issuer`.
-    pub fn token_auth(mut self, realm: &str, service: &str, issuer: &str, bundle: &Path) -> Self {
+    pub(crate) fn token_auth(
+        mut self,
+        realm: &str,
+        service: &str,
+        issuer: &str,
+        bundle: &Path,
+    ) -> Self {
         self.token = Some(TokenAuth {
             realm: realm.to_owned(),
             service: service.to_owned(),

@@ -14,10 +14,10 @@ use base64::Engine as _;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 
 /// Issuer name written into tokens and the registry's config.
-pub const ISSUER: &str = "crossdock-test-issuer";
+pub(crate) const ISSUER: &str = "crossdock-test-issuer";
 
 /// Signs registry tokens for one service.
-pub struct TokenSigner {
+pub(crate) struct TokenSigner {
     key: EcdsaKeyPair,
     cert_der: Vec<u8>,
     bundle: PathBuf,
@@ -27,7 +27,7 @@ pub struct TokenSigner {
 impl TokenSigner {
     /// A fresh key and self-signed certificate; the certificate is written to `dir` as the
     /// registry's `rootcertbundle`.
-    pub fn new(dir: &Path, service: &str) -> TokenSigner {
+    pub(crate) fn new(dir: &Path, service: &str) -> TokenSigner {
         let key = rcgen::KeyPair::generate().unwrap();
         let cert = rcgen::CertificateParams::new(vec!["token-signer.test".to_string()])
             .unwrap()
@@ -45,18 +45,18 @@ impl TokenSigner {
     }
 
     /// The certificate bundle the registry must trust.
-    pub fn bundle(&self) -> &Path {
+    pub(crate) fn bundle(&self) -> &Path {
         &self.bundle
     }
 
     /// The `service` (audience).
-    pub fn service(&self) -> &str {
+    pub(crate) fn service(&self) -> &str {
         &self.service
     }
 
     /// A registry token for `subject` granting `scopes` (`repository:NAME:ACTIONS`), valid for
     /// `lifetime_s` seconds.
-    pub fn sign(&self, subject: &str, scopes: &[String], lifetime_s: u64) -> String {
+    pub(crate) fn sign(&self, subject: &str, scopes: &[String], lifetime_s: u64) -> String {
         let access: Vec<serde_json::Value> = scopes
             .iter()
             .filter_map(|s| {
@@ -101,7 +101,7 @@ fn rand_suffix() -> u64 {
 
 /// The scopes of a token request: repeated `scope` query parameters (GET) or one
 /// space-separated `scope` form field (POST).
-pub fn scopes(pairs: &[(String, String)]) -> Vec<String> {
+pub(crate) fn scopes(pairs: &[(String, String)]) -> Vec<String> {
     pairs
         .iter()
         .filter(|(k, _)| k == "scope")

@@ -28,7 +28,7 @@ pub(super) struct Caller<'a> {
 
 impl Caller<'_> {
     /// A [`CloudError`] from this caller.
-    pub fn error(&self, reason: impl Into<String>, transient: bool) -> CloudError {
+    pub(super) fn error(&self, reason: impl Into<String>, transient: bool) -> CloudError {
         CloudError {
             registry: self.registry.to_string(),
             cloud: self.cloud,
@@ -40,7 +40,7 @@ impl Caller<'_> {
 
     /// Sends `request` (named `what` in errors, e.g. `the Entra ID token endpoint
     /// https://login.example/…`) and parses a 2xx answer as `T`.
-    pub async fn json<T: DeserializeOwned>(
+    pub(super) async fn json<T: DeserializeOwned>(
         &self,
         what: &str,
         request: reqwest::RequestBuilder,
