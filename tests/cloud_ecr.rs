@@ -329,3 +329,192 @@ async fn ecr_missing_web_identity_token_file_is_a_clear_error() {
         "nothing is asked of AWS without an identity"
     );
 }
+
+/// The AWS SDK reaches STS and ECR with its own HTTP client, which reads HTTPS_PROXY,
+/// HTTP_PROXY and NO_PROXY itself (crossdock's `proxy` key is for the registry). A proxy there
+/// that refuses — a real tinyproxy demanding credentials that were not given — is a clear error
+/// naming the registry, the credential source and the proxy's 407; nothing is pushed.
+#[tokio::test]
+async fn ecr_api_behind_a_proxy_that_refuses_is_a_clear_error() {
+    let moto = Moto::start();
+    let proxy = support::tinyproxy::TinyProxy::start(&[], Some(("corp", "proxy-pw")));
+    let (source, _) = seed_source().await;
+    let target = ecr_stand_in(DEFAULT_ACCOUNT);
+    let mut env = moto.env();
+    env.extend([
+        ("HTTP_PROXY", proxy.url(None)),
+        ("http_proxy", proxy.url(None)),
+        ("NO_PROXY", String::new()),
+        ("no_proxy", String::new()),
+    ]);
+    let auth = format!("{}=ecr", target.host());
+    let out = run(
+        &[
+            "import",
+            &source.image_ref("app", "v1"),
+            &target.image_ref("mirror/app", "v1"),
+            "--auth",
+            &auth,
+        ],
+        &env,
+    );
+    assert!(!out.status.success());
+    let text = all_output(&out);
+    for wanted in [
+        target.host().as_str(),
+        "the AWS credential chain (environment keys)",
+        "GetAuthorizationToken failed (HTTP 407: a proxy on the way to the AWS API wants credentials",
+    ] {
+        assert!(text.contains(wanted), "{wanted:?} not in: {text}");
+    }
+    assert!(
+        proxy.requests().iter().any(|r| r.starts_with("POST ")),
+        "the API call went to the proxy: {}",
+        proxy.log()
+    );
+    assert_eq!(moto.calls(), 0, "the proxy let nothing through");
+    assert_no_secret(&out, DEFAULT_ACCOUNT);
+}
+
+/// The environment of an EKS pod: no keys, only what the cluster projects into it.
+fn pod_env(moto: &Moto, extra: &[(&'static str, String)]) -> Vec<(&'static str, String)> {
+    moto.env()
+        .into_iter()
+        .filter(|(k, _)| !k.starts_with("AWS_ACCESS") && !k.starts_with("AWS_SECRET"))
+        .chain(extra.iter().cloned())
+        .collect()
+}
+
+/// EKS IRSA: the projected service-account token is exchanged at STS
+/// (`AssumeRoleWithWebIdentity`, moto) for the role's credentials, whose account's ECR token
+/// opens the registry. The projected token never appears in the output.
+#[tokio::test]
+async fn ecr_irsa_web_identity_assumes_the_pod_role() {
+    let moto = Moto::start();
+    let (source, image) = seed_source().await;
+    let target = ecr_stand_in("210987654321");
+    let dir = tempfile::tempdir().unwrap();
+    let token_file = dir.path().join("token");
+    let projected = "eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJzeXN0ZW06c2VydmljZWFjY291bnQ6bWlycm9yIn0.c2lnbmF0dXJlLWNyb3NzZG9jaw";
+    std::fs::write(&token_file, projected).unwrap();
+    let env = pod_env(
+        &moto,
+        &[
+            (
+                "AWS_ROLE_ARN",
+                "arn:aws:iam::210987654321:role/mirror-irsa".to_string(),
+            ),
+            (
+                "AWS_WEB_IDENTITY_TOKEN_FILE",
+                token_file.display().to_string(),
+            ),
+        ],
+    );
+    let auth = format!("{}=ecr", target.host());
+    let out = run(
+        &[
+            "--log-level",
+            "trace",
+            "import",
+            &source.image_ref("app", "v1"),
+            &target.image_ref("mirror/app", "v1"),
+            "--auth",
+            &auth,
+        ],
+        &env,
+    );
+    cli::ok(&out);
+    assert_no_secret(&out, "210987654321");
+    assert!(
+        !all_output(&out).contains(projected),
+        "the projected token leaked"
+    );
+    let pushed = target.client().get_manifest("mirror/app", "v1").await;
+    assert_eq!(
+        pushed.expect("pushed").digest.as_deref(),
+        Some(image.digest())
+    );
+}
+
+/// EKS Pod Identity: the agent (`AWS_CONTAINER_CREDENTIALS_FULL_URI`) is given the projected
+/// token as `Authorization` and answers with credentials. The agent is a small in-test server
+/// because nothing local plays it; what it hands out is then used against moto.
+#[tokio::test]
+async fn ecr_pod_identity_agent_credentials_are_used() {
+    use axum::http::HeaderMap;
+    let moto = Moto::start();
+    let (source, image) = seed_source().await;
+    let target = ecr_stand_in(DEFAULT_ACCOUNT);
+    let dir = tempfile::tempdir().unwrap();
+    let token_file = dir.path().join("eks-pod-identity-token");
+    std::fs::write(&token_file, "pod-identity-projected-token").unwrap();
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let s = seen.clone();
+    let app = axum::Router::new().route(
+        "/v1/credentials",
+        axum::routing::get(move |headers: HeaderMap| async move {
+            let auth = headers
+                .get("authorization")
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or_default()
+                .to_string();
+            s.lock().unwrap().push(auth.clone());
+            if auth != "pod-identity-projected-token" {
+                return (axum::http::StatusCode::UNAUTHORIZED, String::new());
+            }
+            let expires = chrono::Utc::now() + chrono::Duration::hours(6);
+            let body = serde_json::json!({
+                "AccessKeyId": "ASIAPODIDENTITYTEST",
+                "SecretAccessKey": SECRET_KEY,
+                "Token": "pod-session-token",
+                "AccountId": DEFAULT_ACCOUNT,
+                "Expiration": expires.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+            });
+            (axum::http::StatusCode::OK, body.to_string())
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let agent = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    let env = pod_env(
+        &moto,
+        &[
+            (
+                "AWS_CONTAINER_CREDENTIALS_FULL_URI",
+                format!("http://{agent}/v1/credentials"),
+            ),
+            (
+                "AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE",
+                token_file.display().to_string(),
+            ),
+        ],
+    );
+    let args = [
+        "import".to_string(),
+        source.image_ref("app", "v1"),
+        target.image_ref("mirror/app", "v1"),
+        "--auth".to_string(),
+        format!("{}=ecr", target.host()),
+    ];
+    // The agent answers on this runtime while the command runs.
+    let out = tokio::task::spawn_blocking(move || {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        run(&args, &env)
+    })
+    .await
+    .unwrap();
+    let text = all_output(&out);
+    assert!(out.status.success(), "{text}");
+    assert_eq!(
+        seen.lock().unwrap().as_slice(),
+        ["pod-identity-projected-token"],
+        "the agent was asked once, with the projected token"
+    );
+    assert!(!text.contains("pod-identity-projected-token") && !text.contains("pod-session-token"));
+    assert_no_secret(&out, DEFAULT_ACCOUNT);
+    let pushed = target.client().get_manifest("mirror/app", "v1").await;
+    assert_eq!(
+        pushed.expect("pushed").digest.as_deref(),
+        Some(image.digest())
+    );
+}

@@ -18,7 +18,8 @@
 use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
-use aws_sdk_ecr::error::{DisplayErrorContext, SdkError};
+use aws_sdk_ecr::config::http::HttpResponse;
+use aws_sdk_ecr::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
 use base64::Engine;
 use tokio::sync::OnceCell;
 
@@ -123,18 +124,34 @@ impl EcrSource {
         }
     }
 
-    fn sdk_error<E, R>(&self, call: &str, e: &SdkError<E, R>) -> CloudError
+    fn sdk_error<E>(&self, call: &str, e: &SdkError<E, HttpResponse>) -> CloudError
     where
-        E: std::error::Error + 'static,
-        R: std::fmt::Debug,
+        E: std::error::Error + ProvideErrorMetadata + 'static,
     {
         let transient = match e {
             SdkError::DispatchFailure(d) => d.is_io() || d.is_timeout(),
             SdkError::TimeoutError(_) => true,
             _ => false,
         };
+        // A forward proxy refusing a plain-HTTP endpoint answers in the API's place; the SDK
+        // then reports an unknown service error, so the status says what happened.
+        let status = e.raw_response().map(|r| r.status().as_u16());
+        let hint = match status {
+            Some(407) => {
+                " (HTTP 407: a proxy on the way to the AWS API wants credentials; give them in \
+                 HTTPS_PROXY/HTTP_PROXY as http://USER:PASSWORD@HOST:PORT, or exempt the \
+                 endpoint in NO_PROXY)"
+                    .to_string()
+            }
+            Some(403) if e.as_service_error().is_some_and(|s| s.code().is_none()) => {
+                " (HTTP 403 without an AWS error: a proxy on the way refused the request)"
+                    .to_string()
+            }
+            Some(code) => format!(" (HTTP {code})"),
+            None => String::new(),
+        };
         self.error(
-            format!("{call} failed: {}", DisplayErrorContext(e)),
+            format!("{call} failed{hint}: {}", DisplayErrorContext(e)),
             transient,
         )
     }
