@@ -29,6 +29,9 @@ declare -A KUSTOMIZATIONS=(
   [cronjob]=deploy/kubernetes/overlays/cronjob
   [sharded]=deploy/kubernetes/overlays/sharded
   [monitored]=deploy/kubernetes/overlays/monitored
+  [eks]=deploy/kubernetes/overlays/eks
+  [aks]=deploy/kubernetes/overlays/aks
+  [gke]=deploy/kubernetes/overlays/gke
 )
 # What distroless/cc-debian12 provides to a dynamically linked binary, and its glibc version.
 RUNTIME_LIBS="libc.so.6 libm.so.6 libgcc_s.so.1 libpthread.so.0 libdl.so.2 librt.so.1 libstdc++.so.6 ld-linux-x86-64.so.2 ld-linux-aarch64.so.1"

@@ -88,6 +88,46 @@ fn read_only_commands_offer_only_what_applies() {
 }
 
 #[test]
+fn connection_flags_are_the_same_on_every_verb_that_reaches_a_registry() {
+    let verbs: [&[&str]; 5] = [
+        &["import"],
+        &["index", "create"],
+        &["inspect"],
+        &["ls"],
+        &["verify"],
+    ];
+    for path in verbs {
+        let text = help(path);
+        for flag in [
+            "--auth <HOST=KIND>",
+            "--insecure-registry <HOST[:PORT]>",
+            "--docker-config <PATH>",
+            "--read-timeout <SECS>",
+            "--certs-d <DIR>",
+        ] {
+            assert_eq!(text.matches(flag).count(), 1, "{path:?} {flag}:\n{text}");
+        }
+        let mut args = path.to_vec();
+        args.extend(["--auth", "reg.example=aws", "oci:/nonexistent"]);
+        let out = cli::crossdock(&args);
+        assert_eq!(out.status.code(), Some(2), "{path:?}");
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains("static, ecr, acr, gcp"),
+            "{path:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    // verify reads mirrors: the targets' credentials, nothing to upload, no source.
+    let text = help(&["verify"]);
+    assert!(text.contains("--dest-creds"), "{text}");
+    for flag in ["--src-creds", "--chunk-size"] {
+        assert!(!text.contains(flag), "verify offers {flag}:\n{text}");
+        let out = cli::crossdock(&["verify", flag, "1", "oci:/nonexistent"]);
+        assert_eq!(out.status.code(), Some(2), "verify {flag}");
+    }
+}
+
+#[test]
 fn the_configuration_file_is_positional_or_an_option_everywhere() {
     let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("config.example.toml");
     let example = example.to_str().unwrap();

@@ -847,3 +847,77 @@ include = ["^v?1\\.\\d+$", "^nightly-"]
         "{{name}} is the last path component"
     );
 }
+
+/// Issue 15: `auth` and the cloud tables resolve into the registry's settings; contradictions
+/// are reported with their key.
+#[test]
+fn cloud_auth_keys_resolve_and_contradictions_are_reported() {
+    use crossdock::registry::auth::cloud::{AuthChoice, CloudAuth, TagMutability};
+    let text = format!(
+        r#"{MINIMAL}
+[registries."123456789012.dkr.ecr.eu-west-1.amazonaws.com".ecr]
+create_repositories = true
+image_tag_mutability = "immutable"
+role_arn = "arn:aws:iam::210987654321:role/pusher"
+
+[registries."myreg.azurecr.io"]
+auth = "acr"
+
+[registries."gcr.io"]
+auth = "static"
+username = "_json_key"
+password = "x"
+"#
+    );
+    let plan = load(&text, &[]).unwrap_or_else(|e| panic!("{e}"));
+    let ecr = plan.registry_options("123456789012.dkr.ecr.eu-west-1.amazonaws.com");
+    match ecr.auth {
+        AuthChoice::Cloud(CloudAuth::Ecr(s)) => {
+            assert!(s.create_repositories);
+            assert_eq!(s.image_tag_mutability, Some(TagMutability::Immutable));
+            assert_eq!(
+                s.role_arn.as_deref(),
+                Some("arn:aws:iam::210987654321:role/pusher")
+            );
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(matches!(
+        plan.registry_options("myreg.azurecr.io").auth,
+        AuthChoice::Cloud(CloudAuth::Acr(_))
+    ));
+    assert_eq!(plan.registry_options("gcr.io").auth, AuthChoice::Static);
+    assert_eq!(plan.registry_options("docker.io").auth, AuthChoice::Detect);
+
+    let bad = format!(
+        r#"{MINIMAL}
+[registries."a.example"]
+auth = "aws"
+[registries."b.example"]
+auth = "ecr"
+username = "AWS"
+password = "x"
+[registries."c.example"]
+auth = "acr"
+[registries."c.example".gcp]
+credentials_file = "key.json"
+[registries."d.example".ecr]
+role_arn = "pusher"
+scan_on_push = true
+"#
+    );
+    let errs = errors(&bad, &[]).join("\n");
+    for wanted in [
+        "registries.\"a.example\".auth",
+        "unknown auth \"aws\": expected one of static, ecr, acr, gcp",
+        "registries.\"b.example\".auth",
+        "takes credentials from the cloud identity",
+        "registries.\"c.example\".gcp",
+        "applies to auth = \"gcp\", but auth is \"acr\"",
+        "registries.\"d.example\".ecr.role_arn",
+        "not a role ARN",
+        "registries.\"d.example\".ecr.create_repositories",
+    ] {
+        assert!(errs.contains(wanted), "{wanted:?} not in:\n{errs}");
+    }
+}

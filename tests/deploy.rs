@@ -518,7 +518,7 @@ fn dockerfile_runs_the_daemon_as_the_manifests_expect() {
 }
 
 /// Each kustomization rendered by deploy/check.sh, and what it must hold.
-const RENDERS: [(&str, &[&str]); 4] = [
+const RENDERS: [(&str, &[&str]); 7] = [
     (
         "base",
         &["ConfigMap", "Deployment", "Service", "ServiceAccount"],
@@ -535,6 +535,18 @@ const RENDERS: [(&str, &[&str]); 4] = [
             "ServiceAccount",
             "ServiceMonitor",
         ],
+    ),
+    (
+        "eks",
+        &["ConfigMap", "Deployment", "Service", "ServiceAccount"],
+    ),
+    (
+        "aks",
+        &["ConfigMap", "Deployment", "Service", "ServiceAccount"],
+    ),
+    (
+        "gke",
+        &["ConfigMap", "Deployment", "Service", "ServiceAccount"],
     ),
 ];
 

@@ -10,8 +10,9 @@ use std::sync::Arc;
 use anyhow::{Context as _, bail};
 use clap::{Args, Subcommand};
 
+use super::flags::parse_creds;
 use super::inspect::media_type_name;
-use super::{EXIT_USAGE, RegistryFlags, parse_creds};
+use super::{EXIT_USAGE, RegistryFlags};
 use crate::copy::compose::{self, ComposeOptions, ComposeReport};
 use crate::copy::{CopyOptions, Engine, NoProgress, Source, Target};
 use crate::reference::Reference;
@@ -131,7 +132,7 @@ async fn create(args: CreateArgs) -> anyhow::Result<u8> {
     let mut connector = args
         .registry
         .connector(Some(plan.sources[0].registry()), &[target_registry])?;
-    if let Some(creds) = &args.registry.src_creds {
+    if let Some(creds) = &args.registry.read.src_creds {
         let creds = parse_creds(creds).context("--src-creds")?;
         for s in &plan.sources[1..] {
             if s.registry() != target_registry && s.registry() != plan.sources[0].registry() {

@@ -18,16 +18,9 @@ mod retry_line;
 mod sync_report;
 mod verify;
 
-use std::path::PathBuf;
+use clap::{Parser, Subcommand, ValueEnum};
 
-use anyhow::Context as _;
-use clap::{Args, Parser, Subcommand, ValueEnum};
-
-pub use flags::{ConfigArg, ReadFlags};
-
-use crate::registry::auth::{Credentials, Secret};
-use crate::registry::connect::Connector;
-use crate::registry::http::{CertsD, HttpOptions};
+pub use flags::{ConfigArg, ConnectFlags, DestCreds, ReadFlags, RegistryFlags};
 
 /// Exit code for a failed operation.
 pub const EXIT_FAILURE: u8 = 1;
@@ -62,103 +55,6 @@ pub enum LogFormat {
     Text,
     /// One JSON object per line.
     Json,
-}
-
-/// Registry connection flags shared by every command that talks to registries.
-#[derive(Debug, Args, Clone)]
-pub struct RegistryFlags {
-    /// Speak plain HTTP to this registry (HOST[:PORT]); loopback registries always do.
-    #[arg(long = "insecure-registry", value_name = "HOST[:PORT]")]
-    pub insecure_registry: Vec<String>,
-    /// Docker config.json to read credentials from [default: $DOCKER_CONFIG/config.json, else
-    /// ~/.docker/config.json].
-    #[arg(long, value_name = "PATH", env = "CROSSDOCK_DOCKER_CONFIG")]
-    pub docker_config: Option<PathBuf>,
-    /// Credentials for the source registry, USER:PASSWORD (prefer the environment variable).
-    #[arg(
-        long,
-        value_name = "USER:PASSWORD",
-        env = "CROSSDOCK_SRC_CREDS",
-        hide_env_values = true
-    )]
-    pub src_creds: Option<String>,
-    /// Credentials for the target registries, USER:PASSWORD (prefer the environment variable).
-    #[arg(
-        long,
-        value_name = "USER:PASSWORD",
-        env = "CROSSDOCK_DEST_CREDS",
-        hide_env_values = true
-    )]
-    pub dest_creds: Option<String>,
-    /// Upload blobs in chunks of this many bytes instead of one request (for registries or
-    /// proxies that limit request size).
-    #[arg(long, value_name = "BYTES")]
-    pub chunk_size: Option<u64>,
-    /// Fail a request when the registry sends nothing (or takes none of an upload) for this
-    /// many seconds; a slow transfer that keeps moving is never cut off.
-    #[arg(long, value_name = "SECS", default_value_t = 120,
-          value_parser = clap::value_parser!(u64).range(1..))]
-    pub read_timeout: u64,
-    /// Look for client certificates and CAs in DIR/HOST[:PORT]/ (*.crt, NAME.cert + NAME.key)
-    /// instead of /etc/containers/certs.d and /etc/docker/certs.d; repeat for several roots.
-    /// Also CROSSDOCK_CERTS_D (colon-separated).
-    #[arg(long = "certs-d", value_name = "DIR")]
-    pub certs_d: Vec<PathBuf>,
-}
-
-impl Default for RegistryFlags {
-    fn default() -> Self {
-        RegistryFlags {
-            insecure_registry: Vec::new(),
-            docker_config: None,
-            src_creds: None,
-            dest_creds: None,
-            chunk_size: None,
-            read_timeout: 120,
-            certs_d: Vec::new(),
-        }
-    }
-}
-
-impl RegistryFlags {
-    /// A connector for these flags; `source` and `targets` name the registries the credentials
-    /// flags apply to.
-    pub fn connector(&self, source: Option<&str>, targets: &[&str]) -> anyhow::Result<Connector> {
-        let mut defaults = HttpOptions {
-            chunk_size: self.chunk_size,
-            ..HttpOptions::default()
-        };
-        defaults.read_timeout = std::time::Duration::from_secs(self.read_timeout);
-        if !self.certs_d.is_empty() {
-            defaults.certs_d = CertsD::Roots(self.certs_d.clone());
-        }
-        let mut c = Connector::new(defaults);
-        for r in &self.insecure_registry {
-            c.add_insecure(r);
-        }
-        c.set_docker_config(self.docker_config.clone());
-        if let (Some(creds), Some(src)) = (&self.src_creds, source) {
-            c.set_credentials(src, parse_creds(creds).context("--src-creds")?);
-        }
-        if let Some(creds) = &self.dest_creds {
-            let creds = parse_creds(creds).context("--dest-creds")?;
-            for t in targets {
-                c.set_credentials(t, creds.clone());
-            }
-        }
-        Ok(c)
-    }
-}
-
-fn parse_creds(s: &str) -> anyhow::Result<Credentials> {
-    let (user, pass) = s
-        .split_once(':')
-        .filter(|(u, _)| !u.is_empty())
-        .ok_or_else(|| anyhow::anyhow!("expected USER:PASSWORD"))?;
-    Ok(Credentials::Basic {
-        username: user.to_string(),
-        password: Secret::new(pass),
-    })
 }
 
 /// The verbs.
@@ -229,6 +125,19 @@ pub async fn run(cli: Cli) -> anyhow::Result<u8> {
     }
 }
 
+/// Crates of the AWS SDK whose logs are capped at info (see [`init_logging`]).
+const AWS_LOG_TARGETS: &[&str] = &[
+    "aws_config",
+    "aws_runtime",
+    "aws_sdk_ecr",
+    "aws_sdk_sts",
+    "aws_sigv4",
+    "aws_smithy_http_client",
+    "aws_smithy_runtime",
+    "aws_smithy_runtime_api",
+    "aws_smithy_types",
+];
+
 /// Sets up logging to stderr; with `retries_as_progress`, the retry loop's warnings go to one
 /// progress line instead (see `retry_line`).
 pub fn init_logging(level: &str, format: LogFormat, retries_as_progress: bool) {
@@ -243,6 +152,12 @@ pub fn init_logging(level: &str, format: LogFormat, retries_as_progress: bool) {
                 .parse()
                 .expect("static directive"),
         );
+    }
+    // The AWS SDK traces whole HTTP exchanges (ECR tokens and STS session keys in the bodies,
+    // signed headers): whatever level is asked, its crates log at most info, added last so
+    // that they win over any directive naming them.
+    for target in AWS_LOG_TARGETS {
+        filter = filter.add_directive(format!("{target}=info").parse().expect("static directive"));
     }
     let terminal = std::io::IsTerminal::is_terminal(&std::io::stderr());
     // Colours only for a person at a terminal, never into log files or collectors.

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 
 use clap::Args;
 
-use super::{EXIT_FAILURE, EXIT_USAGE, RegistryFlags};
+use super::{ConnectFlags, DestCreds, EXIT_FAILURE, EXIT_USAGE};
 use crate::audit::{self, AuditReport, Sample};
 use crate::reference::Reference;
 
@@ -31,7 +31,10 @@ pub struct VerifyArgs {
     pub json: bool,
     /// Registry connection options (with --config, the file's registry settings apply).
     #[command(flatten)]
-    pub registry: RegistryFlags,
+    pub connect: ConnectFlags,
+    /// Credentials of the registries checked (with --config, the file's apply).
+    #[command(flatten)]
+    pub dest: DestCreds,
 }
 
 /// Runs `verify`.
@@ -58,7 +61,8 @@ pub(super) async fn run(args: VerifyArgs) -> anyhow::Result<u8> {
                 }
             }
             let registries: Vec<&str> = refs.iter().map(Reference::registry).collect();
-            let connector = args.registry.connector(None, &registries)?;
+            let mut connector = args.connect.connector(None);
+            args.dest.add_targets(&mut connector, &registries)?;
             let mut reports = Vec::new();
             for r in &refs {
                 let t = connector.get(r.registry())?;

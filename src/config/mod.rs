@@ -25,6 +25,7 @@
 //! folder.
 
 mod anchor;
+mod cloud;
 mod credentials;
 mod document;
 mod error;

@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use super::shard::Shard;
 use crate::reference::{DOCKER_HUB, is_loopback_registry};
+use crate::registry::auth::cloud::AuthChoice;
 use crate::registry::auth::{Credentials, Secret};
 use crate::registry::http::{ClientCertificate, HttpOptions, ProxySetting};
 use crate::rule::{IndexPlan, Rule, RulePlan};
@@ -70,6 +71,8 @@ pub struct RegistrySettings {
     pub proxy: ProxySetting,
     /// Credentials; `None`: anonymous (tokens for public repositories still work).
     pub credentials: Option<Credentials>,
+    /// Where credentials come from (cloud identity, or the above); default: the host decides.
+    pub auth: AuthChoice,
     /// Requests in flight at once to this registry.
     pub max_concurrency: usize,
     /// Requests started per second; `None`: no limit.
@@ -94,6 +97,7 @@ impl RegistrySettings {
             client_certificate: self.client_certificate.clone(),
             proxy: self.proxy.clone(),
             credentials: self.credentials.clone(),
+            auth: self.auth.clone(),
             chunk_size: self.chunk_size,
             max_concurrent_requests: self.max_concurrency,
             requests_per_second: self.requests_per_second,
@@ -114,6 +118,7 @@ impl Default for RegistrySettings {
             client_certificate: None,
             proxy: ProxySetting::Environment,
             credentials: None,
+            auth: AuthChoice::Detect,
             max_concurrency: DEFAULT_MAX_CONCURRENCY,
             requests_per_second: None,
             chunk_size: None,

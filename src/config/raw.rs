@@ -180,6 +180,14 @@ pub struct RawRegistry {
     pub chunk_size: Option<ByteSize>,
     /// Pause pulls while the registry's `ratelimit-remaining` is below this.
     pub ratelimit_reserve: Option<u32>,
+    /// `static`, `ecr`, `acr` or `gcp`; default: from the tables after it, else the host name.
+    pub auth: Option<String>,
+    /// Amazon ECR settings.
+    pub ecr: Option<super::cloud::RawEcr>,
+    /// Azure Container Registry settings.
+    pub acr: Option<super::cloud::RawAcr>,
+    /// Google Artifact Registry settings.
+    pub gcp: Option<super::cloud::RawGcp>,
 }
 
 /// `source = "repo"` or `source = ["repo", …]`.

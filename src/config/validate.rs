@@ -145,6 +145,7 @@ fn registry(
     s.ratelimit_reserve = raw.ratelimit_reserve.unwrap_or(0);
     s.credentials = resolve_credentials(raw, host, base, env, path, problems);
     super::network::network(host, raw, base, env, path, problems, &mut s);
+    s.auth = super::cloud::resolve(raw, base, path, problems);
     s
 }
 

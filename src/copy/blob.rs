@@ -222,8 +222,10 @@ impl BlobGroup {
         }
         match (&b.mount_from, fresh) {
             (Some(from), _) => self.mount(b, from, false).await,
-            (None, true) => self.mount(b, &b.repo, true).await,
-            (None, false) => Check::Upload(None),
+            // ECR answers every mount 202: asking costs what opening the upload costs, and
+            // says nothing.
+            (None, true) if b.target.mounts_blobs() => self.mount(b, &b.repo, true).await,
+            (None, _) => Check::Upload(None),
         }
     }
 

@@ -248,6 +248,9 @@ impl Engine {
         t: &Target,
         digest: &Digest,
     ) -> Option<String> {
+        if !t.transport.mounts_blobs() {
+            return None;
+        }
         if source.transport.name() == t.transport.name()
             && source.reference.repository() != t.repo()
         {

@@ -26,7 +26,9 @@
 //! ([`docker_config`]).
 
 pub mod challenge;
+pub mod cloud;
 pub mod docker_config;
+mod error;
 pub mod login;
 mod scope;
 mod token;
@@ -40,10 +42,9 @@ use http::HeaderValue;
 
 pub use challenge::{Challenge, ChallengeError, parse_challenge};
 pub use docker_config::{DockerConfig, credentials_from_docker_config};
+pub use error::AuthError;
 pub use scope::Scope;
 use scope::ScopeSet;
-
-use super::ErrorKind;
 
 /// A secret string: Debug and Display print `***`; [`Secret::expose`] gives the value.
 #[derive(Clone, PartialEq, Eq)]
@@ -109,145 +110,6 @@ impl Credentials {
     }
 }
 
-/// Why authentication failed. Messages name the registry and the reason, never a secret.
-#[derive(Debug, thiserror::Error)]
-pub enum AuthError {
-    /// The registry (or its token realm) demands credentials and none are configured.
-    #[error("registry {registry} requires credentials and none are configured")]
-    CredentialsRequired {
-        /// Registry name.
-        registry: String,
-    },
-    /// The registry refused credentials we sent it directly (Basic, or a static token).
-    #[error("registry {registry} refused the {kind} credentials (HTTP 401 after sending them)")]
-    Refused {
-        /// Registry name.
-        registry: String,
-        /// Which kind of credentials, e.g. `username/password`.
-        kind: &'static str,
-    },
-    /// The configured credentials cannot answer the scheme the registry asked for.
-    #[error(
-        "registry {registry} asks for {scheme} authentication, which {kind} credentials cannot answer"
-    )]
-    UnsuitableCredentials {
-        /// Registry name.
-        registry: String,
-        /// `Basic` or `Bearer`.
-        scheme: &'static str,
-        /// Which kind of credentials is configured.
-        kind: &'static str,
-    },
-    /// The 401 carried no usable `WWW-Authenticate` challenge.
-    #[error("registry {registry} sent an unusable WWW-Authenticate challenge: {source}")]
-    InvalidChallenge {
-        /// Registry name.
-        registry: String,
-        /// What is wrong with it.
-        source: ChallengeError,
-    },
-    /// The challenge's realm is not a URL crossdock will ask.
-    #[error("registry {registry} names token realm {realm:?}, which is unusable: {reason}")]
-    InvalidRealm {
-        /// Registry name.
-        registry: String,
-        /// The realm as sent.
-        realm: String,
-        /// What is wrong with it.
-        reason: String,
-    },
-    /// The token realm could not be reached.
-    #[error("token service {realm_host} of registry {registry} could not be reached")]
-    TokenRequest {
-        /// Registry name.
-        registry: String,
-        /// Host of the realm.
-        realm_host: String,
-        /// The transport error.
-        source: reqwest::Error,
-    },
-    /// The token realm refused to issue a token (401/403).
-    #[error(
-        "token service {realm_host} of registry {registry} refused {} (HTTP {status}): {detail}",
-        if *.anonymous { "anonymous access" } else { "the credentials" }
-    )]
-    TokenRefused {
-        /// Registry name.
-        registry: String,
-        /// Host of the realm.
-        realm_host: String,
-        /// HTTP status.
-        status: u16,
-        /// Whether we asked without credentials.
-        anonymous: bool,
-        /// The realm's explanation.
-        detail: String,
-    },
-    /// The token realm answered another failure status.
-    #[error("token service {realm_host} of registry {registry} answered HTTP {status}: {detail}")]
-    TokenStatus {
-        /// Registry name.
-        registry: String,
-        /// Host of the realm.
-        realm_host: String,
-        /// HTTP status.
-        status: u16,
-        /// The realm's explanation.
-        detail: String,
-    },
-    /// The token realm answered 200 with something that is not a token.
-    #[error("token service {realm_host} of registry {registry} sent a bad answer: {reason}")]
-    TokenResponse {
-        /// Registry name.
-        registry: String,
-        /// Host of the realm.
-        realm_host: String,
-        /// What is wrong with it.
-        reason: String,
-    },
-    /// Docker's `config.json` could not be read.
-    #[error("docker config {path}: {reason}")]
-    DockerConfig {
-        /// The file.
-        path: String,
-        /// What is wrong.
-        reason: String,
-    },
-    /// A `docker-credential-*` helper failed.
-    #[error("credential helper docker-credential-{helper} for registry {registry}: {reason}")]
-    CredentialHelper {
-        /// Helper name (the part after `docker-credential-`).
-        helper: String,
-        /// Registry name.
-        registry: String,
-        /// What went wrong.
-        reason: String,
-    },
-}
-
-impl AuthError {
-    /// The transport error kind this failure amounts to, so the HTTP layer can classify it
-    /// (and retry a token service that is down or rate limiting).
-    pub fn kind(&self) -> ErrorKind {
-        match self {
-            AuthError::CredentialsRequired { .. }
-            | AuthError::Refused { .. }
-            | AuthError::UnsuitableCredentials { .. }
-            | AuthError::DockerConfig { .. }
-            | AuthError::CredentialHelper { .. } => ErrorKind::Unauthorized,
-            AuthError::TokenRefused { status: 403, .. } => ErrorKind::Denied,
-            AuthError::TokenRefused { .. } => ErrorKind::Unauthorized,
-            AuthError::TokenStatus { status: 429, .. } => ErrorKind::RateLimited,
-            AuthError::TokenStatus { status, .. } if *status >= 500 => ErrorKind::ServerError,
-            AuthError::TokenStatus { .. }
-            | AuthError::InvalidChallenge { .. }
-            | AuthError::InvalidRealm { .. }
-            | AuthError::TokenResponse { .. } => ErrorKind::Invalid,
-            AuthError::TokenRequest { .. } => ErrorKind::Transport,
-        }
-    }
-}
-
 /// A source of "now" for token expiry, replaceable in tests.
 pub type Clock = Arc<dyn Fn() -> Instant + Send + Sync>;
 
@@ -260,6 +122,8 @@ const MAX_CACHED_TOKENS: usize = 256;
 pub struct Auth {
     registry: String,
     credentials: Option<Credentials>,
+    /// Credentials a cloud issues and renews, used instead of `credentials` when set.
+    cloud: Option<cloud::SharedCloud>,
     client: reqwest::Client,
     clock: Clock,
     state: Mutex<State>,
@@ -296,6 +160,7 @@ impl fmt::Debug for Auth {
         f.debug_struct("Auth")
             .field("registry", &self.registry)
             .field("credentials", &self.credentials)
+            .field("cloud", &self.cloud)
             .field("scheme", &state.scheme)
             .field("cached_tokens", &state.tokens.len())
             .finish_non_exhaustive()
@@ -314,6 +179,7 @@ impl Auth {
         Auth {
             registry: registry.to_string(),
             credentials,
+            cloud: None,
             client,
             clock: Arc::new(Instant::now),
             state: Mutex::new(State {
@@ -322,6 +188,12 @@ impl Auth {
             }),
             fetching: tokio::sync::Mutex::new(()),
         }
+    }
+
+    /// Takes credentials from a cloud identity (see [`cloud`]) instead of fixed ones.
+    pub fn with_cloud(mut self, cloud: cloud::SharedCloud) -> Self {
+        self.cloud = Some(cloud);
+        self
     }
 
     /// Replaces the clock used for token expiry (for tests that need time to pass).
@@ -337,7 +209,31 @@ impl Auth {
 
     /// Whether credentials are configured.
     pub fn has_credentials(&self) -> bool {
-        self.credentials.is_some()
+        self.credentials.is_some() || self.cloud.is_some()
+    }
+
+    /// The credentials to present: the cloud's current ones (fetched or renewed if due), else
+    /// the configured ones.
+    async fn effective(
+        &self,
+        challenge: cloud::ChallengeInfo<'_>,
+    ) -> Result<Option<Credentials>, AuthError> {
+        match &self.cloud {
+            Some(c) => Ok(Some(c.get(&self.clock, challenge).await?)),
+            None => Ok(self.credentials.clone()),
+        }
+    }
+
+    /// What kind of credentials was refused, for the error.
+    fn refused_kind(&self, credentials: &Credentials) -> &'static str {
+        match &self.cloud {
+            Some(c) => {
+                // Forget them: the next request asks the cloud afresh.
+                c.invalidate();
+                c.credential_name()
+            }
+            None => credentials.kind(),
+        }
     }
 
     /// The `Authorization` value to send with a request needing `scopes`, from what is already
@@ -346,7 +242,10 @@ impl Auth {
     pub fn cached_header(&self, scopes: &[Scope]) -> Option<HeaderValue> {
         let state = self.state();
         match state.scheme? {
-            Scheme::Basic => self.basic_header(),
+            Scheme::Basic => match &self.cloud {
+                Some(c) => basic_header(&c.current((self.clock)())?),
+                None => basic_header(self.credentials.as_ref()?),
+            },
             Scheme::Bearer => {
                 if let Some(Credentials::RegistryToken(t)) = &self.credentials {
                     return bearer_header(t);
@@ -389,7 +288,9 @@ impl Auth {
             }
             // A 401 without a challenge breaks the spec; with a password there is only one
             // thing to try, and without one there is nothing to try.
-            None if matches!(self.credentials, Some(Credentials::Basic { .. })) => {
+            None if matches!(self.credentials, Some(Credentials::Basic { .. }))
+                || self.cloud.is_some() =>
+            {
                 Challenge::Basic { realm: None }
             }
             None => {
@@ -402,7 +303,7 @@ impl Auth {
             }
         };
         match challenge {
-            Challenge::Basic { .. } => self.answer_basic(previous),
+            Challenge::Basic { .. } => self.answer_basic(previous).await,
             Challenge::Bearer {
                 realm,
                 service,
@@ -421,10 +322,11 @@ impl Auth {
         }
     }
 
-    fn answer_basic(&self, previous: Option<&HeaderValue>) -> Result<HeaderValue, AuthError> {
+    async fn answer_basic(&self, previous: Option<&HeaderValue>) -> Result<HeaderValue, AuthError> {
         tracing::debug!(registry = %self.registry, scheme = "basic", "registry asks for Basic");
         self.state().scheme = Some(Scheme::Basic);
-        let header = match &self.credentials {
+        let credentials = self.effective(cloud::ChallengeInfo::default()).await?;
+        let header = match &credentials {
             None => {
                 return Err(AuthError::CredentialsRequired {
                     registry: self.registry.clone(),
@@ -437,19 +339,22 @@ impl Auth {
                     kind: c.kind(),
                 });
             }
-            Some(Credentials::Basic { .. }) => {
-                self.basic_header()
-                    .ok_or_else(|| AuthError::UnsuitableCredentials {
-                        registry: self.registry.clone(),
-                        scheme: "Basic",
-                        kind: "username/password (with characters not allowed in a header)",
-                    })?
+            Some(c @ Credentials::Basic { .. }) => {
+                basic_header(c).ok_or_else(|| AuthError::UnsuitableCredentials {
+                    registry: self.registry.clone(),
+                    scheme: "Basic",
+                    kind: "username/password (with characters not allowed in a header)",
+                })?
             }
         };
         if previous == Some(&header) {
+            let kind = match &credentials {
+                Some(c) => self.refused_kind(c),
+                None => "username/password",
+            };
             return Err(AuthError::Refused {
                 registry: self.registry.clone(),
-                kind: "username/password",
+                kind,
             });
         }
         Ok(header)
@@ -515,19 +420,37 @@ impl Auth {
             return Ok(t.header.clone());
         }
         let scope_strings = wanted.to_strings();
-        let refresh_token = self.state().refresh_token.clone();
+        let challenge = cloud::ChallengeInfo {
+            realm: Some(&realm),
+            service,
+        };
+        let credentials = self.effective(challenge).await?;
+        let refresh_token = match (&self.cloud, &credentials) {
+            (Some(_), Some(Credentials::IdentityToken(t))) => Some(t.clone()),
+            _ => self.state().refresh_token.clone(),
+        };
         let request = token::TokenRequest {
             registry: &self.registry,
             realm: &realm,
             service,
             scopes: &scope_strings,
-            credentials: self.credentials.as_ref(),
+            credentials: credentials.as_ref(),
         };
-        let granted = token::fetch(&self.client, &request, refresh_token.as_ref()).await?;
+        let granted = match token::fetch(&self.client, &request, refresh_token.as_ref()).await {
+            Ok(g) => g,
+            Err(e) => {
+                if let (Some(c), AuthError::TokenRefused { .. }) = (&self.cloud, &e) {
+                    // The realm refused what the cloud issued (revoked, or expired early):
+                    // the next attempt asks the cloud afresh.
+                    c.invalidate();
+                }
+                return Err(e);
+            }
+        };
         let now = (self.clock)();
         let margin = (granted.lifetime / 10).min(Duration::from_secs(30));
         let mut state = self.state();
-        if let Some(rotated) = granted.refresh_token {
+        if let (Some(rotated), None) = (granted.refresh_token, &self.cloud) {
             state.refresh_token = Some(rotated);
         }
         state
@@ -545,23 +468,23 @@ impl Auth {
         Ok(granted.header)
     }
 
-    fn basic_header(&self) -> Option<HeaderValue> {
-        match &self.credentials {
-            Some(Credentials::Basic { username, password }) => {
-                let raw = format!("{username}:{}", password.expose());
-                let encoded = base64::engine::general_purpose::STANDARD.encode(raw);
-                let mut value = HeaderValue::from_str(&format!("Basic {encoded}")).ok()?;
-                value.set_sensitive(true);
-                Some(value)
-            }
-            _ => None,
-        }
-    }
-
     fn state(&self) -> MutexGuard<'_, State> {
         // The state stays consistent at every await-free step, so a panic elsewhere while
         // holding the lock leaves nothing half-done: carry on with it.
         self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+fn basic_header(credentials: &Credentials) -> Option<HeaderValue> {
+    match credentials {
+        Credentials::Basic { username, password } => {
+            let raw = format!("{username}:{}", password.expose());
+            let encoded = base64::engine::general_purpose::STANDARD.encode(raw);
+            let mut value = HeaderValue::from_str(&format!("Basic {encoded}")).ok()?;
+            value.set_sensitive(true);
+            Some(value)
+        }
+        _ => None,
     }
 }
 
@@ -572,142 +495,4 @@ fn bearer_header(token: &Secret) -> Option<HeaderValue> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn auth(credentials: Option<Credentials>) -> Auth {
-        Auth::new(reqwest::Client::new(), "r.example", credentials)
-    }
-
-    fn hv(s: &str) -> HeaderValue {
-        HeaderValue::from_str(s).unwrap()
-    }
-
-    #[test]
-    fn secrets_never_print() {
-        let s = Secret::new("hunter2");
-        assert_eq!(format!("{s:?}"), "***");
-        assert_eq!(s.to_string(), "***");
-        assert_eq!(s.expose(), "hunter2");
-        for c in [
-            Credentials::basic("alice", "hunter2"),
-            Credentials::IdentityToken(Secret::new("hunter2")),
-            Credentials::RegistryToken(Secret::new("hunter2")),
-        ] {
-            let debug = format!("{c:?}");
-            assert!(
-                !debug.contains("hunter2") && debug.contains("***"),
-                "{debug}"
-            );
-            let a = auth(Some(c));
-            let debug = format!("{a:?}");
-            assert!(!debug.contains("hunter2"), "{debug}");
-        }
-        assert!(format!("{:?}", Credentials::basic("alice", "x")).contains("alice"));
-    }
-
-    #[tokio::test]
-    async fn basic_flow() {
-        let a = auth(Some(Credentials::basic("alice", "s3cret")));
-        assert_eq!(
-            a.cached_header(&[]),
-            None,
-            "nothing known before a challenge"
-        );
-        let challenge = hv(r#"Basic realm="Registry Realm""#);
-        let h = a
-            .on_unauthorized(Some(&challenge), &[], None)
-            .await
-            .unwrap();
-        assert!(h.is_sensitive());
-        // base64("alice:s3cret")
-        assert_eq!(h, hv("Basic YWxpY2U6czNjcmV0"));
-        assert_eq!(a.cached_header(&[Scope::pull("x")]), Some(h.clone()));
-        // The same header refused again: the password is wrong, say so.
-        let err = a
-            .on_unauthorized(Some(&challenge), &[], Some(&h))
-            .await
-            .unwrap_err();
-        assert!(matches!(err, AuthError::Refused { .. }), "{err}");
-        assert!(err.to_string().contains("r.example"), "{err}");
-        assert_eq!(err.kind(), ErrorKind::Unauthorized);
-        // A 401 without a challenge still gets the password when there is one.
-        assert_eq!(a.on_unauthorized(None, &[], None).await.unwrap(), h);
-    }
-
-    #[tokio::test]
-    async fn basic_without_or_with_unsuitable_credentials() {
-        let challenge = hv(r#"Basic realm="x""#);
-        let err = auth(None)
-            .on_unauthorized(Some(&challenge), &[], None)
-            .await
-            .unwrap_err();
-        assert!(
-            matches!(&err, AuthError::CredentialsRequired { registry } if registry == "r.example"),
-            "{err}"
-        );
-        let err = auth(Some(Credentials::IdentityToken(Secret::new("tok"))))
-            .on_unauthorized(Some(&challenge), &[], None)
-            .await
-            .unwrap_err();
-        assert!(
-            matches!(err, AuthError::UnsuitableCredentials { .. }),
-            "{err}"
-        );
-        let err = auth(None)
-            .on_unauthorized(None, &[], None)
-            .await
-            .unwrap_err();
-        assert!(matches!(err, AuthError::InvalidChallenge { .. }), "{err}");
-        let err = auth(None)
-            .on_unauthorized(Some(&hv("Negotiate")), &[], None)
-            .await
-            .unwrap_err();
-        assert!(err.to_string().contains("negotiate"), "{err}");
-    }
-
-    #[tokio::test]
-    async fn static_registry_token() {
-        let a = auth(Some(Credentials::RegistryToken(Secret::new("static-tok"))));
-        let challenge = hv(r#"Bearer realm="https://auth.invalid/token",service="s""#);
-        let h = a
-            .on_unauthorized(Some(&challenge), &[Scope::pull("x")], None)
-            .await
-            .unwrap();
-        assert_eq!(h, hv("Bearer static-tok"));
-        assert!(h.is_sensitive());
-        assert_eq!(a.cached_header(&[Scope::push_pull("y")]), Some(h.clone()));
-        let err = a
-            .on_unauthorized(Some(&challenge), &[Scope::pull("x")], Some(&h))
-            .await
-            .unwrap_err();
-        assert!(
-            matches!(
-                err,
-                AuthError::Refused {
-                    kind: "registry token",
-                    ..
-                }
-            ),
-            "{err}"
-        );
-        assert!(!format!("{err:?}{err}").contains("static-tok"));
-    }
-
-    #[tokio::test]
-    async fn bad_realm_is_a_clear_error() {
-        let a = auth(None);
-        let err = a
-            .on_unauthorized(Some(&hv(r#"Bearer realm="file:///etc/passwd""#)), &[], None)
-            .await
-            .unwrap_err();
-        assert!(matches!(err, AuthError::InvalidRealm { .. }), "{err}");
-        assert_eq!(err.kind(), ErrorKind::Invalid);
-    }
-
-    #[test]
-    fn auth_is_shareable() {
-        fn assert_send_sync<T: Send + Sync>() {}
-        assert_send_sync::<Auth>();
-    }
-}
+mod tests;

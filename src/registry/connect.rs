@@ -16,6 +16,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
 use super::archive::{ArchiveSource, ArchiveTarget};
+use super::auth::cloud::{AuthChoice, AuthKind};
 use super::auth::{self, Credentials};
 use super::http::{HttpOptions, HttpRegistry};
 use super::layout::LayoutTransport;
@@ -92,6 +93,17 @@ impl Connector {
         self.replace_archives = replace;
     }
 
+    /// Sets how one registry authenticates (`--auth HOST=KIND`), keeping its other options.
+    pub fn set_auth(&mut self, registry: &str, auth: AuthChoice) {
+        let mut opts = self
+            .per_registry
+            .get(registry)
+            .cloned()
+            .unwrap_or_else(|| self.defaults.clone());
+        opts.auth = auth;
+        self.per_registry.insert(registry.to_string(), opts);
+    }
+
     /// Sets credentials for one registry, keeping its other options.
     pub fn set_credentials(&mut self, registry: &str, credentials: Credentials) {
         let mut opts = self
@@ -138,7 +150,10 @@ impl Connector {
         {
             opts.plain_http = true;
         }
-        if opts.credentials.is_none() && self.use_docker_config {
+        if opts.credentials.is_none()
+            && self.use_docker_config
+            && !matches!(opts.auth, AuthChoice::Cloud(_))
+        {
             opts.credentials =
                 auth::credentials_from_docker_config(self.docker_config.as_deref(), registry)
                     .map_err(|e| {
@@ -146,8 +161,53 @@ impl Connector {
                             .with_message(e.to_string())
                     })?;
         }
+        // Without credentials, a cloud registry's host name says which identity to use.
+        if opts.auth == AuthChoice::Detect
+            && opts.credentials.is_none()
+            && let Some(kind) = AuthKind::detect(registry)
+        {
+            tracing::debug!(
+                registry,
+                auth = kind.name(),
+                "cloud identity from the host name"
+            );
+            opts.auth = AuthChoice::from_kind(kind);
+        }
         let t: Arc<dyn Transport> = Arc::new(HttpRegistry::new(registry, opts)?);
         cache.insert(registry.to_string(), t.clone());
         Ok(t)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// ECR is the one cloud whose transport refuses mounts, so it shows which auth was chosen.
+    #[test]
+    fn cloud_identity_comes_from_the_host_name_unless_told_otherwise() {
+        const ECR: &str = "123456789012.dkr.ecr.eu-west-1.amazonaws.com";
+        let mut c = Connector::default();
+        c.use_docker_config(false);
+        assert!(!c.get(ECR).unwrap().mounts_blobs(), "detected as ECR");
+        assert!(c.get("registry.example").unwrap().mounts_blobs());
+
+        let mut c = Connector::default();
+        c.use_docker_config(false);
+        c.set_auth(ECR, AuthChoice::Static);
+        assert!(c.get(ECR).unwrap().mounts_blobs(), "auth = static");
+
+        let mut c = Connector::default();
+        c.use_docker_config(false);
+        c.set_credentials(ECR, Credentials::basic("AWS", "token"));
+        assert!(c.get(ECR).unwrap().mounts_blobs(), "credentials given");
+
+        let mut c = Connector::default();
+        c.use_docker_config(false);
+        c.set_auth("localhost:5000", AuthChoice::from_kind(AuthKind::Ecr));
+        assert!(
+            !c.get("localhost:5000").unwrap().mounts_blobs(),
+            "--auth HOST=ecr"
+        );
     }
 }

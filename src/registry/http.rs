@@ -34,6 +34,7 @@ use std::sync::atomic::{AtomicI64, Ordering};
 use async_trait::async_trait;
 use url::Url;
 
+use super::auth::cloud::{AuthChoice, CloudCredentials, SharedCloud};
 use super::auth::{Auth, Scope};
 use super::limiter::Limiter;
 use super::{
@@ -65,6 +66,8 @@ pub struct HttpRegistry {
     /// [`exchange`] for the progress watchdog used instead.
     upload_client: reqwest::Client,
     auth: Auth,
+    /// Cloud identity credentials, when the registry has `auth = "ecr"` (or acr, gcp).
+    cloud: Option<SharedCloud>,
     opts: HttpOptions,
     /// Proxy route and TLS material, also used to explain failed connections.
     network: network::Network,
@@ -107,7 +110,18 @@ impl HttpRegistry {
         let network = opts.network(registry_name)?;
         let client = opts.build_client(registry_name, &network, true)?;
         let upload_client = opts.build_client(registry_name, &network, false)?;
-        let auth = Auth::new(client.clone(), registry_name, opts.credentials.clone());
+        let mut auth = Auth::new(client.clone(), registry_name, opts.credentials.clone());
+        let cloud = match &opts.auth {
+            AuthChoice::Cloud(settings) => Some(Arc::new(CloudCredentials::new(
+                registry_name,
+                settings,
+                client.clone(),
+            ))),
+            AuthChoice::Detect | AuthChoice::Static => None,
+        };
+        if let Some(c) = &cloud {
+            auth = auth.with_cloud(c.clone());
+        }
         Ok(HttpRegistry {
             name: registry_name.to_string(),
             base,
@@ -115,6 +129,7 @@ impl HttpRegistry {
             upload_client,
             auth,
             limiter: Limiter::new(registry_name, opts.max_concurrent_requests),
+            cloud,
             pacer: opts.requests_per_second.and_then(options::Pacer::new),
             opts,
             network,
@@ -149,6 +164,22 @@ impl HttpRegistry {
         u
     }
 
+    /// Before writing to `repo`: what the cloud needs done first (ECR creates the repository
+    /// when `create_repositories` is set), once per repository.
+    async fn prepare_push(&self, repo: &str) -> Result<()> {
+        match &self.cloud {
+            Some(c) => c.before_push(repo).await.map_err(|e| {
+                let kind = if e.transient {
+                    ErrorKind::Transport
+                } else {
+                    ErrorKind::Denied
+                };
+                RegistryError::new(kind, "prepare push", &self.name).with_message(e.to_string())
+            }),
+            None => Ok(()),
+        }
+    }
+
     /// Whether `url` is on the registry's own origin, the only one credentials are sent to.
     fn is_own_origin(&self, url: &Url) -> bool {
         url.scheme() == self.base.scheme()
@@ -177,6 +208,7 @@ impl Transport for HttpRegistry {
     }
 
     async fn manifest_put(&self, repo: &str, reference: &str, manifest: &Manifest) -> Result<()> {
+        self.prepare_push(repo).await?;
         self.put_manifest(repo, reference, manifest).await
     }
 
@@ -193,6 +225,7 @@ impl Transport for HttpRegistry {
     }
 
     async fn blob_mount(&self, repo: &str, digest: &Digest, from: &str) -> Result<MountOutcome> {
+        self.prepare_push(repo).await?;
         self.mount_blob(repo, digest, from).await
     }
 
@@ -204,6 +237,7 @@ impl Transport for HttpRegistry {
         body: ByteStream,
         session: Option<UploadSession>,
     ) -> Result<()> {
+        self.prepare_push(repo).await?;
         self.put_blob(repo, digest, size, body, session).await
     }
 
@@ -221,6 +255,10 @@ impl Transport for HttpRegistry {
 
     async fn referrers(&self, repo: &str, digest: &Digest) -> Result<Option<Vec<Descriptor>>> {
         self.list_referrers(repo, digest).await
+    }
+
+    fn mounts_blobs(&self) -> bool {
+        self.cloud.as_ref().is_none_or(|c| c.mounts_blobs())
     }
 
     fn ratelimit_remaining(&self) -> Option<i64> {

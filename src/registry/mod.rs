@@ -156,6 +156,12 @@ pub trait Transport: Send + Sync {
         false
     }
 
+    /// Whether asking for a cross-repository mount can save an upload. Amazon ECR answers every
+    /// mount with 202 and an upload session, so for it the copy engine does not ask.
+    fn mounts_blobs(&self) -> bool {
+        true
+    }
+
     /// The last `ratelimit-remaining` the registry announced (Docker Hub), if any.
     fn ratelimit_remaining(&self) -> Option<i64> {
         None

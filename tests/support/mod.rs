@@ -16,12 +16,14 @@
 pub(crate) mod cli;
 pub(crate) mod daemon;
 pub(crate) mod fixtures;
+pub(crate) mod moto;
 pub(crate) mod pki;
 pub(crate) mod proxy;
 pub(crate) mod raw;
 pub(crate) mod registry;
 pub(crate) mod skopeo;
 pub(crate) mod tinyproxy;
+pub(crate) mod token_realm;
 
 pub(crate) use fixtures::{BuiltImage, Format, ImageSpec, RawManifest, sha256_digest};
 pub(crate) use raw::{FetchedManifest, RawClient};

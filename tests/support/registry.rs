@@ -38,6 +38,16 @@ pub(crate) struct TestRegistryBuilder {
     tls: Option<(PathBuf, PathBuf)>,
     client_ca: Option<PathBuf>,
     refuse_deletes: bool,
+    token: Option<TokenAuth>,
+}
+
+/// Token authentication settings of a registry (distribution's `auth.token`).
+#[derive(Clone)]
+struct TokenAuth {
+    realm: String,
+    service: String,
+    issuer: String,
+    bundle: PathBuf,
 }
 
 impl TestRegistryBuilder {
@@ -45,6 +55,24 @@ impl TestRegistryBuilder {
     /// harness enables them otherwise).
     pub(crate) fn refuse_deletes(mut self) -> Self {
         self.refuse_deletes = true;
+        self
+    }
+
+    /// Require bearer tokens from `realm`, signed by a key whose certificate is in `bundle`
+    /// (see [`super::token_realm`]), for `service`, issued by `issuer`.
+    pub(crate) fn token_auth(
+        mut self,
+        realm: &str,
+        service: &str,
+        issuer: &str,
+        bundle: &Path,
+    ) -> Self {
+        self.token = Some(TokenAuth {
+            realm: realm.to_owned(),
+            service: service.to_owned(),
+            issuer: issuer.to_owned(),
+            bundle: bundle.to_owned(),
+        });
         self
     }
 
@@ -101,6 +129,7 @@ impl TestRegistryBuilder {
             dir,
             port: 0,
             auth: self.auth,
+            token: self.token,
             extra_yaml: self.extra_yaml,
             tls: self.tls,
             client_ca: self.client_ca,
@@ -118,6 +147,7 @@ pub(crate) struct TestRegistry {
     dir: tempfile::TempDir,
     port: u16,
     auth: Option<(String, String)>,
+    token: Option<TokenAuth>,
     extra_yaml: String,
     tls: Option<(PathBuf, PathBuf)>,
     client_ca: Option<PathBuf>,
@@ -493,12 +523,19 @@ impl TestRegistry {
 
     fn write_config(&self) {
         let dir = self.dir.path();
-        let auth = match &self.auth {
-            Some(_) => format!(
+        let auth = match (&self.auth, &self.token) {
+            (Some(_), _) => format!(
                 "auth:\n  htpasswd:\n    realm: crossdock-test\n    path: {}\n",
                 dir.join("htpasswd").display()
             ),
-            None => String::new(),
+            (None, Some(t)) => format!(
+                "auth:\n  token:\n    realm: {}\n    service: {}\n    issuer: {}\n    rootcertbundle: {}\n",
+                t.realm,
+                t.service,
+                t.issuer,
+                t.bundle.display()
+            ),
+            (None, None) => String::new(),
         };
         let mut tls = match &self.tls {
             Some((cert, key)) => format!(

@@ -309,15 +309,19 @@ impl HttpRegistry {
             }
             cur = inner.source();
         }
-        let kind = if unreachable {
+        let kind = if unreachable || e.kind() == ErrorKind::Transport {
             ErrorKind::Transport
         } else {
             ErrorKind::Unauthorized
         };
-        RegistryError::new(kind, call.op, display_url(&call.url))
+        let err = RegistryError::new(kind, call.op, display_url(&call.url))
             .with_status(401)
-            .with_message(e.to_string())
-            .with_source(e)
+            .with_message(e.to_string());
+        match e {
+            // Its message says it all, causes included: as a source too it would print twice.
+            AuthError::Cloud(_) => err,
+            e => err.with_source(e),
+        }
     }
 
     /// Records Docker Hub's `ratelimit-remaining: 100;w=21600`.

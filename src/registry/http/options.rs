@@ -13,6 +13,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use super::super::auth::Credentials;
+use super::super::auth::cloud::AuthChoice;
 use super::super::retry::RetryPolicy;
 use super::super::{ErrorKind, RegistryError, Result};
 use super::network::{Network, process_var};
@@ -38,6 +39,9 @@ pub struct HttpOptions {
     pub proxy: ProxySetting,
     /// What to present when the registry asks; `None` = anonymous.
     pub credentials: Option<Credentials>,
+    /// Where credentials come from: `credentials`, or a cloud identity (ECR, ACR, GAR) —
+    /// resolved by [`crate::registry::connect::Connector`] when left at `Detect`.
+    pub auth: AuthChoice,
     /// Upload blobs in `PATCH` chunks of this many bytes; `None` = one streaming `PUT`.
     pub chunk_size: Option<u64>,
     /// Requests in flight to this registry at once. A permit is held for the whole request,
@@ -67,6 +71,7 @@ impl Default for HttpOptions {
             certs_d: CertsD::default(),
             proxy: ProxySetting::default(),
             credentials: None,
+            auth: AuthChoice::Detect,
             chunk_size: None,
             max_concurrent_requests: 8,
             requests_per_second: None,
