@@ -36,6 +36,7 @@ mod plan;
 mod prune;
 pub mod raw;
 mod shard;
+mod steady;
 mod tags;
 mod trust;
 mod validate;

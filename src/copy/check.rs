@@ -2,7 +2,8 @@
 //! tags already point at the wanted digest is up to date (one HEAD per tag, and nothing else
 //! happens there); a tag pointing at another image stops the whole copy unless forced (the
 //! report of a forced copy keeps what the tags pointed at, for backup tags); the rest are
-//! pending — the walk and the transfer are for them.
+//! pending — the walk and the transfer are for them. A target the caller confirmed at the
+//! wanted digest before ([`CopyOptions::confirmed`]) is up to date without a HEAD.
 
 use super::{CopyError, CopyOptions, Engine, Target, TargetReport, TargetStatus};
 use crate::digest::Digest;
@@ -39,6 +40,15 @@ impl Engine {
         let mut conflict = None;
         for (i, t) in targets.iter().enumerate() {
             let mut report = TargetReport::new(t.display(), t.tags.clone(), wanted.clone());
+            if opts
+                .confirmed
+                .get(i)
+                .is_some_and(|c| c.as_ref() == Some(wanted))
+            {
+                report.status = TargetStatus::UpToDate;
+                checked.reports.push(report);
+                continue;
+            }
             match check_target(t, wanted).await {
                 Err(error) => report.fail(CopyError::Target {
                     target: t.display(),

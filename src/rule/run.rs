@@ -37,6 +37,9 @@ pub struct RunContext {
     pub ratelimit_reserve: Arc<dyn Fn(&str) -> u32 + Send + Sync>,
     /// Called with each image's outcome as it is known (`None`: nobody watches).
     pub observer: Option<Observer>,
+    /// What the daemon confirmed at targets in earlier runs (`None`: no memory, as in
+    /// `crossdock sync`; see [`super::confirmed`]).
+    pub confirmed: Option<Arc<super::Confirmed>>,
 }
 
 impl RunContext {
