@@ -174,7 +174,7 @@ async fn copy_job(
     outs.extend(done.into_iter().map(|(t, _)| ImageOutcome {
         source: job.source.to_string(),
         target: t.to_string(),
-        state: ImageState::UpToDate,
+        state: ImageState::Present,
         digest: None,
         bytes_copied: 0,
     }));
