@@ -120,7 +120,7 @@ class Bench:
         if out.returncode != 0:
             sys.exit("sync failed:\n" + out.stdout + out.stderr)
         after = self.counts()
-        rows.append(("sync", after[0] - before[0], after[1] - before[1], wall, out.stdout.strip().splitlines()[-1]))
+        rows.append(("sync", after[0] - before[0], after[1] - before[1], wall, next((ln for ln in out.stdout.splitlines() if ln.startswith("rule ")), "?").split(" — ")[-1]))
         for label_runs in (("daemon 1st", "daemon 2nd"), ("after restart",)):
             mark = self.counts()
             p = self.daemon(cfg)
@@ -144,6 +144,8 @@ def main():
     b = Bench(args)
     try:
         print("load average at the start: %s" % " ".join("%.2f" % x for x in os.getloadavg()))
+        print("Requests: access-log lines at A (source) / B (target) per run. Time: the sync process's wall "
+              "time; a daemon run's own duration (`/status` last_run.seconds).")
         print("| tags | on_conflict | run | requests A / B | time s | result |")
         print("|---:|---|---|---|---:|---|")
         for n in [int(x) for x in args.tags.split(",")]:
