@@ -257,7 +257,8 @@ fn the_daemon_asks_the_source_only_and_repairs_the_target_at_the_full_check_and_
     let (a, b) = (TestRegistry::start(), TestRegistry::start());
     let (img, other) = (image(6), image(7));
     seed(&rt, &a, "app", &img, &tags("t", N));
-    let head = |t: &str| rt.block_on(b.client().head_manifest("mirror/app", t));
+    // Polled while the daemon writes: distribution answers 500 for a tag being written.
+    let head = |t: &str| rt.block_on(b.client().poll_manifest("mirror/app", t));
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
     let cfg = write_config(dir.path(), &daemon_config(port, &a, &b, "@every 1h", N));
