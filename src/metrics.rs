@@ -86,7 +86,7 @@ pub struct Metrics {
     pub last_success: Family<RuleLabels, Gauge>,
     /// Run durations by rule.
     pub run_duration: Family<RuleLabels, Histogram>,
-    /// Images by rule and outcome (copied, up_to_date, kept, skipped, failed).
+    /// Images by rule and outcome (copied, up_to_date, kept, dry_run, skipped, failed, refused, present).
     pub rule_images: Family<RunLabels, Counter>,
     /// Failed runs of each rule since its last good one.
     pub consecutive_failures: Family<RuleLabels, Gauge>,
@@ -195,7 +195,7 @@ impl Metrics {
         registry.register(
             "rule_images",
             "Images handled by rule runs, by rule and result (copied, up_to_date, kept, \
-             skipped, failed)",
+             dry_run, skipped, failed, refused, present)",
             rule_images.clone(),
         );
         let consecutive_failures = Family::<RuleLabels, Gauge>::default();

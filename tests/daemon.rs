@@ -151,7 +151,8 @@ on_conflict = "keep"
         ),
     );
     let report = sync_json(&cfg, &[]);
-    assert_eq!(states(&report)[0].1, "kept");
+    // Immutable (a keep rule) and listed at the target: left alone without a HEAD (issue 18).
+    assert_eq!(states(&report)[0].1, "present");
     assert_eq!(
         b.client().head_manifest("app", "1.0").await.as_deref(),
         Some(image(2).digest())

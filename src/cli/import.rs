@@ -194,6 +194,7 @@ pub(super) async fn run(args: ImportArgs) -> anyhow::Result<u8> {
         progress: bars.clone(),
         backup_tag: args.backup_tag.clone(),
         source_tags: None,
+        confirmed: Vec::new(),
     };
     let engine = Engine::new(EngineOptions {
         max_concurrent_blobs: args.concurrency.max(1),

@@ -61,6 +61,7 @@ fn order(state: &ImageState) -> u8 {
         ImageState::Pruned => 7,
         ImageState::WouldPrune => 8,
         ImageState::NotPruned(_) => 9,
+        ImageState::Present => 10,
     }
 }
 
@@ -76,6 +77,7 @@ fn word(order: u8) -> &'static str {
         "pruned",
         "would prune",
         "not pruned",
+        "present",
     ][usize::from(order)]
 }
 

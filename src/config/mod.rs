@@ -37,6 +37,7 @@ mod plan;
 mod prune;
 pub mod raw;
 mod shard;
+mod steady;
 mod tags;
 mod trust;
 mod validate;

@@ -306,6 +306,10 @@ pub struct RawRule {
     pub prune_limit: Option<RawPruneLimit>,
     /// Prune backup tags older than this (by the date in the tag).
     pub prune_backups: Option<String>,
+    /// Regex of tags that never change once written: done when the target lists them.
+    pub immutable_tags: Option<String>,
+    /// When the daemon asks the targets again what it confirmed there (cron or `@every`).
+    pub full_check: Option<String>,
 }
 
 /// `prune_limit` as written: an integer or a string, checked when the rule is validated (so

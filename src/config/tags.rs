@@ -11,7 +11,7 @@ use crate::rule::{TagFilter, TagSelector};
 
 /// regex's messages draw a caret diagram over several lines; keep the one that says what is
 /// wrong, so that each problem stays on one line.
-fn regex_reason(e: &regex::Error) -> String {
+pub(super) fn regex_reason(e: &regex::Error) -> String {
     let text = e.to_string();
     text.lines()
         .rev()

@@ -361,6 +361,8 @@ fn rule(
         verify: None,
         audit: None,
         prune: Default::default(),
+        immutable_tags: None,
+        full_check: super::steady::default_full_check(),
     })
 }
 
@@ -513,6 +515,7 @@ pub(crate) fn validate(
                 if let Some(mut plan) = rule(i, r, &defaults, &mut names, problems) {
                     super::trust::apply(&mut plan, i, r, base, problems);
                     super::prune::apply(&mut plan, prune, i, problems);
+                    super::steady::apply(&mut plan, i, r, problems);
                     rules.push(plan);
                 }
             }

@@ -8,6 +8,8 @@
 //! (phase 1) and [`Engine::judge_targets`] weighs them once the wanted digest is known: a no-op
 //! copy costs one round trip, not two, which is most of a no-op sync's time over a wide-area
 //! link (issue 18). Only a target without tags (checked by digest) waits for the resolve.
+//! A target the caller confirmed at the wanted digest before ([`CopyOptions::confirmed`]) is
+//! up to date without a HEAD; its tags are HEADed late only if the source moved.
 
 use futures_util::future::join_all;
 
@@ -32,29 +34,34 @@ struct TargetState {
 }
 
 /// What each target's tags point at (`None` per tag: absent), HEADed without waiting for the
-/// source; `None` for a target without tags, which is checked by digest.
+/// source; `None` for a target without tags, which is checked by digest, and for one the caller
+/// confirmed (see [`look`]).
 pub(super) struct Looked(Vec<Option<Result<TagHeads, RegistryError>>>);
 
 type TagHeads = Vec<(String, Option<Digest>)>;
 
-/// HEADs every tag of every target, all at once (the registries' request limits apply).
-pub(super) async fn look(targets: &[Target]) -> Looked {
-    let per_target = targets.iter().map(|t| async move {
-        if t.tags.is_empty() {
+/// HEADs every tag of every target, all at once (the registries' request limits apply), but
+/// not those of a target the caller `confirmed` at some digest: it is judged once the source's
+/// digest is known (no request at all when that is the confirmed one).
+pub(super) async fn look(targets: &[Target], confirmed: &[Option<Digest>]) -> Looked {
+    let per_target = targets.iter().enumerate().map(|(i, t)| async move {
+        if t.tags.is_empty() || confirmed.get(i).is_some_and(Option::is_some) {
             return None;
         }
-        let heads = join_all(t.tags.iter().map(|tag| async move {
-            let head = t.transport.manifest_head(t.repo(), tag).await?;
-            Ok((tag.clone(), head.map(|h| h.digest)))
-        }))
-        .await;
-        Some(
-            heads
-                .into_iter()
-                .collect::<Result<TagHeads, RegistryError>>(),
-        )
+        Some(tag_heads(t).await)
     });
     Looked(join_all(per_target).await)
+}
+
+/// What each of `t`'s tags points at.
+async fn tag_heads(t: &Target) -> Result<TagHeads, RegistryError> {
+    join_all(t.tags.iter().map(|tag| async move {
+        let head = t.transport.manifest_head(t.repo(), tag).await?;
+        Ok((tag.clone(), head.map(|h| h.digest)))
+    }))
+    .await
+    .into_iter()
+    .collect()
 }
 
 impl Engine {
@@ -66,7 +73,7 @@ impl Engine {
         wanted: &Digest,
         opts: &CopyOptions,
     ) -> Result<Checked, CopyError> {
-        let looked = look(targets).await;
+        let looked = look(targets, &opts.confirmed).await;
         self.judge_targets(targets, looked, wanted, opts).await
     }
 
@@ -85,6 +92,17 @@ impl Engine {
         let mut conflict = None;
         for (i, (t, heads)) in targets.iter().zip(looked.0).enumerate() {
             let mut report = TargetReport::new(t.display(), t.tags.clone(), wanted.clone());
+            let confirmed = opts.confirmed.get(i).and_then(Option::as_ref);
+            if confirmed == Some(wanted) {
+                report.status = TargetStatus::UpToDate;
+                checked.reports.push(report);
+                continue;
+            }
+            // A confirmed target was not looked at: the source moved, so look now.
+            let heads = match (heads, confirmed) {
+                (None, Some(_)) if !t.tags.is_empty() => Some(tag_heads(t).await),
+                (heads, _) => heads,
+            };
             match check_target(t, heads, wanted).await {
                 Err(error) => report.fail(CopyError::Target {
                     target: t.display(),

@@ -163,7 +163,11 @@ impl Engine {
     ) -> Result<CopyReport, CopyError> {
         let started = Instant::now();
         // The targets' tags are HEADed while the source resolves (see `check`).
-        let (resolved, looked) = join(self.resolve(source, opts), check::look(targets)).await;
+        let (resolved, looked) = join(
+            self.resolve(source, opts),
+            check::look(targets, &opts.confirmed),
+        )
+        .await;
         let resolved = resolved?;
         let checked = self
             .judge_targets(targets, looked, &resolved.wanted, opts)

@@ -86,6 +86,10 @@ pub struct CopyOptions {
     /// The source repository's tags, when the caller has listed them already (saves the tag
     /// list that finding tag-attached signatures needs).
     pub source_tags: Option<Arc<std::collections::HashSet<String>>>,
+    /// Per target, in order: the digest the caller last confirmed that target's tags at (the
+    /// daemon's memory). A target whose entry is what the source resolves to is up to date
+    /// without being asked; empty or `None`: the target is asked.
+    pub confirmed: Vec<Option<Digest>>,
 }
 
 impl Default for CopyOptions {
@@ -99,6 +103,7 @@ impl Default for CopyOptions {
             progress: Arc::new(NoProgress),
             backup_tag: None,
             source_tags: None,
+            confirmed: Vec::new(),
         }
     }
 }

@@ -82,6 +82,7 @@ pub fn context_for(plan: &Plan, engine: Engine) -> RunContext {
         image_concurrency: plan.daemon.max_concurrent_images,
         ratelimit_reserve: Arc::new(move |r| reserves.get(r).copied().unwrap_or(0)),
         observer: None,
+        confirmed: None,
     }
 }
 
@@ -111,6 +112,8 @@ struct Shared {
     state: Arc<DaemonState>,
     locks: RuleLocks,
     events: Arc<Events>,
+    /// What the rules confirmed at their targets: kept across reloads, lost at a restart.
+    confirmed: Arc<crate::rule::Confirmed>,
 }
 
 /// Starts a task per rule of `plan` in `shard`. With `run_on_start`, a rule runs at once when
@@ -123,7 +126,8 @@ fn start_generation(
     tasks: &mut JoinSet<()>,
     previous: Option<&Plan>,
 ) -> Generation {
-    let ctx = context_for(plan, shared.engine.clone());
+    let mut ctx = context_for(plan, shared.engine.clone());
+    ctx.confirmed = Some(shared.confirmed.clone());
     let rules = plan.rules_in(shard);
     shared.state.set_rules(
         rules
@@ -203,6 +207,7 @@ pub async fn run(config_path: &Path, shard: Shard) -> Result<u8, DaemonError> {
         state: state.clone(),
         locks: RuleLocks::default(),
         events,
+        confirmed: Arc::default(),
     };
     let mut tasks = JoinSet::new();
     let mut current_plan = plan;

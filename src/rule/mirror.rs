@@ -98,6 +98,12 @@ pub struct RulePlan {
     pub audit: Option<Schedule>,
     /// Whether and how target tags whose source tag is gone are deleted (`prune`).
     pub prune: super::prune::PrunePolicy,
+    /// Tags that never change once written (`immutable_tags`): done when the target lists them
+    /// (see [`super::immutable`]). With `on_conflict = "keep"` every tag is.
+    pub immutable_tags: Option<regex::Regex>,
+    /// When the daemon checks again at the target what it remembers having confirmed there
+    /// (`full_check`, see [`super::confirmed`]).
+    pub full_check: Schedule,
 }
 
 impl RulePlan {
@@ -201,6 +207,8 @@ mod tests {
             verify: None,
             audit: None,
             prune: Default::default(),
+            immutable_tags: None,
+            full_check: Schedule::Every(Duration::from_secs(24 * 3600)),
             on_conflict: OnConflict::Keep,
             schedule: Schedule::Every(Duration::from_secs(60)),
             timeout: Duration::from_secs(60),

@@ -9,6 +9,10 @@
 //! stop the others. A tag that differs at the target is moved (`on_conflict = "overwrite"`) or
 //! left alone and counted as kept (`"keep"`). Once every copy is done, a rule that prunes
 //! deletes the target tags whose source tag is gone ([`super::prune_run`]).
+//!
+//! A run that changes nothing stays cheap (issue 18): an immutable tag the target already lists
+//! is done without a request of its own ([`super::immutable`]), and in the daemon a target the
+//! memory confirmed at the digest the source resolves to is not asked ([`super::confirmed`]).
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -16,6 +20,8 @@ use std::sync::Arc;
 use futures_util::StreamExt;
 use futures_util::stream::FuturesUnordered;
 
+use super::confirmed::RunMemory;
+use super::immutable::TargetTags;
 use super::mirror::{OnConflict, RulePlan};
 use super::run::{Failure, ImageOutcome, ImageState, RuleRun, RunContext, RunError, Tally};
 use crate::copy::{CopyError, CopyOptions, Source, Target, TargetStatus, error_chain};
@@ -35,6 +41,8 @@ struct Job {
     source: Reference,
     targets: Vec<Reference>,
     listed: Option<Arc<HashSet<String>>>,
+    /// Per target: the tag is immutable and the target lists it already.
+    done: Vec<bool>,
 }
 
 /// The jobs of one source, or `None` (the problem recorded) when it cannot be listed.
@@ -71,6 +79,7 @@ async fn source_jobs(
     // The copies need the tag list to find signature tags; listing once per source instead of
     // once per image is what keeps a sync of many tags cheap (1,000 tags: 1 listing, not 1,001).
     let listed = selected.listed.map(|l| Arc::new(l.into_iter().collect()));
+    let present = TargetTags::list(rule, ctx, &repositories).await;
     let source = source.clone();
     Some(selected.tags.into_iter().filter_map(move |tag| {
         let targets: Result<Vec<Reference>, _> =
@@ -81,6 +90,7 @@ async fn source_jobs(
             source: source.with_tag(&tag).ok()?,
             targets: targets.ok()?,
             listed: listed.clone(),
+            done: present.done(&tag),
         })
     }))
 }
@@ -96,6 +106,7 @@ async fn copy_all(rule: &RulePlan, ctx: &RunContext, dry_run: bool, tally: &Tall
     };
     // A bounded set of copies in flight: a tag becomes a copy only when a slot is free.
     let limit = ctx.image_concurrency.max(1);
+    let memory = RunMemory::for_run(ctx, rule, dry_run);
     let mut in_flight = FuturesUnordered::new();
     for source in &rule.sources {
         // Copies in flight keep going while the next source is listed.
@@ -115,7 +126,13 @@ async fn copy_all(rule: &RulePlan, ctx: &RunContext, dry_run: bool, tally: &Tall
             {
                 record(tally, outcomes);
             }
-            in_flight.push(copy_job(ctx, job, &opts, rule.verify.as_deref()));
+            in_flight.push(copy_job(
+                ctx,
+                job,
+                &opts,
+                rule.verify.as_deref(),
+                memory.as_ref(),
+            ));
         }
     }
     while let Some(outcomes) = in_flight.next().await {
@@ -132,17 +149,36 @@ fn record(tally: &Tally, outcomes: Vec<ImageOutcome>) {
     }
 }
 
+/// Copies one job's image to the targets where it is not done already.
 async fn copy_job(
     ctx: &RunContext,
     job: Job,
     opts: &CopyOptions,
     verify: Option<&crate::trust::Policy>,
+    memory: Option<&RunMemory<'_>>,
 ) -> Vec<ImageOutcome> {
     let opts = CopyOptions {
         source_tags: job.listed,
         ..opts.clone()
     };
-    copy_one(ctx, &job.source, &job.targets, &opts, verify).await
+    let (done, rest): (Vec<_>, Vec<_>) = job
+        .targets
+        .into_iter()
+        .zip(job.done.into_iter().chain(std::iter::repeat(false)))
+        .partition(|(_, done)| *done);
+    let rest: Vec<Reference> = rest.into_iter().map(|(t, _)| t).collect();
+    let mut outs = match rest.is_empty() {
+        true => Vec::new(),
+        false => copy_one(ctx, &job.source, &rest, &opts, verify, memory).await,
+    };
+    outs.extend(done.into_iter().map(|(t, _)| ImageOutcome {
+        source: job.source.to_string(),
+        target: t.to_string(),
+        state: ImageState::Present,
+        digest: None,
+        bytes_copied: 0,
+    }));
+    outs
 }
 
 /// Copies one source image to its targets; one outcome per target, in target order.
@@ -152,6 +188,7 @@ async fn copy_one(
     tgts: &[Reference],
     opts: &CopyOptions,
     verify: Option<&crate::trust::Policy>,
+    memory: Option<&RunMemory<'_>>,
 ) -> Vec<ImageOutcome> {
     let mut outs: Vec<ImageOutcome> = tgts
         .iter()
@@ -199,6 +236,7 @@ async fn copy_one(
     };
     let mut targets = Vec::new();
     let mut reached = Vec::new();
+    let known: Vec<_> = tgts.iter().map(|t| memory?.known(t)).collect();
     for (i, tgt) in tgts.iter().enumerate() {
         match ctx.connector.get(tgt.registry()) {
             Ok(t) => {
@@ -215,6 +253,10 @@ async fn copy_one(
     let source = Source {
         transport: s,
         reference: src.clone(),
+    };
+    let opts = &CopyOptions {
+        confirmed: reached.iter().map(|&i| known[i].clone()).collect(),
+        ..opts.clone()
     };
     match ctx.engine.copy(&source, &targets, opts).await {
         Ok(r) => {
@@ -244,6 +286,7 @@ async fn copy_one(
                     opts,
                     // `src` is already the verified digest.
                     None,
+                    memory,
                 ))
                 .await;
                 outs[i] = one.into_iter().next().expect("one outcome per target");
@@ -260,6 +303,11 @@ async fn copy_one(
             for &i in &reached {
                 outs[i].state = ImageState::Failed(Failure::Copy(e.clone()));
             }
+        }
+    }
+    if let Some(m) = memory {
+        for &i in &reached {
+            m.settle(&tgts[i], known[i].as_ref(), &outs[i]);
         }
     }
     outs

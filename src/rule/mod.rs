@@ -9,9 +9,13 @@
 //! Layout: the plans ([`RulePlan`] with [`select`] and [`template`], [`IndexPlan`]) are plain
 //! data that [`crate::config`] builds; [`run`] holds what every run shares (context, image
 //! states, the tally and its time limit); [`mirror_run`] and [`index_run`] run each kind;
-//! [`pushed`] is what registry notifications ask of a rule. Nothing here knows the daemon or the
+//! [`pushed`] is what registry notifications ask of a rule; `immutable` (tags a target's listing
+//! settles) and [`confirmed`] (the daemon's memory of target digests) keep a run that changes
+//! nothing cheap (issue 18). Nothing here knows the daemon or the
 //! configuration file: the dependencies point down, to the engine and the transport.
 
+pub mod confirmed;
+mod immutable;
 pub mod index;
 pub mod index_run;
 pub mod mirror;
@@ -23,6 +27,7 @@ pub mod run;
 pub mod select;
 pub mod template;
 
+pub use confirmed::Confirmed;
 pub use index::IndexPlan;
 pub use index_run::run_index;
 pub use mirror::{OnConflict, ResolveError, RulePlan, Selected};
@@ -38,6 +43,9 @@ pub use template::{TargetTemplate, TemplateError};
 use crate::schedule::Schedule;
 
 /// A rule of either kind.
+// A process holds a handful of rules: the variants' sizes do not matter, and boxing the plan
+// would touch every caller (and the other branches editing rule keys) for nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone)]
 pub enum Rule {
     /// Copies tags of source repositories to targets.

@@ -37,6 +37,9 @@ pub struct RunContext {
     pub ratelimit_reserve: Arc<dyn Fn(&str) -> u32 + Send + Sync>,
     /// Called with each image's outcome as it is known (`None`: nobody watches).
     pub observer: Option<Observer>,
+    /// What the daemon confirmed at targets in earlier runs (`None`: no memory, as in
+    /// `crossdock sync`; see [`super::confirmed`]).
+    pub confirmed: Option<Arc<super::Confirmed>>,
 }
 
 impl RunContext {
@@ -144,10 +147,13 @@ pub enum ImageState {
     /// Would be pruned, but could not be removed alone: the registry deletes by digest only and
     /// a kept tag points at the same image. Not a failure of the run.
     NotPruned(String),
+    /// An immutable tag the target lists already: left as it is, neither side asked (issue 18;
+    /// whether it is the source's image is not known, and for an immutable tag not asked).
+    Present,
 }
 
 /// The kinds of [`ImageState`], for counts and labels.
-const KINDS: [&str; 10] = [
+const KINDS: [&str; 11] = [
     "copied",
     "up_to_date",
     "kept",
@@ -158,11 +164,12 @@ const KINDS: [&str; 10] = [
     "pruned",
     "would_prune",
     "not_pruned",
+    "present",
 ];
 
 impl ImageState {
     /// The label in JSON reports and metrics: `copied`, `up_to_date`, `kept`, `dry_run`,
-    /// `skipped`, `failed`, `refused`, `pruned`, `would_prune`, `not_pruned`.
+    /// `skipped`, `failed`, `refused`, `pruned`, `would_prune`, `not_pruned`, `present`.
     pub fn label(&self) -> &'static str {
         KINDS[self.kind()]
     }
@@ -179,6 +186,7 @@ impl ImageState {
             ImageState::Pruned => 7,
             ImageState::WouldPrune => 8,
             ImageState::NotPruned(_) => 9,
+            ImageState::Present => 10,
         }
     }
 
@@ -259,6 +267,8 @@ pub struct Counts {
     pub would_prune: u64,
     /// Target tags that could not be deleted alone (digest-only registries).
     pub not_pruned: u64,
+    /// Immutable tags the target lists already.
+    pub present: u64,
 }
 
 impl Counts {
@@ -273,7 +283,8 @@ impl Counts {
             6 => &mut self.refused,
             7 => &mut self.pruned,
             8 => &mut self.would_prune,
-            _ => &mut self.not_pruned,
+            9 => &mut self.not_pruned,
+            _ => &mut self.present,
         }
     }
 
@@ -291,6 +302,7 @@ impl Counts {
             + self.skipped
             + self.failed
             + self.refused
+            + self.present
     }
 
     /// Both runs' images.
@@ -528,6 +540,12 @@ pub fn summary_line(run: &RuleRun) -> String {
     }
     if c.not_pruned > 0 {
         parts.push(format!("{} not removable alone", c.not_pruned));
+    }
+    if c.present > 0 {
+        parts.push(format!(
+            "{} present (immutable, listed at the target)",
+            c.present
+        ));
     }
     let images = parts.join(", ");
     let head = format!(
