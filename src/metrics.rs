@@ -65,7 +65,8 @@ pub struct NotificationLabels {
 /// Labels for images refused by the signature policy.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ReasonLabels {
-    /// `unsigned`, `invalid_signature` or `lookup_failed` (see `trust::Refusal::reason`).
+    /// `unsigned`, `invalid_signature`, `lookup_failed`, `tlog_invalid`, `untrusted_certificate`
+    /// or `identity_mismatch` (see `trust::Refusal::reason`).
     pub reason: String,
 }
 

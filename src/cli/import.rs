@@ -62,6 +62,23 @@ pub struct ImportArgs {
     /// key (repeatable: any one key suffices).
     #[arg(long = "verify-key", value_name = "FILE")]
     pub verify_keys: Vec<std::path::PathBuf>,
+    /// Keyless: copy only if a cosign keyless signature's certificate names this identity
+    /// (e-mail or URI); needs --verify-issuer and --verify-trust-root.
+    #[arg(
+        long,
+        value_name = "IDENTITY",
+        conflicts_with = "verify_identity_regexp"
+    )]
+    pub verify_identity: Option<String>,
+    /// Keyless: a regular expression the certificate's whole identity must match.
+    #[arg(long, value_name = "REGEX")]
+    pub verify_identity_regexp: Option<String>,
+    /// Keyless: the OIDC issuer the certificate must name.
+    #[arg(long, value_name = "URL")]
+    pub verify_issuer: Option<String>,
+    /// Keyless: the Sigstore trust root (TrustedRoot JSON, e.g. trusted_root.json).
+    #[arg(long, value_name = "FILE")]
+    pub verify_trust_root: Option<std::path::PathBuf>,
     /// Registry connection options.
     #[command(flatten)]
     pub registry: RegistryFlags,
@@ -135,11 +152,11 @@ pub(super) async fn run(args: ImportArgs) -> anyhow::Result<u8> {
             return Ok(EXIT_USAGE);
         }
     };
-    let policy = match crate::trust::Policy::load(&args.verify_keys) {
+    let policy = match signature_policy(&args) {
         Ok(p) => p,
         Err(errors) => {
             for e in errors {
-                eprintln!("error: --verify-key {e}");
+                eprintln!("error: {e}");
             }
             return Ok(EXIT_USAGE);
         }
@@ -220,6 +237,61 @@ pub(super) async fn run(args: ImportArgs) -> anyhow::Result<u8> {
         }
     }
     Ok(if report.ok() { 0 } else { EXIT_FAILURE })
+}
+
+/// The signature policy the flags ask for; every bad flag is reported, not only the first.
+fn signature_policy(args: &ImportArgs) -> Result<Option<crate::trust::Policy>, Vec<String>> {
+    use crate::trust::{Identity, Keyless, Policy, TrustRoot};
+    let mut errors = Vec::new();
+    let keys = crate::trust::Policy::load(&args.verify_keys)
+        .map(|p| p.map(|p| p.into_keys()).unwrap_or_default())
+        .unwrap_or_else(|es| {
+            errors.extend(es.iter().map(|e| format!("--verify-key {e}")));
+            Vec::new()
+        });
+    let identity = match (&args.verify_identity, &args.verify_identity_regexp) {
+        (Some(e), _) => Some(Identity::Exact(e.clone())),
+        (None, Some(r)) => Identity::regexp(r)
+            .map_err(|e| errors.push(format!("--verify-identity-regexp {r:?}: {e}")))
+            .ok(),
+        (None, None) => None,
+    };
+    let asked = args.verify_identity.is_some()
+        || args.verify_identity_regexp.is_some()
+        || args.verify_issuer.is_some()
+        || args.verify_trust_root.is_some();
+    let mut keyless = None;
+    if asked {
+        let root = match &args.verify_trust_root {
+            Some(f) => TrustRoot::load(f)
+                .map_err(|e| errors.push(format!("--verify-trust-root {e}")))
+                .ok(),
+            None => {
+                errors.push("keyless verification needs --verify-trust-root FILE".into());
+                None
+            }
+        };
+        if identity.is_none() && args.verify_identity_regexp.is_none() {
+            errors.push(
+                "keyless verification needs --verify-identity (or --verify-identity-regexp)".into(),
+            );
+        }
+        if args.verify_issuer.is_none() {
+            errors.push("keyless verification needs --verify-issuer URL".into());
+        }
+        if let (Some(root), Some(identity), Some(issuer)) = (root, identity, &args.verify_issuer) {
+            keyless = Some(Keyless::new(
+                std::sync::Arc::new(root),
+                identity,
+                issuer.clone(),
+            ));
+        }
+    }
+    if errors.is_empty() {
+        Ok(Policy::with_keyless(keys, keyless))
+    } else {
+        Err(errors)
+    }
 }
 
 fn print_refusal(source: &Reference, refusal: &crate::trust::Refusal, json: bool) {

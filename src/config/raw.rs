@@ -298,6 +298,14 @@ pub struct RawRule {
     pub backup_tag: Option<String>,
     /// Public key files (relative to the configuration file): copy only images signed with one.
     pub verify_keys: Option<Vec<String>>,
+    /// Keyless: the signing certificate's identity (e-mail or URI), exactly.
+    pub verify_identity: Option<String>,
+    /// Keyless: a regular expression the certificate's whole identity must match.
+    pub verify_identity_regexp: Option<String>,
+    /// Keyless: the OIDC issuer the certificate must name.
+    pub verify_issuer: Option<String>,
+    /// Keyless: the Sigstore TrustedRoot JSON file (relative to the configuration file).
+    pub verify_trust_root: Option<String>,
     /// When to re-read this rule's targets and check every digest (cron or `@every`).
     pub audit: Option<String>,
     /// Delete target tags whose source tag is gone.

@@ -130,7 +130,12 @@ impl PublicKey {
             };
             return Err(format!("PEM block {label:?} is {what}"));
         }
-        let spki = SubjectPublicKeyInfoRef::from_der(&der).map_err(|e| {
+        PublicKey::from_spki_der(name, &der)
+    }
+
+    /// Parses a DER SubjectPublicKeyInfo (a certificate's or a transparency log's key).
+    pub fn from_spki_der(name: &str, der: &[u8]) -> Result<PublicKey, String> {
+        let spki = SubjectPublicKeyInfoRef::from_der(der).map_err(|e| {
             format!("the PUBLIC KEY block is not a valid SubjectPublicKeyInfo: {e}")
         })?;
         let bad = |e: spki::Error| format!("the {} key is invalid: {e}", algorithm_name(&spki));

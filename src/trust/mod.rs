@@ -12,25 +12,31 @@
 //! carries no signature. Signatures themselves are copied with the image by the copy engine's
 //! referrer handling (the `.sig` tag and OCI referrers), unless referrers are turned off.
 //!
-//! Keyless signatures (Fulcio certificates, Rekor bundles) are not verified: a policy holds
-//! public keys only.
+//! Keyless signatures (a Fulcio certificate and a Rekor bundle instead of a key) are admitted
+//! when the policy has a [`Keyless`] part: a Sigstore trust root read from a file and the
+//! identity and OIDC issuer the certificate must name ([`keyless`]). Keys and keyless may be
+//! combined: a signature that verifies with either is enough.
 
 pub mod key;
+pub mod keyless;
 pub mod signature;
 
 use std::path::PathBuf;
 
 pub use key::{KeyError, PublicKey};
+pub use keyless::{Identity, Keyless, TrustRoot};
 pub use signature::Verified;
 
 use crate::digest::Digest;
 use crate::reference::Reference;
 use crate::registry::{RegistryError, Transport};
 
-/// The keys an image must be signed with (one of them).
+/// What an image must be signed with: one of the keys, or a certificate the keyless part
+/// trusts.
 #[derive(Debug)]
 pub struct Policy {
     keys: Vec<PublicKey>,
+    keyless: Option<Keyless>,
 }
 
 /// Why an image was not admitted.
@@ -47,13 +53,16 @@ pub enum Refusal {
         /// The tag looked at.
         sig_tag: String,
     },
-    /// Signatures were found, none verifies for this image with a trusted key.
-    #[error("{image} has no valid signature by a trusted key: {}", problems.join("; "))]
+    /// Signatures were found, none verifies for this image with a trusted key or identity.
+    #[error("{image} has no valid signature by a trusted signer: {}", problems.join("; "))]
     Invalid {
         /// The image, pinned to its digest.
         image: String,
         /// Why each signature was refused.
         problems: Vec<String>,
+        /// The metric reason: `invalid_signature`, or the keyless check every signature
+        /// failed (`tlog_invalid`, `untrusted_certificate`, `identity_mismatch`).
+        reason: &'static str,
     },
     /// The signatures could not be read (registry error), so nothing is known.
     #[error("{image}: could not read its signatures: {}", problems.join("; "))]
@@ -74,12 +83,13 @@ pub enum Refusal {
 }
 
 impl Refusal {
-    /// The `reason` label of `crossdock_images_refused_total`: `unsigned`, `invalid_signature`
-    /// or `lookup_failed`.
+    /// The `reason` label of `crossdock_images_refused_total`: `unsigned`,
+    /// `invalid_signature`, `lookup_failed`, or for keyless signatures `tlog_invalid`,
+    /// `untrusted_certificate` or `identity_mismatch`.
     pub fn reason(&self) -> &'static str {
         match self {
             Refusal::Unsigned { .. } => "unsigned",
-            Refusal::Invalid { .. } => "invalid_signature",
+            Refusal::Invalid { reason, .. } => reason,
             Refusal::Lookup { .. } | Refusal::Resolve { .. } => "lookup_failed",
         }
     }
@@ -106,12 +116,27 @@ impl Policy {
 
     /// A policy of these keys; `None` for no keys (a policy that admits nothing is a mistake).
     pub fn new(keys: Vec<PublicKey>) -> Option<Policy> {
-        (!keys.is_empty()).then_some(Policy { keys })
+        Policy::with_keyless(keys, None)
+    }
+
+    /// A policy of these keys and a keyless part; `None` when both are empty.
+    pub fn with_keyless(keys: Vec<PublicKey>, keyless: Option<Keyless>) -> Option<Policy> {
+        (!keys.is_empty() || keyless.is_some()).then_some(Policy { keys, keyless })
+    }
+
+    /// The keyless part, if any.
+    pub fn keyless(&self) -> Option<&Keyless> {
+        self.keyless.as_ref()
     }
 
     /// The trusted keys.
     pub fn keys(&self) -> &[PublicKey] {
         &self.keys
+    }
+
+    /// The trusted keys, taken out.
+    pub fn into_keys(self) -> Vec<PublicKey> {
+        self.keys
     }
 
     /// Checks `source` (in the registry `src` serves) and returns it pinned to the digest whose
@@ -145,7 +170,11 @@ impl Policy {
             None => resolve(src, source).await?,
         };
         let pinned = source.with_digest(digest.clone());
-        let found = signature::find(src, repo, &digest, &self.keys).await;
+        let trusted = signature::Trusted {
+            keys: &self.keys,
+            keyless: self.keyless.as_ref(),
+        };
+        let found = signature::find(src, repo, &digest, trusted).await;
         if let Some(v) = found.verified {
             return Ok((pinned, v));
         }
@@ -164,6 +193,7 @@ impl Policy {
         }
         Err(Refusal::Invalid {
             image,
+            reason: found.reason(),
             problems: found.problems,
         })
     }

@@ -19,6 +19,7 @@ use futures_util::TryStreamExt as _;
 use serde::Deserialize;
 
 use super::key::PublicKey;
+use super::keyless::{BUNDLE_ANNOTATION, CERTIFICATE_ANNOTATION, Keyless};
 use crate::digest::{Digest, VerifyingStream};
 use crate::manifest::{Descriptor, Manifest, ManifestView};
 use crate::registry::{RegistryError, Transport};
@@ -55,17 +56,42 @@ pub struct Findings {
     pub candidates: usize,
     /// Why each candidate that did not verify was refused, or why a lookup failed.
     pub problems: Vec<String>,
+    /// The metric reason of each refused candidate (`invalid_signature`, or what a keyless
+    /// check found: `tlog_invalid`, `untrusted_certificate`, `identity_mismatch`).
+    pub reasons: Vec<&'static str>,
     /// Registry errors that kept signatures from being read (not "there is none").
     pub lookup_errors: usize,
 }
 
-/// Looks for a signature of `digest` in `repo` that verifies with one of `keys`.
-pub async fn find(
-    src: &dyn Transport,
-    repo: &str,
-    digest: &Digest,
-    keys: &[PublicKey],
-) -> Findings {
+/// What a signature may verify with: one of the keys, or a keyless policy.
+#[derive(Debug, Clone, Copy)]
+pub struct Trusted<'a> {
+    /// Public keys.
+    pub keys: &'a [PublicKey],
+    /// Fulcio certificates with an identity, checked against a trust root.
+    pub keyless: Option<&'a Keyless>,
+}
+
+impl Findings {
+    fn refuse(&mut self, reason: &'static str, problem: String) {
+        self.reasons.push(reason);
+        self.problems.push(problem);
+    }
+
+    /// The reason label of a refusal: the keyless check the candidates failed when they all
+    /// failed the same one (a key-made layer beside a keyless one does not hide it), else
+    /// `invalid_signature`.
+    pub fn reason(&self) -> &'static str {
+        let mut specific = self.reasons.iter().filter(|r| **r != "invalid_signature");
+        match specific.next() {
+            Some(first) if specific.all(|r| r == first) => first,
+            _ => "invalid_signature",
+        }
+    }
+}
+
+/// Looks for a signature of `digest` in `repo` that verifies with what is trusted.
+pub async fn find(src: &dyn Transport, repo: &str, digest: &Digest, keys: Trusted<'_>) -> Findings {
     let mut f = Findings::default();
     let tag = format!("{}.sig", digest.tag_form());
     match src.manifest_get(repo, &tag).await {
@@ -94,7 +120,7 @@ pub async fn find(
         match src.manifest_get(repo, &d.digest.to_string()).await {
             Ok(m) => {
                 if let Err(p) = subject_is(&m, digest) {
-                    f.problems.push(format!("{at}: {p}"));
+                    f.refuse("invalid_signature", format!("{at}: {p}"));
                     continue;
                 }
                 check_manifest(src, repo, digest, &m, &at, keys, &mut f).await;
@@ -104,9 +130,10 @@ pub async fn find(
             }
             // A listed referrer that is not there or not what its digest says is a lie of the
             // referrers answer, not a registry failure.
-            Err(e) if is_content_error(&e) => f.problems.push(format!(
-                "{at}: listed as a referrer but cannot be read: {e}"
-            )),
+            Err(e) if is_content_error(&e) => f.refuse(
+                "invalid_signature",
+                format!("{at}: listed as a referrer but cannot be read: {e}"),
+            ),
             Err(e) => lookup_failed(&mut f, &format!("reading {at}"), &e),
         }
     }
@@ -150,7 +177,7 @@ async fn check_manifest(
     digest: &Digest,
     m: &Manifest,
     at: &str,
-    keys: &[PublicKey],
+    keys: Trusted<'_>,
     f: &mut Findings,
 ) {
     let layers: Vec<&Descriptor> = match m.view() {
@@ -160,15 +187,18 @@ async fn check_manifest(
             .filter(|l| l.media_type == SIMPLE_SIGNING)
             .collect(),
         ManifestView::Index(_) => {
-            f.problems
-                .push(format!("{at}: an index, not a signature manifest"));
+            f.refuse(
+                "invalid_signature",
+                format!("{at}: an index, not a signature manifest"),
+            );
             return;
         }
     };
     if layers.is_empty() {
-        f.problems.push(format!(
-            "{at}: no layer of type {SIMPLE_SIGNING}, so no signature in it"
-        ));
+        f.refuse(
+            "invalid_signature",
+            format!("{at}: no layer of type {SIMPLE_SIGNING}, so no signature in it"),
+        );
         return;
     }
     for (i, layer) in layers.into_iter().enumerate() {
@@ -189,25 +219,26 @@ async fn check_manifest(
                 return;
             }
             Err(LayerError::Lookup(e)) => lookup_failed(f, &format!("reading {where_}"), &e),
-            Err(LayerError::Refused(p)) => f.problems.push(format!("{where_}: {p}")),
+            Err(LayerError::Refused(reason, p)) => f.refuse(reason, format!("{where_}: {p}")),
         }
     }
 }
 
 enum LayerError {
     Lookup(RegistryError),
-    Refused(String),
+    Refused(&'static str, String),
 }
 
-/// Checks one simple-signing layer; the name of the key it verifies with.
+/// Checks one simple-signing layer; the name of the key (or keyless identity) it verifies
+/// with.
 async fn check_layer(
     src: &dyn Transport,
     repo: &str,
     digest: &Digest,
     layer: &Descriptor,
-    keys: &[PublicKey],
+    trusted: Trusted<'_>,
 ) -> Result<String, LayerError> {
-    let refused = |s: String| Err(LayerError::Refused(s));
+    let refused = |s: String| Err(LayerError::Refused("invalid_signature", s));
     let Some(sig) = layer.annotations.get(SIGNATURE_ANNOTATION) else {
         return refused(format!("no {SIGNATURE_ANNOTATION} annotation"));
     };
@@ -224,21 +255,51 @@ async fn check_layer(
         ));
     }
     let payload = read_payload(src, repo, layer).await?;
-    let Some(key) = keys.iter().find(|k| k.verifies(&payload, &sig)) else {
-        return refused(format!(
-            "the signature does not verify with {} (payload tampered with, or signed with \
-             another key)",
-            key_list(keys)
-        ));
+    let keys = trusted.keys;
+    let cert = layer.annotations.get(CERTIFICATE_ANNOTATION);
+    let signer = if let Some(key) = keys.iter().find(|k| k.verifies(&payload, &sig)) {
+        key.name().to_string()
+    } else if let (Some(keyless), Some(cert)) = (trusted.keyless, cert) {
+        let bundle = layer.annotations.get(BUNDLE_ANNOTATION).map(String::as_str);
+        keyless
+            .verify(cert, bundle, &payload, &sig)
+            .map_err(|r| LayerError::Refused(r.reason, format!("keyless: {}", r.message)))?
+    } else {
+        return refused(not_verified(trusted, cert.is_some()));
     };
-    let signed = signed_digest(&payload).map_err(LayerError::Refused)?;
+    let signed =
+        signed_digest(&payload).map_err(|e| LayerError::Refused("invalid_signature", e))?;
     if &signed != digest {
         return refused(format!(
-            "signed by {} for image {signed}, not this image ({digest})",
-            key.name()
+            "signed by {signer} for image {signed}, not this image ({digest})"
         ));
     }
-    Ok(key.name().to_string())
+    Ok(signer)
+}
+
+/// Why a layer verified with nothing trusted.
+fn not_verified(trusted: Trusted<'_>, has_cert: bool) -> String {
+    match (trusted.keys, trusted.keyless) {
+        ([], Some(_)) => format!(
+            "a signature with no {CERTIFICATE_ANNOTATION} (made with a key, not keyless), and \
+             no key is trusted"
+        ),
+        (keys, Some(_)) => format!(
+            "the signature does not verify with {} and carries no {CERTIFICATE_ANNOTATION} \
+             for keyless verification",
+            key_list(keys)
+        ),
+        (keys, None) => format!(
+            "the signature does not verify with {} (payload tampered with, or signed with \
+             another key{})",
+            key_list(keys),
+            if has_cert {
+                "; it is keyless: give verify_identity, verify_issuer and verify_trust_root"
+            } else {
+                ""
+            }
+        ),
+    }
 }
 
 fn key_list(keys: &[PublicKey]) -> String {
@@ -269,7 +330,10 @@ async fn read_payload(
     let mut stream = VerifyingStream::new(body.stream, layer.digest.clone(), Some(layer.size));
     let mut payload = Vec::with_capacity(layer.size as usize);
     while let Some(chunk) = stream.try_next().await.map_err(|e| {
-        LayerError::Refused(format!("payload blob {} unreadable: {e}", layer.digest))
+        LayerError::Refused(
+            "invalid_signature",
+            format!("payload blob {} unreadable: {e}", layer.digest),
+        )
     })? {
         payload.extend_from_slice(&chunk);
     }

@@ -475,3 +475,5 @@ fn key_files_are_all_checked_before_anything() {
     assert!(text[2].contains("cannot read the key file"), "{text:?}");
     assert!(Policy::load(&[]).unwrap().is_none());
 }
+
+mod keyless;
