@@ -84,7 +84,8 @@ pub struct CopyOptions {
     /// (see [`backup`]) so it stays reachable.
     pub backup_tag: Option<String>,
     /// The source repository's tags, when the caller has listed them already (saves the tag
-    /// list that finding tag-attached signatures needs).
+    /// list that finding tag-attached signatures needs). Tags not of the `<algorithm>-<hex>…`
+    /// form may be left out: only those are looked up.
     pub source_tags: Option<Arc<std::collections::HashSet<String>>>,
     /// Per target, in order: the digest the caller last confirmed that target's tags at (the
     /// daemon's memory). A target whose entry is what the source resolves to is up to date

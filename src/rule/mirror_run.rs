@@ -78,7 +78,15 @@ async fn source_jobs(
     };
     // The copies need the tag list to find signature tags; listing once per source instead of
     // once per image is what keeps a sync of many tags cheap (1,000 tags: 1 listing, not 1,001).
-    let listed = selected.listed.map(|l| Arc::new(l.into_iter().collect()));
+    // Only tags of the `<algorithm>-<hex>[.sig|.att|.sbom]` form can be such artifacts, so only
+    // they are kept: a set of every tag would cost ~5 MiB at 100,000 tags.
+    let listed = selected.listed.map(|l| {
+        Arc::new(
+            l.into_iter()
+                .filter(|t| t.starts_with("sha256-") || t.starts_with("sha512-"))
+                .collect(),
+        )
+    });
     let present = TargetTags::list(rule, ctx, &repositories).await;
     let source = source.clone();
     Some(selected.tags.into_iter().filter_map(move |tag| {
