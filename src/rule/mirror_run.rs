@@ -198,16 +198,7 @@ async fn copy_one(
     verify: Option<&crate::trust::Policy>,
     memory: Option<&RunMemory<'_>>,
 ) -> Vec<ImageOutcome> {
-    let mut outs: Vec<ImageOutcome> = tgts
-        .iter()
-        .map(|tgt| ImageOutcome {
-            source: src.to_string(),
-            target: tgt.to_string(),
-            state: ImageState::Failed(Failure::NotReached),
-            digest: None,
-            bytes_copied: 0,
-        })
-        .collect();
+    let mut outs: Vec<_> = tgts.iter().map(|t| not_reached(src, t)).collect();
     let all = |outs: &mut Vec<ImageOutcome>, state: ImageState| {
         for o in outs.iter_mut() {
             o.state = state.clone();
@@ -242,22 +233,8 @@ async fn copy_one(
             }
         },
     };
-    let mut targets = Vec::new();
-    let mut reached = Vec::new();
     let known: Vec<_> = tgts.iter().map(|t| memory?.known(t)).collect();
-    for (i, tgt) in tgts.iter().enumerate() {
-        match ctx.connector.get(tgt.registry()) {
-            Ok(t) => {
-                targets.push(Target {
-                    transport: t,
-                    reference: tgt.repository_only(),
-                    tags: tgt.tag().map(str::to_string).into_iter().collect(),
-                });
-                reached.push(i);
-            }
-            Err(e) => outs[i].state = ImageState::Failed(Failure::Connect(error_chain(&e))),
-        }
-    }
+    let (targets, reached) = connect_targets(ctx, tgts, &mut outs);
     let source = Source {
         transport: s,
         reference: src.clone(),
@@ -272,15 +249,7 @@ async fn copy_one(
                 let out = &mut outs[i];
                 out.digest = Some(t.digest.to_string());
                 out.bytes_copied = t.counts.bytes_copied;
-                out.state = match &t.status {
-                    TargetStatus::Copied => ImageState::Copied,
-                    TargetStatus::UpToDate => ImageState::UpToDate,
-                    TargetStatus::DryRun => ImageState::WouldCopy,
-                    TargetStatus::Failed(e) => {
-                        ImageState::Failed(Failure::Target(error_chain(&**e)))
-                    }
-                    TargetStatus::Pending => ImageState::Failed(Failure::NotReached),
-                };
+                out.state = image_state(&t.status);
             }
         }
         // A target tag at another image and a rule that keeps it: with several targets the
@@ -319,4 +288,51 @@ async fn copy_one(
         }
     }
     outs
+}
+
+/// The outcome of `src` → `tgt` before anything happened.
+fn not_reached(src: &Reference, tgt: &Reference) -> ImageOutcome {
+    ImageOutcome {
+        source: src.to_string(),
+        target: tgt.to_string(),
+        state: ImageState::Failed(Failure::NotReached),
+        digest: None,
+        bytes_copied: 0,
+    }
+}
+
+/// The copy targets of `tgts` whose registry can be reached, and their indices; the others'
+/// outcomes say why not.
+fn connect_targets(
+    ctx: &RunContext,
+    tgts: &[Reference],
+    outs: &mut [ImageOutcome],
+) -> (Vec<Target>, Vec<usize>) {
+    let mut targets = Vec::new();
+    let mut reached = Vec::new();
+    for (i, tgt) in tgts.iter().enumerate() {
+        match ctx.connector.get(tgt.registry()) {
+            Ok(t) => {
+                targets.push(Target {
+                    transport: t,
+                    reference: tgt.repository_only(),
+                    tags: tgt.tag().map(str::to_string).into_iter().collect(),
+                });
+                reached.push(i);
+            }
+            Err(e) => outs[i].state = ImageState::Failed(Failure::Connect(error_chain(&e))),
+        }
+    }
+    (targets, reached)
+}
+
+/// What the engine's status at one target means for the rule.
+fn image_state(status: &TargetStatus) -> ImageState {
+    match status {
+        TargetStatus::Copied => ImageState::Copied,
+        TargetStatus::UpToDate => ImageState::UpToDate,
+        TargetStatus::DryRun => ImageState::WouldCopy,
+        TargetStatus::Failed(e) => ImageState::Failed(Failure::Target(error_chain(&**e))),
+        TargetStatus::Pending => ImageState::Failed(Failure::NotReached),
+    }
 }
