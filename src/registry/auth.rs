@@ -370,24 +370,7 @@ impl Auth {
     ) -> Result<HeaderValue, AuthError> {
         self.state().scheme = Some(Scheme::Bearer);
         if let Some(Credentials::RegistryToken(t)) = &self.credentials {
-            // A static token is all there is: if it was refused, nothing else will do.
-            let header = bearer_header(t).ok_or_else(|| AuthError::UnsuitableCredentials {
-                registry: self.registry.clone(),
-                scheme: "Bearer",
-                kind: "registry token (with characters not allowed in a header)",
-            })?;
-            if previous == Some(&header) {
-                return Err(AuthError::Refused {
-                    registry: self.registry.clone(),
-                    kind: "registry token",
-                });
-            }
-            tracing::debug!(
-                registry = %self.registry,
-                scheme = "bearer",
-                "using the static registry token"
-            );
-            return Ok(header);
+            return self.static_token(t, previous);
         }
         let realm = token::realm_url(&self.registry, realm)?;
         let mut wanted = ScopeSet::from_scopes(scopes);
@@ -447,6 +430,40 @@ impl Auth {
                 return Err(e);
             }
         };
+        let header = granted.header.clone();
+        self.remember(wanted, granted);
+        Ok(header)
+    }
+
+    /// A static registry token as the answer: all there is, so if it was refused (it is
+    /// `previous`), nothing else will do.
+    fn static_token(
+        &self,
+        t: &Secret,
+        previous: Option<&HeaderValue>,
+    ) -> Result<HeaderValue, AuthError> {
+        let header = bearer_header(t).ok_or_else(|| AuthError::UnsuitableCredentials {
+            registry: self.registry.clone(),
+            scheme: "Bearer",
+            kind: "registry token (with characters not allowed in a header)",
+        })?;
+        if previous == Some(&header) {
+            return Err(AuthError::Refused {
+                registry: self.registry.clone(),
+                kind: "registry token",
+            });
+        }
+        tracing::debug!(
+            registry = %self.registry,
+            scheme = "bearer",
+            "using the static registry token"
+        );
+        Ok(header)
+    }
+
+    /// Caches a granted token for `wanted` (replacing one for the same scopes, dropping the
+    /// oldest past the cap) and keeps a rotated refresh token.
+    fn remember(&self, wanted: ScopeSet, granted: token::GrantedToken) {
         let now = (self.clock)();
         let margin = (granted.lifetime / 10).min(Duration::from_secs(30));
         let mut state = self.state();
@@ -462,10 +479,9 @@ impl Auth {
         }
         state.tokens.push(CachedToken {
             scopes: wanted,
-            header: granted.header.clone(),
+            header: granted.header,
             use_until: now + granted.lifetime - margin,
         });
-        Ok(granted.header)
     }
 
     fn state(&self) -> MutexGuard<'_, State> {
