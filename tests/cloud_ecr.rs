@@ -46,6 +46,24 @@ fn all_output(out: &Output) -> String {
     )
 }
 
+/// `crossdock import` of source's app:v1 into target's mirror/app:v1, ECR auth for the target.
+fn import_via_ecr(source: &TestRegistry, target: &TestRegistry, env: &[(&str, String)]) -> Output {
+    let auth = format!("{}=ecr", target.host());
+    let (from, to) = (
+        source.image_ref("app", "v1"),
+        target.image_ref("mirror/app", "v1"),
+    );
+    run(&["import", &from, &to, "--auth", &auth], env)
+}
+
+/// Every one of `wanted` is in the output.
+fn assert_says(out: &Output, wanted: &[&str]) {
+    let text = all_output(out);
+    for w in wanted {
+        assert!(text.contains(w), "{w:?} not in: {text}");
+    }
+}
+
 /// Neither the AWS secret key nor the ECR token (raw, or inside a Basic header) in the output.
 fn assert_no_secret(out: &Output, account: &str) {
     let text = all_output(out);
@@ -302,27 +320,17 @@ async fn ecr_missing_web_identity_token_file_is_a_clear_error() {
             ),
         ])
         .collect();
-    let auth = format!("{}=ecr", target.host());
-    let out = run(
-        &[
-            "import",
-            &source.image_ref("app", "v1"),
-            &target.image_ref("mirror/app", "v1"),
-            "--auth",
-            &auth,
-        ],
-        &env,
-    );
+    let out = import_via_ecr(&source, &target, &env);
     assert!(!out.status.success());
-    let text = all_output(&out);
-    for wanted in [
-        target.host().as_str(),
-        "EKS IRSA web identity",
-        "AWS_WEB_IDENTITY_TOKEN_FILE",
-        "missing-token",
-    ] {
-        assert!(text.contains(wanted), "{wanted:?} not in: {text}");
-    }
+    assert_says(
+        &out,
+        &[
+            target.host().as_str(),
+            "EKS IRSA web identity",
+            "AWS_WEB_IDENTITY_TOKEN_FILE",
+            "missing-token",
+        ],
+    );
     assert_eq!(
         moto.calls(),
         0,
@@ -347,26 +355,16 @@ async fn ecr_api_behind_a_proxy_that_refuses_is_a_clear_error() {
         ("NO_PROXY", String::new()),
         ("no_proxy", String::new()),
     ]);
-    let auth = format!("{}=ecr", target.host());
-    let out = run(
-        &[
-            "import",
-            &source.image_ref("app", "v1"),
-            &target.image_ref("mirror/app", "v1"),
-            "--auth",
-            &auth,
-        ],
-        &env,
-    );
+    let out = import_via_ecr(&source, &target, &env);
     assert!(!out.status.success());
-    let text = all_output(&out);
-    for wanted in [
-        target.host().as_str(),
-        "the AWS credential chain (environment keys)",
-        "GetAuthorizationToken failed (HTTP 407: a proxy on the way to the AWS API wants credentials",
-    ] {
-        assert!(text.contains(wanted), "{wanted:?} not in: {text}");
-    }
+    assert_says(
+        &out,
+        &[
+            target.host().as_str(),
+            "the AWS credential chain (environment keys)",
+            "GetAuthorizationToken failed (HTTP 407: a proxy on the way to the AWS API wants credentials",
+        ],
+    );
     assert!(
         proxy.requests().iter().any(|r| r.starts_with("POST ")),
         "the API call went to the proxy: {}",
