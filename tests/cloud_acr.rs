@@ -20,7 +20,7 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Json, Response};
 use axum::routing::{get, post};
 use base64::Engine as _;
-use support::token_realm::{ISSUER, TokenSigner, scopes};
+use support::token_realm::{TokenSigner, scopes, target_and_source};
 use support::{Format, ImageSpec, TestRegistry, cli};
 
 const TENANT: &str = "72f988bf-0000-4000-8000-2d7cd011db47";
@@ -187,19 +187,11 @@ async fn setup() -> Setup {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
     tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-    let target = TestRegistry::builder()
-        .token_auth(
-            &format!("{url}/oauth2/token"),
-            SERVICE,
-            ISSUER,
-            azure.signer.bundle(),
-        )
-        .start();
-    let source = TestRegistry::start();
     let image = ImageSpec::single(Format::Oci, "linux/amd64")
         .seed(16)
         .build();
-    source.client().push_image("app", "v1", &image).await;
+    let (target, source) =
+        target_and_source(&format!("{url}/oauth2/token"), &azure.signer, &image).await;
     Setup {
         azure,
         url,

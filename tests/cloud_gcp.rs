@@ -23,7 +23,7 @@ use axum::response::{IntoResponse, Json, Response};
 use axum::routing::{get, post};
 use base64::Engine as _;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
-use support::token_realm::{ISSUER, TokenSigner, scopes};
+use support::token_realm::{TokenSigner, scopes, target_and_source};
 use support::{Format, ImageSpec, TestRegistry, cli};
 
 const SERVICE: &str = "europe-docker.pkg.dev";
@@ -177,19 +177,11 @@ async fn setup() -> Setup {
         .route("/v2/token", get(realm))
         .with_state(google.clone());
     tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-    let target = TestRegistry::builder()
-        .token_auth(
-            &format!("http://{host}/v2/token"),
-            SERVICE,
-            ISSUER,
-            google.signer.bundle(),
-        )
-        .start();
-    let source = TestRegistry::start();
     let image = ImageSpec::single(Format::Docker, "linux/arm64/v8")
         .seed(17)
         .build();
-    source.client().push_image("app", "v1", &image).await;
+    let (target, source) =
+        target_and_source(&format!("http://{host}/v2/token"), &google.signer, &image).await;
     Setup {
         google,
         host,

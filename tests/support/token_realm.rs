@@ -109,3 +109,18 @@ pub(crate) fn scopes(pairs: &[(String, String)]) -> Vec<String> {
         .filter(|s| !s.is_empty())
         .collect()
 }
+
+/// The two ends of a cloud identity test: a real registry trusting `signer`'s tokens, with its
+/// token realm at `realm`, and a plain source registry holding `image` as `app:v1`.
+pub(crate) async fn target_and_source(
+    realm: &str,
+    signer: &TokenSigner,
+    image: &super::BuiltImage,
+) -> (super::TestRegistry, super::TestRegistry) {
+    let target = super::TestRegistry::builder()
+        .token_auth(realm, signer.service(), ISSUER, signer.bundle())
+        .start();
+    let source = super::TestRegistry::start();
+    source.client().push_image("app", "v1", image).await;
+    (target, source)
+}
