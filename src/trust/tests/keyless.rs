@@ -250,6 +250,63 @@ async fn a_real_cosign_keyless_signature_verifies_against_the_public_good_root()
     );
 }
 
+/// A second real signature, from sigstore-rs's own tests (Apache-2.0): made on 2021-10-20 under
+/// Fulcio's first CA, whose certificates did not name an OIDC issuer yet, and logged as a
+/// `rekord` entry. Its signature, log record and chain all check out; only the issuer cannot.
+#[test]
+fn a_2021_sigstore_rs_keyless_signature_checks_out_up_to_the_issuer_it_lacks() {
+    let dir = std::path::Path::new(KEYLESS);
+    let a: BTreeMap<String, String> =
+        serde_json::from_slice(&std::fs::read(dir.join("kubewarden.annotations.json")).unwrap())
+            .unwrap();
+    let payload = std::fs::read(dir.join("kubewarden.payload.json")).unwrap();
+    let signature = base64::engine::general_purpose::STANDARD
+        .decode(&a[signature::SIGNATURE_ANNOTATION])
+        .unwrap();
+    let root = Arc::new(TrustRoot::load(&dir.join("trusted_root.json")).unwrap());
+    let check = |identity: &str, payload: &[u8], bundle: &str| {
+        let issuer = "https://accounts.google.com".to_string();
+        Keyless::new(root.clone(), Identity::Exact(identity.into()), issuer)
+            .verify(
+                &a[CERTIFICATE_ANNOTATION],
+                Some(bundle),
+                payload,
+                &signature,
+            )
+            .unwrap_err()
+    };
+    let bundle = &a[BUNDLE_ANNOTATION];
+    let refusal = |reason: &str, want: &str, e: crate::trust::keyless::KeylessRefusal| {
+        assert_eq!(e.reason, reason, "{}", e.message);
+        assert!(e.message.contains(want), "{}", e.message);
+    };
+    refusal(
+        "identity_mismatch",
+        "flavio@castelli.me's certificate names no OIDC issuer",
+        check("flavio@castelli.me", &payload, bundle),
+    );
+    refusal(
+        "identity_mismatch",
+        "signed by flavio@castelli.me, not by identity",
+        check("someone@example.com", &payload, bundle),
+    );
+    let other = String::from_utf8(payload.clone())
+        .unwrap()
+        .replace("5f48", "5f49");
+    refusal(
+        "invalid_signature",
+        "does not verify",
+        check("flavio@castelli.me", other.as_bytes(), bundle),
+    );
+    // The log's promise no longer covers an entry claimed to be a second later.
+    let later = bundle.replace("1634714717", "1634714718");
+    refusal(
+        "tlog_invalid",
+        "SignedEntryTimestamp does not verify",
+        check("flavio@castelli.me", &payload, &later),
+    );
+}
+
 #[tokio::test]
 async fn a_test_made_keyless_signature_admits_the_image_pinned_to_its_digest() {
     let s = Sigstore::new();
