@@ -97,6 +97,12 @@ impl Schedule {
             line: line.to_string(),
             reason: e.to_string(),
         })?;
+        if let Some(reason) = empty_field(expanded, &cron) {
+            return Err(ScheduleError::Cron {
+                line: line.to_string(),
+                reason,
+            });
+        }
         // A line like `0 0 31 2 *` parses but never fires; say so at load time rather than
         // leave a rule that silently never runs.
         let epoch = DateTime::<Utc>::UNIX_EPOCH;
@@ -130,6 +136,32 @@ impl Schedule {
         let second = self.next_after(first)?;
         (second - first).to_std().ok()
     }
+}
+
+/// The field of `cron` (parsed from `line`) that selects nothing, said in words. croner skips
+/// an empty list element (`, */6 * * *` has an empty minute list) and its search for the next
+/// run then steps through every hour to the year 5000: half a minute of CPU before "never
+/// fires". Found by fuzzing (`fuzz/regressions/config/empty-cron-minute-list`).
+fn empty_field(line: &str, cron: &Cron) -> Option<String> {
+    const NAMES: [&str; 5] = ["minute", "hour", "day-of-month", "month", "day-of-week"];
+    if let Some((name, _)) = NAMES
+        .iter()
+        .zip(line.split_whitespace())
+        .find(|(_, field)| field.split(',').any(str::is_empty))
+    {
+        return Some(format!(
+            "the {name} field has an empty list element (a comma at an end, or two in a row)"
+        ));
+    }
+    let p = &cron.pattern;
+    [
+        ("minute", &p.minutes),
+        ("hour", &p.hours),
+        ("month", &p.months),
+    ]
+    .into_iter()
+    .find(|(_, c)| c.values().is_empty())
+    .map(|(name, _)| format!("the {name} field selects no {name}"))
 }
 
 fn strip_prefix_ignore_case<'a>(s: &'a str, prefix: &str) -> Option<&'a str> {
@@ -312,11 +344,26 @@ mod tests {
             "",
             "@reboot",
             "every 6h",
+            ", */6 * * *",
+            "0 1,,2 * * *",
+            "0 0 1, * *",
+            "30-10 * * * *",
         ] {
             let e = Schedule::parse(bad).unwrap_err();
             assert!(matches!(e, ScheduleError::Cron { .. }), "{bad}: {e:?}");
             assert!(e.to_string().contains(&format!("{bad:?}")), "{e}");
         }
+        // Found by fuzzing: an empty minute list once cost half a minute of CPU to refuse.
+        let e = Schedule::parse(", */6 * * *").unwrap_err().to_string();
+        assert!(
+            e.contains("the minute field has an empty list element"),
+            "{e}"
+        );
+        let e = Schedule::parse("0 0 * 1-5, *").unwrap_err().to_string();
+        assert!(
+            e.contains("the month field has an empty list element"),
+            "{e}"
+        );
         assert_eq!(
             Schedule::parse("0 0 31 2 *").unwrap_err(),
             ScheduleError::Never {
