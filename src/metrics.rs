@@ -1,4 +1,5 @@
-//! Every metric crossdock exports, defined in one place.
+//! Every metric crossdock exports, defined in one place (the registration of each family of
+//! metrics, with its name and help text, is in `families`).
 //!
 //! Metrics live in one process-wide registry so that the transport and the copy engine can count
 //! what they do without threading a handle through every call; the server renders it at
@@ -13,6 +14,10 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
+
+use families::{CopyMetrics, DaemonMetrics, RegistryMetrics, RuleMetrics};
+
+mod families;
 
 /// Labels for per-registry request counts.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -122,116 +127,32 @@ pub struct Metrics {
 impl Metrics {
     fn new() -> Self {
         let mut registry = Registry::with_prefix("crossdock");
-        let requests = Family::<RequestLabels, Counter>::default();
-        registry.register(
-            "registry_requests",
-            "HTTP requests sent to registries, by registry, method and status class",
-            requests.clone(),
-        );
-        let ratelimit_remaining = Family::<RegistryLabels, Gauge>::default();
-        registry.register(
-            "registry_ratelimit_remaining",
-            "Last ratelimit-remaining header value seen from a registry (Docker Hub pulls left)",
-            ratelimit_remaining.clone(),
-        );
-        let concurrency_limit = Family::<RegistryLabels, Gauge>::default();
-        registry.register(
-            "registry_concurrency_limit",
-            "Requests a registry may have in flight now: max_concurrency, lowered while the \
-             registry answers 429 or 503 or its latency rises, growing back while it is healthy",
-            concurrency_limit.clone(),
-        );
-        let blobs = Family::<OutcomeLabels, Counter>::default();
-        registry.register(
-            "blobs",
-            "Blobs handled by the copy engine, by outcome (copied, skipped: target had it, mounted)",
-            blobs.clone(),
-        );
-        let bytes = Family::<OutcomeLabels, Counter>::default();
-        registry.register(
-            "blob_bytes",
-            "Bytes of blobs handled by the copy engine, by outcome",
-            bytes.clone(),
-        );
-        let images = Counter::default();
-        registry.register(
-            "images_pushed",
-            "Images (top-level manifests) written to a target",
-            images.clone(),
-        );
-        let images_refused = Family::<ReasonLabels, Counter>::default();
-        registry.register(
-            "images_refused",
-            "Images not copied because no signature by a trusted key covers them, by reason",
-            images_refused.clone(),
-        );
-        let audited = Family::<AuditLabels, Counter>::default();
-        registry.register(
-            "audited_objects",
-            "Manifests and blobs re-read at targets by audits, by rule and result \
-             (intact, corrupt, missing)",
-            audited.clone(),
-        );
-        let runs = Family::<RunLabels, Counter>::default();
-        registry.register(
-            "rule_runs",
-            "Rule runs, by rule and result (ok, failed, timeout)",
-            runs.clone(),
-        );
-        let last_success = Family::<RuleLabels, Gauge>::default();
-        registry.register(
-            "rule_last_success_timestamp_seconds",
-            "Unix time at which each rule last finished successfully",
-            last_success.clone(),
-        );
-        let run_duration = Family::<RuleLabels, Histogram>::new_with_constructor(
-            duration_histogram as fn() -> Histogram,
-        );
-        registry.register(
-            "rule_run_duration_seconds",
-            "Duration of rule runs in seconds",
-            run_duration.clone(),
-        );
-        let rule_images = Family::<RunLabels, Counter>::default();
-        registry.register(
-            "rule_images",
-            "Images handled by rule runs, by rule and result (copied, up_to_date, kept, \
-             dry_run, skipped, failed, refused, present)",
-            rule_images.clone(),
-        );
-        let consecutive_failures = Family::<RuleLabels, Gauge>::default();
-        registry.register(
-            "rule_consecutive_failures",
-            "Failed runs of each rule since its last good run (0: the last run was good); a \
-             failed rule is retried with backoff before its next scheduled run",
-            consecutive_failures.clone(),
-        );
-        let rule_pruned = Family::<RuleLabels, Counter>::default();
-        registry.register(
-            "rule_pruned",
-            "Target tags deleted because their source tag is gone (prune = true), by rule",
-            rule_pruned.clone(),
-        );
-        let notifications = Family::<NotificationLabels, Counter>::default();
-        registry.register(
-            "notifications",
-            "Registry notifications: events accepted (a sync queued) or ignored (no rule covers \
-             them, or not a tagged push), and requests rejected (token, body)",
-            notifications.clone(),
-        );
-        let rule_interval = Family::<RuleLabels, Gauge>::default();
-        registry.register(
-            "rule_interval_seconds",
-            "Seconds between a rule's next two scheduled runs",
-            rule_interval.clone(),
-        );
-        let start_time = Gauge::default();
-        start_time.set(chrono::Utc::now().timestamp());
-        registry.register(
-            "start_time_seconds",
-            "Unix time at which this crossdock process started",
-            start_time.clone(),
-        );
+        // Registration order is the order of the rendered text; keep it.
+        let RegistryMetrics {
+            requests,
+            ratelimit_remaining,
+            concurrency_limit,
+        } = RegistryMetrics::register(&mut registry);
+        let CopyMetrics {
+            blobs,
+            bytes,
+            images,
+            images_refused,
+            audited,
+        } = CopyMetrics::register(&mut registry);
+        let RuleMetrics {
+            runs,
+            last_success,
+            run_duration,
+            rule_images,
+            consecutive_failures,
+            rule_pruned,
+        } = RuleMetrics::register(&mut registry);
+        let DaemonMetrics {
+            notifications,
+            rule_interval,
+            start_time,
+        } = DaemonMetrics::register(&mut registry);
         Metrics {
             rule_interval,
             start_time,

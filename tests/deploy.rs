@@ -15,7 +15,6 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
-use std::time::Duration;
 
 // The paths the daemon serves.
 use crossdock::server;
@@ -25,173 +24,16 @@ use serde_json::Value;
 mod dockerfile;
 #[path = "deploy/manifests.rs"]
 mod manifests;
+#[path = "deploy/pod.rs"]
+mod pod;
 #[path = "deploy/secrets.rs"]
 mod secrets;
 
 use manifests::{
-    CONTAINER, Expect, NONROOT_UID, Object, args, deploy_dir, env_var, flag, k8s_dir,
-    parent_and_file, read, rendered_objects, resolve_port, source_objects, str_of, volume_at,
-    yaml_docs, yaml_files,
+    Expect, NONROOT_UID, Object, args, deploy_dir, env_var, flag, k8s_dir, read, rendered_objects,
+    resolve_port, source_objects, str_of, yaml_docs, yaml_files,
 };
-
-/// Problems with one workload's pod against what the daemon needs; empty when it fits.
-fn pod_problems(obj: &Object, expect: &Expect) -> Vec<String> {
-    let at = obj.at();
-    let mut problems = Vec::new();
-    let mut problem = |p: String| problems.push(format!("{at}: {p}"));
-    let template = obj.pod_template().expect("a workload");
-    let spec = &template["spec"];
-    let Some(c) = obj.container() else {
-        problem(format!("no container named {CONTAINER}"));
-        return problems;
-    };
-    let args = args(c);
-
-    // The command, and the configuration file where the ConfigMap puts it.
-    match args.first().copied() {
-        Some("run") if obj.kind() == "Deployment" || obj.kind() == "StatefulSet" => {}
-        Some("sync") if obj.kind() == "CronJob" || obj.kind() == "Job" => {}
-        other => problem(format!(
-            "runs {other:?}: a {} runs `run` or `sync`",
-            obj.kind()
-        )),
-    }
-    match flag(&args, "--config") {
-        None => problem("no --config".into()),
-        Some(path) => {
-            let (dir, file) = parent_and_file(path);
-            match volume_at(spec, c, dir) {
-                None => problem(format!("--config {path}: nothing is mounted at {dir}")),
-                Some(v) => {
-                    if v["configMap"]["name"] != expect.configmap.as_str() {
-                        problem(format!(
-                            "--config {path}: {dir} holds {}, not the ConfigMap {}",
-                            v, expect.configmap
-                        ));
-                    }
-                    if file != expect.config_key {
-                        problem(format!(
-                            "--config {path}: the ConfigMap's key is {}",
-                            expect.config_key
-                        ));
-                    }
-                    if let Some(items) = v["configMap"]["items"].as_array()
-                        && !items.iter().any(|i| i["path"] == file)
-                    {
-                        problem(format!(
-                            "--config {path}: the mount's items leave {file} out"
-                        ));
-                    }
-                }
-            }
-        }
-    }
-
-    // The Secrets: registry credentials at $DOCKER_CONFIG, the notifications token where the
-    // configuration says.
-    for p in secrets::credentials_problems(spec, c)
-        .into_iter()
-        .chain(secrets::token_problems(spec, c, expect))
-    {
-        problem(p);
-    }
-
-    // Shutdown: the daemon's drain fits in the kubelet's grace period, with room to exit.
-    let grace = spec["terminationGracePeriodSeconds"].as_u64().unwrap_or(30);
-    if Duration::from_secs(grace) < expect.shutdown_grace + Duration::from_secs(5) {
-        problem(format!(
-            "terminationGracePeriodSeconds {grace} leaves no room above shutdown_grace {:?}",
-            expect.shutdown_grace
-        ));
-    }
-
-    // Hardening, the same for every pod (Pod Security Standard "restricted" and more).
-    let psc = &spec["securityContext"];
-    let csc = &c["securityContext"];
-    let checks: [(&str, bool); 9] = [
-        ("runAsNonRoot", psc["runAsNonRoot"] == true),
-        ("runAsUser 65532", psc["runAsUser"] == NONROOT_UID),
-        (
-            "seccompProfile RuntimeDefault",
-            psc["seccompProfile"]["type"] == "RuntimeDefault",
-        ),
-        (
-            "allowPrivilegeEscalation false",
-            csc["allowPrivilegeEscalation"] == false,
-        ),
-        (
-            "readOnlyRootFilesystem",
-            csc["readOnlyRootFilesystem"] == true,
-        ),
-        (
-            "capabilities drop ALL",
-            csc["capabilities"]["drop"] == serde_json::json!(["ALL"]),
-        ),
-        (
-            "automountServiceAccountToken false",
-            spec["automountServiceAccountToken"] == false,
-        ),
-        (
-            "enableServiceLinks false",
-            spec["enableServiceLinks"] == false,
-        ),
-        (
-            "serviceAccountName crossdock",
-            spec["serviceAccountName"] == "crossdock",
-        ),
-    ];
-    for (what, ok) in checks {
-        if !ok {
-            problem(format!("not {what}"));
-        }
-    }
-    for r in ["requests", "limits"] {
-        for k in ["cpu", "memory"] {
-            if c["resources"][r][k].is_null() {
-                problem(format!("no resources.{r}.{k}"));
-            }
-        }
-    }
-    if volume_at(spec, c, "/tmp").is_none_or(|v| v["emptyDir"].is_null()) {
-        problem("no emptyDir at /tmp".into());
-    }
-
-    // Serving: only the daemon has a port and probes, and they are the server's.
-    if args.first() == Some(&"run") {
-        let ports = c["ports"].as_array().cloned().unwrap_or_default();
-        if !ports
-            .iter()
-            .any(|p| p["containerPort"] == i64::from(expect.listen_port))
-        {
-            problem(format!(
-                "no containerPort {} ([server] listen)",
-                expect.listen_port
-            ));
-        }
-        let probes = [
-            ("livenessProbe", server::HEALTHZ),
-            ("readinessProbe", server::READYZ),
-            ("startupProbe", server::HEALTHZ),
-        ];
-        for (probe, path) in probes {
-            let get = &c[probe]["httpGet"];
-            if c[probe].is_null() && probe == "startupProbe" {
-                continue;
-            }
-            if get["path"] != path {
-                problem(format!("{probe} path {} is not {path}", get["path"]));
-            }
-            let port = resolve_port(c, &get["port"]);
-            if port != Some(i64::from(expect.listen_port)) {
-                problem(format!(
-                    "{probe} port {} is {port:?}, not the listen port {}",
-                    get["port"], expect.listen_port
-                ));
-            }
-        }
-    }
-    problems
-}
+use pod::pod_problems;
 
 /// Problems with the Service (and ServiceMonitor) in front of the daemon.
 fn scrape_problems(objects: &[Object], expect: &Expect) -> Vec<String> {

@@ -60,6 +60,55 @@ fn writes(b: &TestRegistry, mark: support::RequestMark) -> Vec<support::LoggedRe
         .collect()
 }
 
+/// `app:latest` at `b` is the OCI index of `amd` and `arm` (in that order) with the vendor
+/// annotation, its digest is `d1`, and both children are there.
+async fn assert_composed(b: &TestRegistry, amd: &BuiltImage, arm: &BuiltImage, d1: &str) {
+    let (media_type, rows) = entries(b, "app", "latest").await;
+    assert_eq!(media_type, "application/vnd.oci.image.index.v1+json");
+    assert_eq!(
+        rows,
+        [
+            ("amd64".to_string(), amd.digest().to_string()),
+            ("arm64".to_string(), arm.digest().to_string())
+        ]
+    );
+    let doc: Value = serde_json::from_slice(
+        &b.client()
+            .get_manifest("app", "latest")
+            .await
+            .unwrap()
+            .bytes,
+    )
+    .unwrap();
+    assert_eq!(doc["annotations"]["org.opencontainers.image.vendor"], "me");
+    assert_eq!(
+        b.client().head_manifest("app", "latest").await.as_deref(),
+        Some(d1)
+    );
+    for child in [amd, arm] {
+        assert!(
+            b.client()
+                .head_manifest("app", child.digest())
+                .await
+                .is_some()
+        );
+    }
+}
+
+/// A plain `sync` runs both kinds of rules; the index is up to date.
+fn assert_plain_sync_runs_both_kinds(cfg: &std::path::Path) {
+    let all = sync_json(cfg, &[]);
+    let mut rules: Vec<&str> = all
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["rule"].as_str().unwrap())
+        .collect();
+    rules.sort();
+    assert_eq!(rules, ["app-latest", "plain"]);
+    assert_eq!(outcome(&all, "app-latest")["state"], "up_to_date");
+}
+
 #[tokio::test]
 async fn sync_composes_the_index_keeps_it_and_follows_a_moved_platform_tag() {
     let (a, b) = (TestRegistry::start(), TestRegistry::start());
@@ -93,36 +142,7 @@ schedule = "@every 1h"
     let first = outcome(&sync_json(&cfg, &["--rule", "app-latest"]), "app-latest");
     assert_eq!(first["state"], "copied", "{first}");
     let d1 = first["digest"].as_str().unwrap().to_string();
-    let (media_type, rows) = entries(&b, "app", "latest").await;
-    assert_eq!(media_type, "application/vnd.oci.image.index.v1+json");
-    assert_eq!(
-        rows,
-        [
-            ("amd64".to_string(), amd.digest().to_string()),
-            ("arm64".to_string(), arm.digest().to_string())
-        ]
-    );
-    let doc: Value = serde_json::from_slice(
-        &b.client()
-            .get_manifest("app", "latest")
-            .await
-            .unwrap()
-            .bytes,
-    )
-    .unwrap();
-    assert_eq!(doc["annotations"]["org.opencontainers.image.vendor"], "me");
-    assert_eq!(
-        b.client().head_manifest("app", "latest").await.as_deref(),
-        Some(d1.as_str())
-    );
-    for child in [&amd, &arm] {
-        assert!(
-            b.client()
-                .head_manifest("app", child.digest())
-                .await
-                .is_some()
-        );
-    }
+    assert_composed(&b, &amd, &arm, &d1).await;
 
     // Nothing moved: up to date, nothing written.
     let mark = b.request_mark();
@@ -154,16 +174,56 @@ schedule = "@every 1h"
     assert_eq!(rows[1], ("arm64".to_string(), arm2.digest().to_string()));
 
     // A plain `sync` runs both kinds of rules.
-    let all = sync_json(&cfg, &[]);
-    let mut rules: Vec<&str> = all
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|r| r["rule"].as_str().unwrap())
-        .collect();
-    rules.sort();
-    assert_eq!(rules, ["app-latest", "plain"]);
-    assert_eq!(outcome(&all, "app-latest")["state"], "up_to_date");
+    assert_plain_sync_runs_both_kinds(&cfg);
+}
+
+/// While nothing moves, two more runs of "every-second" ask the source and the target for
+/// manifest HEADs only.
+fn assert_runs_are_heads_only(d: &Daemon, a: &TestRegistry, b: &TestRegistry) {
+    let runs = |d: &Daemon| {
+        metric(
+            &d.metrics(),
+            "crossdock_rule_runs_total{rule=\"every-second\",result=\"ok\"}",
+        )
+    };
+    d.wait_for(Duration::from_secs(10), "a run after composing", |d| {
+        runs(d) >= 2.0
+    });
+    let (ma, mb) = (a.request_mark(), b.request_mark());
+    let before = runs(d);
+    d.wait_for(Duration::from_secs(15), "two more runs", |d| {
+        runs(d) >= before + 2.0
+    });
+    let at_a = a.requests_since(ma);
+    let at_b = b.requests_since(mb);
+    let is_head = |r: &support::LoggedRequest| r.is("HEAD", RequestKind::is_manifest);
+    assert!(
+        !at_a.is_empty() && at_a.iter().all(is_head),
+        "source: {at_a:?}"
+    );
+    assert!(
+        !at_b.is_empty() && at_b.iter().all(is_head),
+        "target: {at_b:?}"
+    );
+}
+
+/// The "on-push" run is recorded as ok with one image copied and its hourly schedule, and no run
+/// failed.
+fn assert_on_push_recorded(d: &Daemon) {
+    let status = d.status();
+    assert_eq!(
+        status["rules"]["on-push"]["last_run"]["result"], "ok",
+        "{status}"
+    );
+    assert_eq!(status["rules"]["on-push"]["last_run"]["images_copied"], 1);
+    assert_eq!(status["rules"]["on-push"]["schedule"], "@every 1h");
+    // Both rules compose into one repository at the same moment; they take turns rather than
+    // trip over each other's PUTs of the same child (a distribution quirk).
+    let failed = metric(
+        &d.metrics(),
+        "crossdock_rule_runs_total{rule=\"on-push\",result=\"failed\"}",
+    );
+    assert_eq!(failed, 0.0, "{}", d.log());
 }
 
 #[test]
@@ -216,31 +276,7 @@ schedule = "@every 1h"
     let composed = head("latest");
 
     // Runs while nothing moves: a HEAD per source and one of the target, nothing else.
-    let runs = |d: &Daemon| {
-        metric(
-            &d.metrics(),
-            "crossdock_rule_runs_total{rule=\"every-second\",result=\"ok\"}",
-        )
-    };
-    d.wait_for(Duration::from_secs(10), "a run after composing", |d| {
-        runs(d) >= 2.0
-    });
-    let (ma, mb) = (a.request_mark(), b.request_mark());
-    let before = runs(&d);
-    d.wait_for(Duration::from_secs(15), "two more runs", |d| {
-        runs(d) >= before + 2.0
-    });
-    let at_a = a.requests_since(ma);
-    let at_b = b.requests_since(mb);
-    let is_head = |r: &support::LoggedRequest| r.is("HEAD", RequestKind::is_manifest);
-    assert!(
-        !at_a.is_empty() && at_a.iter().all(is_head),
-        "source: {at_a:?}"
-    );
-    assert!(
-        !at_b.is_empty() && at_b.iter().all(is_head),
-        "target: {at_b:?}"
-    );
+    assert_runs_are_heads_only(&d, &a, &b);
     assert_eq!(head("latest"), composed);
 
     // A new arm64 image: the hourly rule follows within seconds, by the registry's notification.
@@ -254,20 +290,7 @@ schedule = "@every 1h"
     d.wait_for(Duration::from_secs(15), "and on schedule", |_| {
         rt.block_on(entries(&b, "app", "latest")).1[1].1 == arm2.digest()
     });
-    let status = d.status();
-    assert_eq!(
-        status["rules"]["on-push"]["last_run"]["result"], "ok",
-        "{status}"
-    );
-    assert_eq!(status["rules"]["on-push"]["last_run"]["images_copied"], 1);
-    assert_eq!(status["rules"]["on-push"]["schedule"], "@every 1h");
-    // Both rules compose into one repository at the same moment; they take turns rather than
-    // trip over each other's PUTs of the same child (a distribution quirk).
-    let failed = metric(
-        &d.metrics(),
-        "crossdock_rule_runs_total{rule=\"on-push\",result=\"failed\"}",
-    );
-    assert_eq!(failed, 0.0, "{}", d.log());
+    assert_on_push_recorded(&d);
 }
 
 fn load(text: &str, env: &[(&str, &str)]) -> Result<config::Plan, ConfigErrors> {

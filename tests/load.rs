@@ -37,14 +37,9 @@ fn repo_name(i: usize) -> String {
     format!("load/r{i:02}")
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sync_of_500_tags_stays_within_its_limits() {
-    let (a, b) = (TestRegistry::start(), TestRegistry::start());
-    let (pa, pb) = (FaultProxy::start(&a), FaultProxy::start(&b));
-
-    // Seed the source directly (not through the proxy), many uploads at once.
-    let started = Instant::now();
-    // Tag 0 of every repository first: it brings the shared layer.
+/// Pushes every (repo, tag) image to `a` directly (not through a proxy), many uploads at once;
+/// tag 0 of every repository first, as it brings the shared layer. Returns each one's digest.
+async fn seed(a: &TestRegistry) -> Vec<((usize, usize), String)> {
     let images: Vec<(usize, usize)> = (0..TAGS_PER_REPO)
         .flat_map(|t| (0..REPOS).map(move |r| (r, t)))
         .collect();
@@ -73,13 +68,16 @@ async fn sync_of_500_tags_stays_within_its_limits() {
             .await;
         digests.extend(pushed);
     }
-    let seeded = started.elapsed();
+    digests
+}
 
-    let dir = tempfile::tempdir().unwrap();
+/// The sync configuration: every source repository through `pa` to `mirror/` through `pb`,
+/// under the low limits.
+fn write_config(dir: &std::path::Path, pa: &FaultProxy, pb: &FaultProxy) -> std::path::PathBuf {
     let sources: Vec<String> = (0..REPOS)
         .map(|r| format!("\"{}/{}\"", pa.host(), repo_name(r)))
         .collect();
-    let config = dir.path().join("load.toml");
+    let config = dir.join("load.toml");
     std::fs::write(
         &config,
         format!(
@@ -107,6 +105,39 @@ all = true
         ),
     )
     .unwrap();
+    config
+}
+
+/// The tags of `digests` that `b` does not hold at the source's digest (under `mirror/`).
+async fn wrong_at_target(b: &TestRegistry, digests: Vec<((usize, usize), String)>) -> Vec<String> {
+    let target = b.client();
+    futures_util::stream::iter(digests)
+        .map(|((r, t), want)| {
+            let target = target.clone();
+            async move {
+                let repo = format!("mirror/{}", repo_name(r));
+                let got = target.head_manifest(&repo, &format!("t{t}")).await;
+                (got.as_deref() != Some(want.as_str())).then(|| format!("{repo}:t{t} {got:?}"))
+            }
+        })
+        .buffer_unordered(16)
+        .filter_map(|w| async move { w })
+        .collect()
+        .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sync_of_500_tags_stays_within_its_limits() {
+    let (a, b) = (TestRegistry::start(), TestRegistry::start());
+    let (pa, pb) = (FaultProxy::start(&a), FaultProxy::start(&b));
+
+    // Seed the source directly (not through the proxy), many uploads at once.
+    let started = Instant::now();
+    let digests = seed(&a).await;
+    let seeded = started.elapsed();
+
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), &pa, &pb);
     let cmd = support::cli::command(&["sync", "--config", config.to_str().unwrap(), "--json"]);
     let synced = Instant::now();
     let measured = support::cli::run(cmd, None, Duration::from_secs(240));
@@ -125,20 +156,7 @@ all = true
     assert!(images.iter().all(|i| i["state"] == "copied"), "{report}");
 
     // Every tag at the target, at the source's digest.
-    let target = b.client();
-    let wrong: Vec<String> = futures_util::stream::iter(digests)
-        .map(|((r, t), want)| {
-            let target = target.clone();
-            async move {
-                let repo = format!("mirror/{}", repo_name(r));
-                let got = target.head_manifest(&repo, &format!("t{t}")).await;
-                (got.as_deref() != Some(want.as_str())).then(|| format!("{repo}:t{t} {got:?}"))
-            }
-        })
-        .buffer_unordered(16)
-        .filter_map(|w| async move { w })
-        .collect()
-        .await;
+    let wrong = wrong_at_target(&b, digests).await;
     assert!(
         wrong.is_empty(),
         "wrong or missing at the target: {wrong:?}"

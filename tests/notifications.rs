@@ -135,6 +135,84 @@ schedule = "@every 1h"
     assert!(!d.log().contains(TOKEN), "the token is in the daemon log");
 }
 
+/// The endpoint refuses a request without the bearer token (none, a wrong one, the token as
+/// Basic) and a malformed envelope, takes any Content-Type, answers only POST, and keeps serving.
+fn assert_refusals(d: &Daemon, push: &str, auth: &str) {
+    let (s, body) = d.post("/notifications", &[ENVELOPE_TYPE], push);
+    assert_eq!(s, 401, "{body}");
+    let wrong = "Authorization: Bearer notify-0000000000000000000000000";
+    let (s, _) = d.post("/notifications", &[ENVELOPE_TYPE, wrong], push);
+    assert_eq!(s, 401);
+    let (s, _) = d.post(
+        "/notifications",
+        &[ENVELOPE_TYPE, &format!("Authorization: Basic {TOKEN}")],
+        push,
+    );
+    assert_eq!(s, 401, "only a bearer token");
+    let (s, body) = d.post("/notifications", &[ENVELOPE_TYPE, auth], "{\"events\": 3}");
+    assert_eq!(s, 400);
+    assert!(body.contains("malformed notification envelope"), "{body}");
+    let (s, _) = d.post("/notifications", &[ENVELOPE_TYPE, auth], "not json");
+    assert_eq!(s, 400);
+    // The Content-Type is not insisted on (a hand-made `curl --data` works).
+    let (s, body) = d.post(
+        "/notifications",
+        &["Content-Type: application/x-www-form-urlencoded", auth],
+        &envelope("push", "elsewhere", Some("v2")),
+    );
+    assert_eq!(s, 200, "{body}");
+    assert_eq!(d.get("/notifications").map(|(s, _)| s), Some(405));
+    assert_eq!(
+        d.get("/healthz").map(|(s, _)| s),
+        Some(200),
+        "still serving"
+    );
+}
+
+/// Events no rule wants (a pull, a push without a tag, a repository or tag no rule covers, a
+/// delete) are answered 200, ignored, and start no run.
+fn assert_ignores_what_no_rule_wants(d: &Daemon, auth: &str) {
+    for e in [
+        envelope("pull", "app", Some("v2")),
+        envelope("push", "app", None),
+        envelope("push", "elsewhere", Some("v2")),
+        envelope("push", "app", Some("v3")),
+        envelope("delete", "app", Some("v1")),
+    ] {
+        let (s, body) = d.post("/notifications", &[ENVELOPE_TYPE, auth], &e);
+        assert_eq!(s, 200, "{body}");
+        let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(
+            (v["accepted"].as_u64(), v["ignored"].as_u64()),
+            (Some(0), Some(1))
+        );
+    }
+    assert!(d.status()["rules"]["app"]["last_run"].is_null());
+}
+
+/// The notifications are counted by result, and the log names a refusal without the token.
+fn assert_counted_and_no_token_logged(d: &Daemon) {
+    let m = d.metrics();
+    assert!(
+        metric(&m, "crossdock_notifications_total{result=\"rejected\"}") >= 5.0,
+        "{m}"
+    );
+    assert!(
+        metric(&m, "crossdock_notifications_total{result=\"ignored\"}") >= 6.0,
+        "{m}"
+    );
+    assert!(
+        metric(&m, "crossdock_notifications_total{result=\"accepted\"}") >= 2.0,
+        "{m}"
+    );
+    let log = d.log();
+    assert!(log.contains("missing or wrong bearer token"), "{log}");
+    assert!(
+        !log.contains(TOKEN) && !log.contains("notify-0000"),
+        "{log}"
+    );
+}
+
 #[test]
 fn the_endpoint_wants_the_token_and_a_well_formed_envelope() {
     let rt = tokio::runtime::Runtime::new().unwrap();
@@ -168,53 +246,9 @@ schedule = "@every 1h"
     let push = envelope("push", "app", Some("v2"));
     let auth = format!("Authorization: Bearer {TOKEN}");
 
-    let (s, body) = d.post("/notifications", &[ENVELOPE_TYPE], &push);
-    assert_eq!(s, 401, "{body}");
-    let wrong = "Authorization: Bearer notify-0000000000000000000000000";
-    let (s, _) = d.post("/notifications", &[ENVELOPE_TYPE, wrong], &push);
-    assert_eq!(s, 401);
-    let (s, _) = d.post(
-        "/notifications",
-        &[ENVELOPE_TYPE, &format!("Authorization: Basic {TOKEN}")],
-        &push,
-    );
-    assert_eq!(s, 401, "only a bearer token");
-    let (s, body) = d.post("/notifications", &[ENVELOPE_TYPE, &auth], "{\"events\": 3}");
-    assert_eq!(s, 400);
-    assert!(body.contains("malformed notification envelope"), "{body}");
-    let (s, _) = d.post("/notifications", &[ENVELOPE_TYPE, &auth], "not json");
-    assert_eq!(s, 400);
-    // The Content-Type is not insisted on (a hand-made `curl --data` works).
-    let (s, body) = d.post(
-        "/notifications",
-        &["Content-Type: application/x-www-form-urlencoded", &auth],
-        &envelope("push", "elsewhere", Some("v2")),
-    );
-    assert_eq!(s, 200, "{body}");
-    assert_eq!(d.get("/notifications").map(|(s, _)| s), Some(405));
-    assert_eq!(
-        d.get("/healthz").map(|(s, _)| s),
-        Some(200),
-        "still serving"
-    );
+    assert_refusals(&d, &push, &auth);
 
-    // Events no rule wants: a pull, a push without a tag, a repository no rule covers.
-    for e in [
-        envelope("pull", "app", Some("v2")),
-        envelope("push", "app", None),
-        envelope("push", "elsewhere", Some("v2")),
-        envelope("push", "app", Some("v3")),
-        envelope("delete", "app", Some("v1")),
-    ] {
-        let (s, body) = d.post("/notifications", &[ENVELOPE_TYPE, &auth], &e);
-        assert_eq!(s, 200, "{body}");
-        let v: serde_json::Value = serde_json::from_str(&body).unwrap();
-        assert_eq!(
-            (v["accepted"].as_u64(), v["ignored"].as_u64()),
-            (Some(0), Some(1))
-        );
-    }
-    assert!(d.status()["rules"]["app"]["last_run"].is_null());
+    assert_ignores_what_no_rule_wants(&d, &auth);
 
     // The push, delivered twice (a retry): accepted both times, synced, harmless. The host in
     // the event is not the rule's registry name: matching is by repository and tag.
@@ -242,25 +276,7 @@ schedule = "@every 1h"
     // Only the pushed image was synced; a whole run would have copied v1 as well.
     assert!(rt.block_on(bc.head_manifest("app", "v1")).is_none());
 
-    let m = d.metrics();
-    assert!(
-        metric(&m, "crossdock_notifications_total{result=\"rejected\"}") >= 5.0,
-        "{m}"
-    );
-    assert!(
-        metric(&m, "crossdock_notifications_total{result=\"ignored\"}") >= 6.0,
-        "{m}"
-    );
-    assert!(
-        metric(&m, "crossdock_notifications_total{result=\"accepted\"}") >= 2.0,
-        "{m}"
-    );
-    let log = d.log();
-    assert!(log.contains("missing or wrong bearer token"), "{log}");
-    assert!(
-        !log.contains(TOKEN) && !log.contains("notify-0000"),
-        "{log}"
-    );
+    assert_counted_and_no_token_logged(&d);
 }
 
 #[test]

@@ -233,12 +233,13 @@ mod tests {
         }
     }
 
-    #[test]
-    fn update_table() {
-        let p = AimdPolicy::for_ceiling(8);
+    /// One row of [`update_table`]: what, before, observation, limit after, epoch after.
+    type UpdateCase = (&'static str, ControlState, Observation, f64, u64);
+
+    /// The start, and 429s and 503s: halve once per epoch, never below the floor.
+    fn overload_cases(p: &AimdPolicy) -> Vec<UpdateCase> {
         use Signal::*;
-        // (what, before, observation, limit after, epoch after)
-        let table: &[(&str, ControlState, Observation, f64, u64)] = &[
+        vec![
             (
                 "starts at the ceiling and stays there when healthy",
                 p.start(),
@@ -274,6 +275,13 @@ mod tests {
                 1.0,
                 6,
             ),
+        ]
+    }
+
+    /// Healthy and neutral answers: grow by 1 / limit up to the ceiling, or hold.
+    fn growth_cases() -> Vec<UpdateCase> {
+        use Signal::*;
+        vec![
             (
                 "a healthy answer adds 1 / limit",
                 state(4.0, 1, None, None),
@@ -302,6 +310,13 @@ mod tests {
                 5.0,
                 2,
             ),
+        ]
+    }
+
+    /// Latency against the baseline and its slack: grow, or decrease by the latency factor once per epoch.
+    fn latency_cases() -> Vec<UpdateCase> {
+        use Signal::*;
+        vec![
             (
                 "latency twice the baseline but within the slack: loopback noise, grows",
                 state(4.0, 0, Some(1), Some(1)),
@@ -330,8 +345,17 @@ mod tests {
                 8.0,
                 2,
             ),
-        ];
-        for (what, before, o, limit, epoch) in table {
+        ]
+    }
+
+    #[test]
+    fn update_table() {
+        let p = AimdPolicy::for_ceiling(8);
+        let table: Vec<UpdateCase> = [overload_cases(&p), growth_cases(), latency_cases()]
+            .into_iter()
+            .flatten()
+            .collect();
+        for (what, before, o, limit, epoch) in &table {
             let after = update(&p, before, *o);
             assert!(
                 (after.limit - limit).abs() < 1e-9,

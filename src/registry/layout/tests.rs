@@ -57,6 +57,87 @@ async fn put_blob(t: &LayoutTransport, bytes: &'static [u8]) -> Digest {
     d
 }
 
+/// The layout's marker file, its index naming `m` as `v1`, and the blobs, with no temporary
+/// file left.
+fn assert_files_written(root: &Path, config: &Digest, layer: &Digest, m: &Manifest) {
+    let layout: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(root.join("oci-layout")).unwrap()).unwrap();
+    assert_eq!(layout["imageLayoutVersion"], "1.0.0");
+    let index: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(root.join("index.json")).unwrap()).unwrap();
+    assert_eq!(index["manifests"][0]["digest"], m.digest().to_string());
+    assert_eq!(index["manifests"][0]["annotations"][store::REF_NAME], "v1");
+    let mut want = vec![
+        "blobs/sha256/".to_string() + config.hex(),
+        "blobs/sha256/".to_string() + layer.hex(),
+        "blobs/sha256/".to_string() + m.digest().hex(),
+        "index.json".into(),
+        "index.json.lock".into(),
+        "oci-layout".into(),
+    ];
+    want.sort();
+    assert_eq!(files_in(root), want, "no temporary file is left");
+}
+
+/// The entries of the layout's index.json.
+fn entries(root: &Path) -> Vec<serde_json::Value> {
+    let index: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(root.join("index.json")).unwrap()).unwrap();
+    index["manifests"].as_array().unwrap().clone()
+}
+
+/// By digest: an entry without a name (as skopeo writes an untagged copy); retagging moves the
+/// entry in place; an index put by digest replaces the unnamed entries of its children.
+async fn assert_entries_by_digest(t: &LayoutTransport, root: &Path) {
+    let other = image_manifest(b"{\"os\":\"linux\"}", b"other");
+    t.manifest_put("", &other.digest().to_string(), &other)
+        .await
+        .unwrap();
+    assert!(
+        t.manifest_head("", &other.digest().to_string())
+            .await
+            .unwrap()
+            .is_some()
+    );
+    assert_eq!(t.tags("").await.unwrap(), vec!["v1"]);
+    let listed = entries(root);
+    assert_eq!(listed.len(), 2);
+    assert_eq!(listed[1]["digest"], other.digest().to_string());
+    assert!(listed[1].get("annotations").is_none());
+    // Retagging moves the entry in place; the untagged entry of the same digest goes.
+    t.manifest_put("", "v1", &other).await.unwrap();
+    assert_eq!(
+        t.manifest_head("", "v1").await.unwrap().unwrap().digest,
+        *other.digest()
+    );
+    assert_eq!(t.tags("").await.unwrap(), vec!["v1"]);
+    assert_eq!(entries(root).len(), 1);
+    // An index put by digest replaces the unnamed entries of its children.
+    let child = image_manifest(b"c", b"child");
+    t.manifest_put("", &child.digest().to_string(), &child)
+        .await
+        .unwrap();
+    let index_json = serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": media_type::OCI_INDEX,
+        "manifests": [child.descriptor(), other.descriptor()],
+    });
+    let index = Manifest::from_bytes(Bytes::from(index_json.to_string()), None).unwrap();
+    t.manifest_put("", &index.digest().to_string(), &index)
+        .await
+        .unwrap();
+    let listed = entries(root);
+    let digests: Vec<&str> = listed
+        .iter()
+        .map(|e| e["digest"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        digests,
+        vec![other.digest().to_string(), index.digest().to_string()],
+        "the tagged child stays, the untagged one goes"
+    );
+}
+
 #[tokio::test]
 async fn writes_a_layout_skopeo_can_read_and_reads_it_back() {
     let dir = tempfile::tempdir().unwrap();
@@ -80,23 +161,7 @@ async fn writes_a_layout_skopeo_can_read_and_reads_it_back() {
     let m = image_manifest(b"{\"os\":\"linux\"}", b"layer bytes");
     t.manifest_put("", "v1", &m).await.unwrap();
 
-    let layout: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(root.join("oci-layout")).unwrap()).unwrap();
-    assert_eq!(layout["imageLayoutVersion"], "1.0.0");
-    let index: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(root.join("index.json")).unwrap()).unwrap();
-    assert_eq!(index["manifests"][0]["digest"], m.digest().to_string());
-    assert_eq!(index["manifests"][0]["annotations"][store::REF_NAME], "v1");
-    let mut want = vec![
-        "blobs/sha256/".to_string() + config.hex(),
-        "blobs/sha256/".to_string() + layer.hex(),
-        "blobs/sha256/".to_string() + m.digest().hex(),
-        "index.json".into(),
-        "index.json.lock".into(),
-        "oci-layout".into(),
-    ];
-    want.sort();
-    assert_eq!(files_in(&root), want, "no temporary file is left");
+    assert_files_written(&root, &config, &layer, &m);
 
     let got = t.manifest_get("", "v1").await.unwrap();
     assert_eq!(got.bytes(), m.bytes());
@@ -111,58 +176,7 @@ async fn writes_a_layout_skopeo_can_read_and_reads_it_back() {
     assert_eq!(t.tags("").await.unwrap(), vec!["v1"]);
 
     // By digest: an entry without a name (as skopeo writes an untagged copy).
-    let entries = |root: &Path| {
-        let index: serde_json::Value =
-            serde_json::from_slice(&std::fs::read(root.join("index.json")).unwrap()).unwrap();
-        index["manifests"].as_array().unwrap().clone()
-    };
-    let other = image_manifest(b"{\"os\":\"linux\"}", b"other");
-    t.manifest_put("", &other.digest().to_string(), &other)
-        .await
-        .unwrap();
-    assert!(
-        t.manifest_head("", &other.digest().to_string())
-            .await
-            .unwrap()
-            .is_some()
-    );
-    assert_eq!(t.tags("").await.unwrap(), vec!["v1"]);
-    let listed = entries(&root);
-    assert_eq!(listed.len(), 2);
-    assert_eq!(listed[1]["digest"], other.digest().to_string());
-    assert!(listed[1].get("annotations").is_none());
-    // Retagging moves the entry in place; the untagged entry of the same digest goes.
-    t.manifest_put("", "v1", &other).await.unwrap();
-    assert_eq!(
-        t.manifest_head("", "v1").await.unwrap().unwrap().digest,
-        *other.digest()
-    );
-    assert_eq!(t.tags("").await.unwrap(), vec!["v1"]);
-    assert_eq!(entries(&root).len(), 1);
-    // An index put by digest replaces the unnamed entries of its children.
-    let child = image_manifest(b"c", b"child");
-    t.manifest_put("", &child.digest().to_string(), &child)
-        .await
-        .unwrap();
-    let index_json = serde_json::json!({
-        "schemaVersion": 2,
-        "mediaType": media_type::OCI_INDEX,
-        "manifests": [child.descriptor(), other.descriptor()],
-    });
-    let index = Manifest::from_bytes(Bytes::from(index_json.to_string()), None).unwrap();
-    t.manifest_put("", &index.digest().to_string(), &index)
-        .await
-        .unwrap();
-    let listed = entries(&root);
-    let digests: Vec<&str> = listed
-        .iter()
-        .map(|e| e["digest"].as_str().unwrap())
-        .collect();
-    assert_eq!(
-        digests,
-        vec![other.digest().to_string(), index.digest().to_string()],
-        "the tagged child stays, the untagged one goes"
-    );
+    assert_entries_by_digest(&t, &root).await;
 }
 
 #[tokio::test]

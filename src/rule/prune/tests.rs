@@ -44,10 +44,9 @@ fn case(name: &'static str, source: Option<&'static [&'static str]>) -> Case {
     }
 }
 
-#[test]
-fn guard_rails() {
-    let day = 86_400;
-    let cases = [
+/// Which tags go: those the source no longer has, within the filter.
+fn selection_cases() -> Vec<Case> {
+    vec![
         Case {
             want: Ok(&["v2"]),
             ..case("a deleted source tag goes", Some(&["v1", "v3"]))
@@ -57,6 +56,12 @@ fn guard_rails() {
             want: Ok(&[]),
             ..case("tags outside the filter stay", Some(&["v1"]))
         },
+    ]
+}
+
+/// What makes a run prune nothing: a failed listing, an empty source, a failed copy.
+fn refusal_cases() -> Vec<Case> {
+    vec![
         Case {
             want: Err(Refusal::ListingFailed),
             ..case("a failed listing prunes nothing", None)
@@ -73,6 +78,12 @@ fn guard_rails() {
             }),
             ..case("a failed copy prunes nothing", Some(&["v1"]))
         },
+    ]
+}
+
+/// The prune limit, as a count and as a percentage of the selected tags.
+fn limit_cases() -> Vec<Case> {
+    vec![
         Case {
             limit: PruneLimit::Count(2),
             want: Err(Refusal::OverLimit { would: 3, limit: 2 }),
@@ -97,6 +108,12 @@ fn guard_rails() {
             want: Err(Refusal::OverLimit { would: 1, limit: 0 }),
             ..case("10% of 3 selected is 0", Some(&["v1", "v3"]))
         },
+    ]
+}
+
+/// Guard rails that stay quiet when nothing would go.
+fn quiet_cases() -> Vec<Case> {
+    vec![
         Case {
             failed: 1,
             want: Ok(&[]),
@@ -113,6 +130,13 @@ fn guard_rails() {
                 Some(&[]),
             )
         },
+    ]
+}
+
+/// Signature tags and backup tags (which go only with prune_backups).
+fn exempt_tag_cases() -> Vec<Case> {
+    let day = 86_400;
+    vec![
         Case {
             target: &["v1", SIG],
             want: Ok(&[]),
@@ -129,7 +153,20 @@ fn guard_rails() {
             want: Ok(&["v1-bak-20261001"]),
             ..case("backup tags older than prune_backups go", Some(&["v1"]))
         },
-    ];
+    ]
+}
+
+#[test]
+fn guard_rails() {
+    let cases = [
+        selection_cases(),
+        refusal_cases(),
+        limit_cases(),
+        quiet_cases(),
+        exempt_tag_cases(),
+    ]
+    .into_iter()
+    .flatten();
     let now = Utc.with_ymd_and_hms(2026, 11, 27, 12, 0, 0).unwrap();
     for c in cases {
         let source = c.source.map(tags);

@@ -323,27 +323,22 @@ async fn a_test_made_keyless_signature_admits_the_image_pinned_to_its_digest() {
     assert!(v.key.contains(WHO), "{v:?}");
 }
 
-#[tokio::test]
-async fn keyless_refusals_name_the_reason() {
-    let s = Sigstore::new();
+/// One row of [`keyless_refusals_name_the_reason`]: what, the signature, the reason, a part of
+/// the message.
+type RefusalCase = (&'static str, Signed, &'static str, &'static str);
+
+/// Signatures by the wrong signer or under the wrong authority: identity, issuer, CA, log,
+/// validity at the time of logging.
+fn signer_refusals(s: &Sigstore, d: &Digest) -> Vec<RefusalCase> {
     let other_ca = Fulcio::new("test-fulcio");
     let other_log = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
-    let t = Scripted::new();
-    let d = image_v1(&t).await;
-    let good = || sign(&s.fulcio, &s.rekor, payload_for(&d), WHO, ISSUER, SIGNED_AT);
-    let mut tampered = good();
-    tampered.payload.push(b' ');
-    let mut other_bundle = good();
-    other_bundle.bundle = good().bundle;
-    let mut no_bundle = good();
-    no_bundle.bundle.clear();
-    let cases = vec![
+    vec![
         (
             "wrong identity",
             sign(
                 &s.fulcio,
                 &s.rekor,
-                payload_for(&d),
+                payload_for(d),
                 "eve@example.com",
                 ISSUER,
                 SIGNED_AT,
@@ -356,7 +351,7 @@ async fn keyless_refusals_name_the_reason() {
             sign(
                 &s.fulcio,
                 &s.rekor,
-                payload_for(&d),
+                payload_for(d),
                 WHO,
                 "https://evil.example",
                 SIGNED_AT,
@@ -366,13 +361,13 @@ async fn keyless_refusals_name_the_reason() {
         ),
         (
             "no issuer extension",
-            sign(&s.fulcio, &s.rekor, payload_for(&d), WHO, "", SIGNED_AT),
+            sign(&s.fulcio, &s.rekor, payload_for(d), WHO, "", SIGNED_AT),
             "identity_mismatch",
             "names no OIDC issuer",
         ),
         (
             "certificate of a CA not in the root (same name, other key)",
-            sign(&other_ca, &s.rekor, payload_for(&d), WHO, ISSUER, SIGNED_AT),
+            sign(&other_ca, &s.rekor, payload_for(d), WHO, ISSUER, SIGNED_AT),
             "untrusted_certificate",
             "does not chain to the trust root",
         ),
@@ -381,7 +376,7 @@ async fn keyless_refusals_name_the_reason() {
             sign(
                 &s.fulcio,
                 &other_log,
-                payload_for(&d),
+                payload_for(d),
                 WHO,
                 ISSUER,
                 SIGNED_AT,
@@ -394,7 +389,7 @@ async fn keyless_refusals_name_the_reason() {
             sign(
                 &s.fulcio,
                 &s.rekor,
-                payload_for(&d),
+                payload_for(d),
                 WHO,
                 ISSUER,
                 SIGNED_AT + 2 * 86_400,
@@ -402,6 +397,20 @@ async fn keyless_refusals_name_the_reason() {
             "untrusted_certificate",
             "was not valid at 2024-01-03 12:00:00 UTC",
         ),
+    ]
+}
+
+/// Signatures whose parts do not belong together: a changed payload, another signature's
+/// bundle, no bundle, another image's payload.
+fn mismatch_refusals(s: &Sigstore, d: &Digest) -> Vec<RefusalCase> {
+    let good = || sign(&s.fulcio, &s.rekor, payload_for(d), WHO, ISSUER, SIGNED_AT);
+    let mut tampered = good();
+    tampered.payload.push(b' ');
+    let mut other_bundle = good();
+    other_bundle.bundle = good().bundle;
+    let mut no_bundle = good();
+    no_bundle.bundle.clear();
+    vec![
         (
             "tampered payload",
             tampered,
@@ -433,7 +442,17 @@ async fn keyless_refusals_name_the_reason() {
             "invalid_signature",
             "not this image",
         ),
-    ];
+    ]
+}
+
+#[tokio::test]
+async fn keyless_refusals_name_the_reason() {
+    let s = Sigstore::new();
+    let t = Scripted::new();
+    let d = image_v1(&t).await;
+    let cases = signer_refusals(&s, &d)
+        .into_iter()
+        .chain(mismatch_refusals(&s, &d));
     let p = s.policy(Identity::Exact(WHO.into()), ISSUER);
     for (what, signed, reason, want) in cases {
         let t = Scripted::new();
