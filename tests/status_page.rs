@@ -157,7 +157,7 @@ prune = true
                 "--user-data-dir={}",
                 dir.path().join("shot").display()
             ))
-            .args(["--window-size=1200,300", &format!("--screenshot={path}")])
+            .args(["--window-size=1200,520", &format!("--screenshot={path}")])
             .arg(format!("http://127.0.0.1:{port}/"))
             .status()
             .unwrap();

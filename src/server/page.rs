@@ -26,7 +26,7 @@ h1{font-size:1.3em}table{border-collapse:collapse;width:100%}\
 th,td{text-align:left;padding:.35em .6em;border-bottom:1px solid #ddd;vertical-align:top}\
 th{background:#f4f4f4}.ok{color:#176f2c}.failed,.timeout{color:#b3261e;font-weight:600}\
 .muted{color:#777}ul{margin:0;padding-left:1.1em}code{font-size:.95em;word-break:break-word}\
-td:nth-child(-n+5){white-space:nowrap}td:nth-child(6){width:25%}td:last-child{width:35%}";
+td:nth-child(-n+5){white-space:nowrap}td:nth-child(6){width:22%}td:last-child{width:40%}";
 
 /// The page for `doc`, as of `now`.
 pub(super) fn render(doc: &StatusDoc, now: DateTime<Utc>) -> String {
