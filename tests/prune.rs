@@ -49,6 +49,11 @@ fn a_deleted_source_tag_disappears_and_tags_outside_the_filter_and_fresh_backups
         tags(&["v2", "v3-backup-20200101"])
     );
     let pruned = report[0]["pruned"].as_array().unwrap();
+    // v1 and v3 are `present` (a keep rule's tags the mirror lists): not pruned tags.
+    assert!(
+        pruned.iter().all(|p| p["state"] == "pruned"),
+        "only pruned tags in the run's pruned list: {report:#}"
+    );
     let v2_entry = pruned
         .iter()
         .find(|p| p["target"].as_str().unwrap().ends_with(":v2"))
