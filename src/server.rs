@@ -55,6 +55,8 @@ pub struct RunSummary {
     /// Target tags the run pruned (or would have, or could not remove alone), with their
     /// digests: at most [`crate::rule::run::FAILURES_KEPT`].
     pub pruned: Vec<crate::rule::ImageOutcome>,
+    /// Images and pruned tags by state, as `sync --json` counts them.
+    pub counts: crate::rule::Counts,
 }
 
 /// What `/status` shows for one rule.

@@ -20,102 +20,8 @@ use std::time::Duration;
 use serde_json::Value;
 use support::cli;
 use support::daemon::{Daemon, free_port, metric, sync, sync_json, write_config};
-use support::{BuiltImage, Format, ImageSpec, TestRegistry};
-
-fn image(seed: u64) -> BuiltImage {
-    ImageSpec::single(Format::Oci, "linux/amd64")
-        .seed(seed)
-        .build()
-}
-
-/// A source and a mirror registry, a runtime to push with, and a config directory.
-struct Mirror {
-    rt: tokio::runtime::Runtime,
-    src: TestRegistry,
-    dst: TestRegistry,
-    dir: tempfile::TempDir,
-}
-
-impl Mirror {
-    fn new() -> Mirror {
-        Mirror {
-            rt: tokio::runtime::Runtime::new().unwrap(),
-            src: TestRegistry::start(),
-            dst: TestRegistry::start(),
-            dir: tempfile::tempdir().unwrap(),
-        }
-    }
-
-    /// Pushes `image` to the source's `app` under each tag.
-    fn push(&self, image: &BuiltImage, tags: &[&str]) {
-        for tag in tags {
-            self.rt
-                .block_on(self.src.client().push_image("app", tag, image));
-        }
-    }
-
-    /// Pushes `image` straight to the mirror's `app` under `tag`.
-    fn push_to_mirror(&self, image: &BuiltImage, tag: &str) {
-        self.rt
-            .block_on(self.dst.client().push_image("app", tag, image));
-    }
-
-    /// Deletes `image` at the source (every tag on it: distribution 2.8 deletes by digest).
-    fn delete_at_source(&self, image: &BuiltImage) {
-        self.rt
-            .block_on(self.src.client().delete_manifest("app", image.digest()));
-    }
-
-    /// The mirror's tags of `app`, sorted.
-    fn mirror_tags(&self) -> Vec<String> {
-        let mut tags = self.rt.block_on(self.dst.client().tags("app"));
-        tags.sort();
-        tags
-    }
-
-    /// A config with one rule `r` from the source's `app` to the mirror's `app`, tags `^v`,
-    /// and `extra` rule keys.
-    fn config(&self, extra: &str) -> std::path::PathBuf {
-        let text = format!(
-            "[[rules]]\nname = \"r\"\nsource = \"{}/app\"\ntarget = \"{}/{{repo}}\"\n\
-             schedule = \"@every 1h\"\n{extra}\n[rules.tags]\ninclude = [\"^v\"]\n",
-            self.src.host(),
-            self.dst.host()
-        );
-        write_config(self.dir.path(), &text)
-    }
-}
-
-fn tags(list: &[&str]) -> Vec<String> {
-    let mut v: Vec<String> = list.iter().map(|t| t.to_string()).collect();
-    v.sort();
-    v
-}
-
-/// The outcomes of the run of rule `r` in a `sync --json` report with state `state`, as
-/// target tags.
-fn with_state(report: &Value, state: &str) -> Vec<String> {
-    let mut out: Vec<String> = report[0]["images"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|i| i["state"] == state)
-        .map(|i| {
-            let target = i["target"].as_str().unwrap();
-            target.rsplit_once(':').unwrap().1.to_string()
-        })
-        .collect();
-    out.sort();
-    out
-}
-
-/// `sync` as a user sees it (no --json), and whether it succeeded.
-fn sync_text(config: &Path, extra: &[&str]) -> (bool, String) {
-    let mut args = vec!["sync", "--config", config.to_str().unwrap()];
-    args.extend_from_slice(extra);
-    let out = cli::crossdock(&args);
-    (out.status.success(), cli::text(&out))
-}
+use support::prune::{Mirror, image, sync_text, tags, with_state};
+use support::{BuiltImage, TestRegistry};
 
 #[test]
 fn a_deleted_source_tag_disappears_and_tags_outside_the_filter_and_fresh_backups_stay() {
@@ -143,6 +49,11 @@ fn a_deleted_source_tag_disappears_and_tags_outside_the_filter_and_fresh_backups
         tags(&["v2", "v3-backup-20200101"])
     );
     let pruned = report[0]["pruned"].as_array().unwrap();
+    // v1 and v3 are `present` (a keep rule's tags the mirror lists): not pruned tags.
+    assert!(
+        pruned.iter().all(|p| p["state"] == "pruned"),
+        "only pruned tags in the run's pruned list: {report:#}"
+    );
     let v2_entry = pruned
         .iter()
         .find(|p| p["target"].as_str().unwrap().ends_with(":v2"))
@@ -493,4 +404,46 @@ fn a_registry_refusing_deletes_fails_the_run_and_says_what_to_change() {
     let mut left = rt.block_on(dst.client().tags("app"));
     left.sort();
     assert_eq!(left, tags(&["v1", "v2"]));
+}
+
+/// A rule that lists its targets for its immutable tags (`on_conflict = "keep"`) plans its
+/// pruning from that listing: a run with nothing to prune lists the mirror once, not twice.
+/// What it deletes is still judged on the mirror as it is after the copies: a tag this run
+/// copied onto the image of a pruned tag keeps that image on distribution 2.8.
+#[test]
+fn a_keep_rule_prunes_from_the_listing_its_copies_made() {
+    let m = Mirror::new();
+    let (v1, shared) = (image(121), image(122));
+    m.push(&v1, &["v1"]);
+    m.push(&shared, &["v2"]);
+    let cfg = m.config("prune = true\non_conflict = \"keep\"");
+    sync_json(&cfg, &[]);
+
+    let mark = m.dst.request_mark();
+    let report = sync_json(&cfg, &[]);
+    assert_eq!(report[0]["counts"]["present"], 2, "{report:#}");
+    let listings = m
+        .dst
+        .requests_since(mark)
+        .into_iter()
+        .filter(|r| r.is("GET", support::RequestKind::is_tag_list))
+        .count();
+    assert_eq!(listings, 1, "a no-op lists the mirror once");
+
+    // v2 gone at the source, and v3 new there on v2's image: this run copies v3, whose
+    // tag the listing made before the copies does not hold.
+    m.delete_at_source(&shared);
+    m.push(&shared, &["v3"]);
+    let report = sync_json(&cfg, &[]);
+    assert_eq!(with_state(&report, "copied"), tags(&["v3"]), "{report:#}");
+    assert_eq!(
+        with_state(&report, "not_pruned"),
+        tags(&["v2"]),
+        "{report:#}"
+    );
+    assert!(
+        report.to_string().contains("v3 also points at"),
+        "{report:#}"
+    );
+    assert_eq!(m.mirror_tags(), tags(&["v1", "v2", "v3"]));
 }

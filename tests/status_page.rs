@@ -1,6 +1,7 @@
 //! The daemon's status page (`GET /`, issue 14) as a person sees it: a real daemon mirroring
 //! between real registries, the page loaded by headless Chromium (Debian's `chromium`), and the
-//! rendered document read back — rule names, a success, a failure with its error.
+//! rendered document read back — rule names, a success, a failure with its error, and a tag
+//! that a pruning rule deleted.
 
 mod support;
 
@@ -44,6 +45,13 @@ async fn chromium_renders_each_rule_with_its_last_result() {
     let dst = TestRegistry::start();
     let image = ImageSpec::multi(Format::Oci, &["linux/amd64", "linux/arm64"]).build();
     src.client().push_image("web/app", "1.0", &image).await;
+    // A tag the source does not have (any more): the pruning rule deletes it.
+    let withdrawn = ImageSpec::single(Format::Oci, "linux/amd64")
+        .seed(7)
+        .build();
+    dst.client()
+        .push_image("mirror/pruned", "1.1", &withdrawn)
+        .await;
     // A registry that is gone: its rule fails, and the page must say why.
     let dead = free_port();
     let dir = tempfile::tempdir().unwrap();
@@ -67,15 +75,23 @@ source = "127.0.0.1:{dead}/web/app"
 tags = ["1.0"]
 target = "{dst}/mirror/gone"
 schedule = "@every 1h"
+
+[[rules]]
+name = "pruning"
+source = "{src}/web/app"
+tags = {{ include = ["^1"] }}
+target = "{dst}/mirror/pruned"
+schedule = "@every 1h"
+prune = true
 "#,
             src = src.host(),
             dst = dst.host(),
         ),
     );
     let daemon = Daemon::start(&config, port, dir.path());
-    daemon.wait_for(Duration::from_secs(60), "both rules to run", |d| {
+    daemon.wait_for(Duration::from_secs(60), "the rules to run", |d| {
         let s = d.status();
-        ["app-mirror", "gone-upstream"]
+        ["app-mirror", "gone-upstream", "pruning"]
             .iter()
             .all(|r| s["rules"][r]["last_run"].is_object())
     });
@@ -113,6 +129,19 @@ schedule = "@every 1h"
     // The schedule and the next run are shown.
     assert!(failed.contains("<code>@every 1h</code>"), "{failed}");
     assert!(failed.contains(">in "), "no next run shown: {failed}");
+    // The pruned tag, counted with the run and named with its state.
+    let pruning = row("pruning");
+    assert!(
+        pruning.contains("1 copied, 0 failed, 1 pruned,"),
+        "{pruning}"
+    );
+    assert!(
+        pruning.contains(&format!(
+            r#"<li class="pruned"><code>{}/mirror/pruned:1.1</code> pruned</li>"#,
+            dst.host()
+        )),
+        "{pruning}"
+    );
 
     // The README's picture of the page comes from here:
     // CROSSDOCK_STATUS_SCREENSHOT=docs/status-page.png cargo test --test status_page
@@ -128,7 +157,7 @@ schedule = "@every 1h"
                 "--user-data-dir={}",
                 dir.path().join("shot").display()
             ))
-            .args(["--window-size=1200,300", &format!("--screenshot={path}")])
+            .args(["--window-size=1200,520", &format!("--screenshot={path}")])
             .arg(format!("http://127.0.0.1:{port}/"))
             .status()
             .unwrap();

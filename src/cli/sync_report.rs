@@ -1,7 +1,8 @@
 //! What `crossdock sync` prints: per rule, its summary line, then per source and target
 //! repository the tags selected and what became of each — compactly, one line per state
 //! (copied / would copy / up to date / kept / pruned / would prune), and one line per failed,
-//! skipped or refused tag, or tag not pruned, with its reason.
+//! skipped or refused tag, or tag not pruned (or, in a dry run, prunable by tag only), with
+//! its reason.
 //!
 //! Built from the outcomes as the runs report them ([`crate::rule::RunContext::observer`]),
 //! keeping at most [`SAMPLE`] tag names per state and group: a sync of 100,000 tags prints
@@ -62,6 +63,7 @@ fn order(state: &ImageState) -> u8 {
         ImageState::WouldPrune => 8,
         ImageState::NotPruned(_) => 9,
         ImageState::Present => 10,
+        ImageState::WouldPruneByTagOnly(_) => 11,
     }
 }
 
@@ -78,6 +80,7 @@ fn word(order: u8) -> &'static str {
         "would prune",
         "not pruned",
         "present",
+        "by tag only",
     ][usize::from(order)]
 }
 

@@ -42,6 +42,7 @@ pub fn record(state: &DaemonState, run: &RuleRun, started: DateTime<Utc>) {
         images_failed: run.counts.failed,
         errors: run.problems().take(10).collect(),
         pruned: run.pruned.clone(),
+        counts: run.counts,
     };
     state.update(&run.rule, |st| {
         st.running = false;

@@ -10,8 +10,15 @@
 //!
 //! What is given up, knowingly: a tag found in the list is not read, so a referrer (a
 //! signature, an SBOM) attached at the source after the tag was copied does not follow it.
+//!
+//! A rule that also prunes plans its pruning from these lists ([`Listed`]) rather than listing
+//! each target again after the copies: the tags the run wrote since are the selected tags the
+//! list lacks, which are counted, and never pruned (the source listed them). Whatever deletes
+//! by digest, or removes a pruned image's signatures, lists the target again first (see
+//! [`super::prune_run`]): a tag written meanwhile must keep its image.
 
 use std::collections::HashSet;
+use std::sync::Arc;
 
 use futures_util::future::join_all;
 
@@ -24,7 +31,7 @@ use crate::reference::Reference;
 pub(crate) struct TargetTags {
     /// Per target repository, in target order: its tags, or `None` when it was not listed (the
     /// rule has no immutable tags, or the listing failed).
-    lists: Vec<Option<HashSet<String>>>,
+    lists: Vec<Option<Arc<HashSet<String>>>>,
     /// Every tag is immutable (`on_conflict = "keep"`).
     keep: bool,
     /// Tags matching this are (`immutable_tags`).
@@ -54,8 +61,8 @@ impl TargetTags {
                 Err(_) => return None,
             };
             match transport.tags(repo.repository()).await {
-                Ok(tags) => Some(tags.into_iter().collect()),
-                Err(e) if e.is_not_found() => Some(HashSet::new()),
+                Ok(tags) => Some(Arc::new(tags.into_iter().collect())),
+                Err(e) if e.is_not_found() => Some(Arc::default()),
                 Err(e) => {
                     tracing::warn!(
                         rule = %rule.name,
@@ -83,4 +90,28 @@ impl TargetTags {
             .map(|l| immutable && l.as_ref().is_some_and(|l| l.contains(tag)))
             .collect()
     }
+
+    /// Per target, in order, what pruning may reuse of its listing, given the tags the rule
+    /// selected at the source (`None`: not listed).
+    pub(crate) fn for_prune(&self, selected: &[String]) -> Vec<Option<Listed>> {
+        self.lists
+            .iter()
+            .map(|l| {
+                let tags = Arc::clone(l.as_ref()?);
+                let unlisted_selected = selected.iter().filter(|t| !tags.contains(*t)).count();
+                Some(Listed {
+                    tags,
+                    unlisted_selected,
+                })
+            })
+            .collect()
+    }
+}
+
+/// A target repository's tags as this run listed them before its copies.
+pub(crate) struct Listed {
+    /// The tags listed.
+    pub(crate) tags: Arc<HashSet<String>>,
+    /// How many of the source's selected tags the list lacks (the run wrote them, or tried).
+    pub(crate) unlisted_selected: usize,
 }

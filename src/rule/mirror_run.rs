@@ -21,7 +21,7 @@ use futures_util::StreamExt;
 use futures_util::stream::FuturesUnordered;
 
 use super::confirmed::RunMemory;
-use super::immutable::TargetTags;
+use super::immutable::{Listed, TargetTags};
 use super::mirror::{OnConflict, RulePlan};
 use super::run::{Failure, ImageOutcome, ImageState, RuleRun, RunContext, RunError, Tally};
 use crate::copy::{CopyError, CopyOptions, Source, Target, TargetStatus, error_chain};
@@ -45,13 +45,14 @@ struct Job {
     done: Vec<bool>,
 }
 
-/// The jobs of one source, or `None` (the problem recorded) when it cannot be listed.
+/// The jobs of one source and, for a rule that prunes, the target listings pruning may reuse;
+/// or `None` (the problem recorded) when it cannot be listed.
 async fn source_jobs(
     rule: &RulePlan,
     ctx: &RunContext,
     source: &Reference,
     tally: &Tally,
-) -> Option<impl Iterator<Item = Job> + use<>> {
+) -> Option<(impl Iterator<Item = Job> + use<>, Vec<Option<Listed>>)> {
     let transport = match ctx.connector.get(source.registry()) {
         Ok(t) => t,
         Err(e) => {
@@ -88,8 +89,12 @@ async fn source_jobs(
         )
     });
     let present = TargetTags::list(rule, ctx, &repositories).await;
+    let for_prune = match rule.prune.enabled {
+        true => present.for_prune(&selected.tags),
+        false => Vec::new(),
+    };
     let source = source.clone();
-    Some(selected.tags.into_iter().filter_map(move |tag| {
+    let jobs = selected.tags.into_iter().filter_map(move |tag| {
         let targets: Result<Vec<Reference>, _> =
             repositories.iter().map(|r| r.with_tag(&tag)).collect();
         // Selected tags are valid tag names, and the repositories valid references: a failure
@@ -100,7 +105,8 @@ async fn source_jobs(
             listed: listed.clone(),
             done: present.done(&tag),
         })
-    }))
+    });
+    Some((jobs, for_prune))
 }
 
 async fn copy_all(rule: &RulePlan, ctx: &RunContext, dry_run: bool, tally: &Tally) {
@@ -116,6 +122,7 @@ async fn copy_all(rule: &RulePlan, ctx: &RunContext, dry_run: bool, tally: &Tall
     let limit = ctx.image_concurrency.max(1);
     let memory = RunMemory::for_run(ctx, rule, dry_run);
     let mut in_flight = FuturesUnordered::new();
+    let mut listed = Vec::new();
     for source in &rule.sources {
         // Copies in flight keep going while the next source is listed.
         let mut listing = std::pin::pin!(source_jobs(rule, ctx, source, tally));
@@ -127,7 +134,10 @@ async fn copy_all(rule: &RulePlan, ctx: &RunContext, dry_run: bool, tally: &Tall
                 }
             }
         };
-        let Some(jobs) = jobs else { continue };
+        let Some((jobs, for_prune)) = jobs else {
+            continue;
+        };
+        listed.push((source, for_prune));
         for job in jobs {
             if in_flight.len() >= limit
                 && let Some(outcomes) = in_flight.next().await
@@ -147,7 +157,7 @@ async fn copy_all(rule: &RulePlan, ctx: &RunContext, dry_run: bool, tally: &Tall
         record(tally, outcomes);
     }
     if rule.prune.enabled {
-        super::prune_run::prune(rule, ctx, dry_run, tally).await;
+        super::prune_run::prune(rule, ctx, dry_run, tally, &listed).await;
     }
 }
 

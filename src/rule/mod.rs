@@ -21,10 +21,12 @@ pub mod index_run;
 pub mod mirror;
 pub mod mirror_run;
 pub mod prune;
+mod prune_repo;
 mod prune_run;
 pub mod pushed;
 pub mod run;
 pub mod select;
+mod summary;
 pub mod template;
 
 pub use confirmed::Confirmed;
@@ -35,9 +37,10 @@ pub use mirror_run::run_rule;
 pub use pushed::Pending;
 pub use run::{
     Counts, Failure, ImageOutcome, ImageState, Observer, Reserve, RuleRun, RunContext, RunError,
-    RunResult, Tally, summary_line,
+    RunResult, Tally,
 };
 pub use select::{TagFilter, TagSelector, tag_version};
+pub use summary::{prune_words, summary_line};
 pub use template::{TargetTemplate, TemplateError};
 
 use crate::schedule::Schedule;

@@ -104,13 +104,17 @@ pub enum Refusal {
     },
 }
 
-/// What [`plan`] needs to know.
+/// What [`plan`] needs to know; `T` is the target's tags (a list, or a set this run kept).
 #[derive(Debug, Clone, Copy)]
-pub struct PlanInput<'a> {
+pub struct PlanInput<'a, T> {
     /// The source's tag list; `None` when listing it failed.
     pub source_tags: Option<&'a [String]>,
-    /// The target repository's tag list.
-    pub target_tags: &'a [String],
+    /// The target repository's tags: listed now, or listed by this run before its copies.
+    pub target_tags: T,
+    /// Tags the rule selected that `target_tags` does not hold because it predates this run's
+    /// copies: they count among the selected target tags (a percentage limit), and are never
+    /// candidates themselves (the source listed them).
+    pub unlisted_selected: usize,
     /// The rule's tag selection.
     pub selector: &'a TagSelector,
     /// The rule's `backup_tag` template.
@@ -193,9 +197,12 @@ fn selection_takes(selector: &TagSelector, tag: &str) -> bool {
         .is_empty()
 }
 
-/// The target tags to delete, in target listing order, or why none are. The guard rails bite
-/// only when something would go: a run with nothing to prune is never failed by them.
-pub fn plan(input: PlanInput<'_>, policy: &PrunePolicy) -> Result<Vec<String>, Refusal> {
+/// The target tags to delete, sorted, or why none are. The guard rails bite only when
+/// something would go: a run with nothing to prune is never failed by them.
+pub fn plan<'t, T: IntoIterator<Item = &'t String>>(
+    input: PlanInput<'_, T>,
+    policy: &PrunePolicy,
+) -> Result<Vec<String>, Refusal> {
     let listed = input.source_tags.ok_or(Refusal::ListingFailed)?;
     let source: HashSet<&str> = listed.iter().map(String::as_str).collect();
     let backups = input.backup_tag.map(BackupPattern::new);
@@ -203,7 +210,7 @@ pub fn plan(input: PlanInput<'_>, policy: &PrunePolicy) -> Result<Vec<String>, R
         .backups
         .and_then(|age| chrono::Duration::from_std(age).ok())
         .map(|age| input.now - age);
-    let mut selected = 0;
+    let mut selected = input.unlisted_selected;
     let mut doomed = Vec::new();
     for tag in input.target_tags {
         if artifact_subject(tag).is_some() {
@@ -227,6 +234,7 @@ pub fn plan(input: PlanInput<'_>, policy: &PrunePolicy) -> Result<Vec<String>, R
             doomed.push(tag.clone());
         }
     }
+    doomed.sort_unstable();
     let would = doomed.len();
     if would == 0 {
         return Ok(doomed);

@@ -7,28 +7,46 @@
 //! there the digest is deleted only when no kept tag points at it, and otherwise the tag is
 //! reported as not removable alone ([`ImageState::NotPruned`]), which does not fail the run.
 //! Finding the kept tags' digests costs a HEAD per kept tag, so it is done once per target
-//! repository and only when needed (a digest-only registry, or artifacts to remove).
+//! repository and only when needed ([`super::prune_repo`]).
+//!
+//! A dry run cannot DELETE to learn which kind of registry the target is, so it says what is
+//! true on both: a tag no kept tag shares its image with would go ([`ImageState::WouldPrune`]),
+//! with the signatures and referrers that would go with its image; a tag that shares its image
+//! with a kept tag would go only where the registry deletes by tag
+//! ([`ImageState::WouldPruneByTagOnly`], naming the kept tags).
 //!
 //! The source's tags are listed again here, after the copies: the freshest view (a tag that
 //! came back meanwhile is not deleted), one request per source, and the copies need not keep
-//! their listing (a rule with an explicit tag list never lists at all).
+//! their listing (a rule with an explicit tag list never lists at all). A target's tags are
+//! not, when the run listed them before its copies ([`super::immutable::Listed`]): what to
+//! delete is planned from that listing, so a run with nothing to prune costs no target request.
 //!
 //! Each deletion is an outcome of the run ([`ImageState::Pruned`]): logged with its tag, digest
 //! and rule, counted, listed in the JSON report and `/status`, and printed by `sync`. A guard
 //! rail that stops pruning is a problem of the run ([`RunError::PruneRefused`]), which fails it.
 
-use std::collections::{HashMap, HashSet};
-
+use super::immutable::Listed;
 use super::mirror::RulePlan;
-use super::prune::{PlanInput, artifact_subject, plan};
+use super::prune::{PlanInput, plan};
+use super::prune_repo::Repo;
 use super::run::{Failure, ImageOutcome, ImageState, RunContext, RunError, Tally};
 use crate::copy::error_chain;
 use crate::digest::Digest;
 use crate::reference::Reference;
-use crate::registry::{ErrorKind, Transport};
+use crate::registry::ErrorKind;
+
+/// What the run listed of each source's target repositories before its copies, in target
+/// order (`None`: not listed).
+pub(super) type Listings<'a> = [(&'a Reference, Vec<Option<Listed>>)];
 
 /// Prunes every target repository of `rule` (after its copies; `dry_run`: says what would go).
-pub(super) async fn prune(rule: &RulePlan, ctx: &RunContext, dry_run: bool, tally: &Tally) {
+pub(super) async fn prune(
+    rule: &RulePlan,
+    ctx: &RunContext,
+    dry_run: bool,
+    tally: &Tally,
+    listings: &Listings<'_>,
+) {
     let failed = tally.failed_so_far();
     for source in &rule.sources {
         let listed = match ctx.connector.get(source.registry()) {
@@ -53,7 +71,11 @@ pub(super) async fn prune(rule: &RulePlan, ctx: &RunContext, dry_run: bool, tall
         let Ok(targets) = rule.target_repositories(source) else {
             continue;
         };
-        for target in &targets {
+        let known = listings
+            .iter()
+            .find(|(s, _)| *s == source)
+            .map_or(&[][..], |(_, l)| l.as_slice());
+        for (i, target) in targets.iter().enumerate() {
             let site = Site {
                 rule,
                 tally,
@@ -61,7 +83,8 @@ pub(super) async fn prune(rule: &RulePlan, ctx: &RunContext, dry_run: bool, tall
                 target,
                 dry_run,
             };
-            site.prune(ctx, &listed, failed).await;
+            let known = known.get(i).and_then(Option::as_ref);
+            site.prune(ctx, &listed, failed, known).await;
         }
     }
 }
@@ -76,55 +99,43 @@ struct Site<'a> {
 }
 
 impl Site<'_> {
-    async fn prune(&self, ctx: &RunContext, listed: &[String], failed: usize) {
+    /// Prunes the target: plans from `known` (its listing before the copies) or a listing
+    /// made now, then deletes, or in a dry run says what would go.
+    async fn prune(
+        &self,
+        ctx: &RunContext,
+        listed: &[String],
+        failed: usize,
+        known: Option<&Listed>,
+    ) {
         let t = match ctx.connector.get(self.target.registry()) {
             Ok(t) => t,
             Err(_) => return, // already recorded by the copies
         };
         let repo = self.target.repository();
-        let tags = match t.tags(repo).await {
-            Ok(tags) => tags,
-            // A repository never written to has nothing to prune.
-            Err(e) if e.kind == ErrorKind::NotFound => return,
-            Err(e) => {
-                self.tally.error(RunError::Resolve(format!(
-                    "listing tags of {} to prune: {}",
-                    self.target,
-                    error_chain(&e)
-                )));
-                return;
+        let (doomed, tags) = match known {
+            Some(k) => {
+                let doomed = self.plan(listed, k.tags.iter(), k.unlisted_selected, failed);
+                (doomed, None)
             }
+            None => match t.tags(repo).await {
+                Ok(tags) => (self.plan(listed, tags.iter(), 0, failed), Some(tags)),
+                // A repository never written to has nothing to prune.
+                Err(e) if e.kind == ErrorKind::NotFound => return,
+                Err(e) => {
+                    self.tally.error(RunError::Resolve(format!(
+                        "listing tags of {} to prune: {}",
+                        self.target,
+                        error_chain(&e)
+                    )));
+                    return;
+                }
+            },
         };
-        let input = PlanInput {
-            source_tags: Some(listed),
-            target_tags: &tags,
-            selector: &self.rule.tags,
-            backup_tag: self.rule.backup_tag.as_deref(),
-            failed_copies: failed,
-            now: chrono::Utc::now(),
-        };
-        let doomed = match plan(input, &self.rule.prune) {
-            Ok(d) => d,
-            Err(refusal) => {
-                tracing::warn!(rule = %self.rule.name, target = %self.target, "{refusal}");
-                self.tally.error(RunError::PruneRefused {
-                    target: self.target.to_string(),
-                    refusal,
-                });
-                return;
-            }
-        };
-        if doomed.is_empty() {
+        let Some(doomed) = doomed.filter(|d| !d.is_empty()) else {
             return;
-        }
-        let mut repo_state = Repo {
-            t: &*t,
-            repo,
-            tags: &tags,
-            doomed: doomed.iter().cloned().collect(),
-            kept: None,
-            unknown: Vec::new(),
         };
+        let mut r = Repo::new(&*t, repo, tags, &doomed);
         // Grouped by digest: on a digest-only registry one DELETE removes them all.
         let mut groups: Vec<(Digest, Vec<String>)> = Vec::new();
         for tag in &doomed {
@@ -139,14 +150,77 @@ impl Site<'_> {
         }
         for (digest, group) in groups {
             if self.dry_run {
-                for tag in &group {
-                    self.outcome(tag, Some(&digest), ImageState::WouldPrune);
-                }
-                continue;
+                self.foresee(&mut r, &digest, &group).await;
+            } else if self.delete_group(&mut r, &digest, &group).await {
+                self.delete_artifacts(&mut r, &digest).await;
             }
-            if self.delete_group(&mut repo_state, &digest, &group).await {
-                self.delete_artifacts(&mut repo_state, &digest).await;
+        }
+    }
+
+    /// The tags to delete, or `None` when a guard rail refused (recorded as a problem of the
+    /// run).
+    fn plan<'t>(
+        &self,
+        source_tags: &[String],
+        target_tags: impl IntoIterator<Item = &'t String>,
+        unlisted_selected: usize,
+        failed: usize,
+    ) -> Option<Vec<String>> {
+        let input = PlanInput {
+            source_tags: Some(source_tags),
+            target_tags,
+            unlisted_selected,
+            selector: &self.rule.tags,
+            backup_tag: self.rule.backup_tag.as_deref(),
+            failed_copies: failed,
+            now: chrono::Utc::now(),
+        };
+        match plan(input, &self.rule.prune) {
+            Ok(doomed) => Some(doomed),
+            Err(refusal) => {
+                tracing::warn!(rule = %self.rule.name, target = %self.target, "{refusal}");
+                self.tally.error(RunError::PruneRefused {
+                    target: self.target.to_string(),
+                    refusal,
+                });
+                None
             }
+        }
+    }
+
+    /// A dry run: what deleting `group` (all on `digest`) would do, said without deleting.
+    async fn foresee(&self, r: &mut Repo<'_>, digest: &Digest, group: &[String]) {
+        let kept = r.kept_on(digest).await;
+        if !kept.is_empty() {
+            let why = format!(
+                "would be pruned only where the registry deletes tags by name; where it deletes \
+                 by digest only (distribution 2.8) it stays, because {} also point{} at {digest}",
+                kept.join(", "),
+                if kept.len() == 1 { "s" } else { "" }
+            );
+            for tag in group {
+                let state = ImageState::WouldPruneByTagOnly(why.clone());
+                self.outcome(tag, Some(digest), state);
+            }
+            return;
+        }
+        for tag in group {
+            self.outcome(tag, Some(digest), ImageState::WouldPrune);
+        }
+        let (artifacts, referrers) = r.artifacts(digest).await;
+        for tag in artifacts {
+            match r.t.manifest_head(r.repo, &tag).await {
+                Ok(Some(h)) => self.outcome(&tag, Some(&h.digest), ImageState::WouldPrune),
+                Ok(None) => {}
+                Err(e) => self.outcome(&tag, None, failed_state(&tag, &e)),
+            }
+        }
+        for d in referrers {
+            self.outcome(
+                &d.digest.to_string(),
+                Some(&d.digest),
+                ImageState::WouldPrune,
+            );
         }
     }
 
@@ -201,22 +275,8 @@ impl Site<'_> {
     /// Removes the signature, attestation and SBOM tags and the referrers of `digest`, once
     /// no kept tag points at it.
     async fn delete_artifacts(&self, r: &mut Repo<'_>, digest: &Digest) {
-        let subject = digest.to_string();
-        let artifacts: Vec<&String> = r
-            .tags
-            .iter()
-            .filter(|t| artifact_subject(t).as_deref() == Some(subject.as_str()))
-            .collect();
-        // Referrers the registry serves through the API (none on distribution 2.8, whose
-        // referrers are the fallback tags above).
-        let referrers = match r.t.referrers(r.repo, digest).await {
-            Ok(Some(list)) => list,
-            _ => Vec::new(),
-        };
-        if (artifacts.is_empty() && referrers.is_empty()) || !r.kept_on(digest).await.is_empty() {
-            return;
-        }
-        for tag in artifacts {
+        let (artifacts, referrers) = r.artifacts(digest).await;
+        for tag in &artifacts {
             let head = match r.t.manifest_head(r.repo, tag).await {
                 Ok(Some(h)) => h,
                 Ok(None) => continue,
@@ -282,44 +342,4 @@ fn failed_state(tag: &str, e: &crate::registry::RegistryError) -> ImageState {
         "pruning {tag}: {}{hint}",
         error_chain(e)
     )))
-}
-
-/// A target repository's tags and, once asked, which kept tag points at which digest.
-struct Repo<'a> {
-    t: &'a dyn Transport,
-    repo: &'a str,
-    tags: &'a [String],
-    doomed: HashSet<String>,
-    kept: Option<HashMap<Digest, Vec<String>>>,
-    /// Kept tags whose HEAD failed.
-    unknown: Vec<String>,
-}
-
-impl Repo<'_> {
-    /// The tags that stay (not pruned, not artifacts) pointing at `digest`. A tag whose HEAD
-    /// fails counts as pointing at it: when in doubt, nothing is deleted.
-    async fn kept_on(&mut self, digest: &Digest) -> Vec<String> {
-        if self.kept.is_none() {
-            let mut map: HashMap<Digest, Vec<String>> = HashMap::new();
-            for tag in self.tags {
-                if self.doomed.contains(tag) || artifact_subject(tag).is_some() {
-                    continue;
-                }
-                match self.t.manifest_head(self.repo, tag).await {
-                    Ok(Some(h)) => map.entry(h.digest).or_default().push(tag.clone()),
-                    Ok(None) => {}
-                    Err(_) => self.unknown.push(format!("{tag} (digest unknown)")),
-                }
-            }
-            self.kept = Some(map);
-        }
-        let mut kept = self
-            .kept
-            .as_ref()
-            .and_then(|m| m.get(digest))
-            .cloned()
-            .unwrap_or_default();
-        kept.extend(self.unknown.iter().cloned());
-        kept
-    }
 }

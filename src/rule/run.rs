@@ -147,13 +147,17 @@ pub enum ImageState {
     /// Would be pruned, but could not be removed alone: the registry deletes by digest only and
     /// a kept tag points at the same image. Not a failure of the run.
     NotPruned(String),
+    /// A dry run found a kept tag on the same image: it would be pruned only where the registry
+    /// deletes tags by name, and would stay (as [`ImageState::NotPruned`]) where it deletes by
+    /// digest only. Which one the target is, only a DELETE tells.
+    WouldPruneByTagOnly(String),
     /// An immutable tag the target lists already: left as it is, neither side asked (issue 18;
     /// whether it is the source's image is not known, and for an immutable tag not asked).
     Present,
 }
 
 /// The kinds of [`ImageState`], for counts and labels.
-const KINDS: [&str; 11] = [
+const KINDS: [&str; 12] = [
     "copied",
     "up_to_date",
     "kept",
@@ -165,11 +169,13 @@ const KINDS: [&str; 11] = [
     "would_prune",
     "not_pruned",
     "present",
+    "would_prune_by_tag",
 ];
 
 impl ImageState {
     /// The label in JSON reports and metrics: `copied`, `up_to_date`, `kept`, `dry_run`,
-    /// `skipped`, `failed`, `refused`, `pruned`, `would_prune`, `not_pruned`, `present`.
+    /// `skipped`, `failed`, `refused`, `pruned`, `would_prune`, `not_pruned`, `present`,
+    /// `would_prune_by_tag`.
     pub fn label(&self) -> &'static str {
         KINDS[self.kind()]
     }
@@ -187,19 +193,28 @@ impl ImageState {
             ImageState::WouldPrune => 8,
             ImageState::NotPruned(_) => 9,
             ImageState::Present => 10,
+            ImageState::WouldPruneByTagOnly(_) => 11,
         }
     }
 
     /// Whether this is what pruning did (or would do) to a target tag, not a copy's outcome.
     pub fn is_prune(&self) -> bool {
-        self.kind() >= 7
+        matches!(
+            self,
+            ImageState::Pruned
+                | ImageState::WouldPrune
+                | ImageState::NotPruned(_)
+                | ImageState::WouldPruneByTagOnly(_)
+        )
     }
 
     /// Why the image failed, was skipped or refused, or its tag could not be pruned alone.
     pub fn reason(&self) -> Option<String> {
         match self {
             ImageState::Skipped(r) => Some(r.to_string()),
-            ImageState::Refused(r) | ImageState::NotPruned(r) => Some(r.clone()),
+            ImageState::Refused(r)
+            | ImageState::NotPruned(r)
+            | ImageState::WouldPruneByTagOnly(r) => Some(r.clone()),
             ImageState::Failed(f) => Some(f.to_string()),
             _ => None,
         }
@@ -269,6 +284,8 @@ pub struct Counts {
     pub not_pruned: u64,
     /// Immutable tags the target lists already.
     pub present: u64,
+    /// Target tags a dry run would delete only where the registry deletes tags by name.
+    pub would_prune_by_tag: u64,
 }
 
 impl Counts {
@@ -284,7 +301,8 @@ impl Counts {
             7 => &mut self.pruned,
             8 => &mut self.would_prune,
             9 => &mut self.not_pruned,
-            _ => &mut self.present,
+            10 => &mut self.present,
+            _ => &mut self.would_prune_by_tag,
         }
     }
 
@@ -512,60 +530,5 @@ impl Tally {
             errors,
             pruned: std::mem::take(&mut *self.pruned.lock().expect("tally lock")),
         }
-    }
-}
-
-/// A short one-line account of a run, for logs and `sync` output. A run that could not even
-/// start on a source says so, and never passes for "0 failed".
-pub fn summary_line(run: &RuleRun) -> String {
-    let c = &run.counts;
-    let mut parts = Vec::new();
-    if run.dry_run {
-        parts.push(format!("{} would copy", c.would_copy));
-    } else {
-        parts.push(format!("{} copied", c.copied));
-    }
-    parts.push(format!("{} up to date", c.up_to_date));
-    parts.push(format!("{} kept", c.kept));
-    parts.push(format!("{} failed", c.failed));
-    if c.skipped > 0 {
-        parts.push(format!("{} skipped (rate limit reserve)", c.skipped));
-    }
-    if c.refused > 0 {
-        parts.push(format!("{} refused (no valid signature)", c.refused));
-    }
-    if c.pruned + c.would_prune > 0 {
-        let verb = if run.dry_run { "would prune" } else { "pruned" };
-        parts.push(format!("{} {verb}", c.pruned + c.would_prune));
-    }
-    if c.not_pruned > 0 {
-        parts.push(format!("{} not removable alone", c.not_pruned));
-    }
-    if c.present > 0 {
-        parts.push(format!(
-            "{} present (immutable, listed at the target)",
-            c.present
-        ));
-    }
-    let images = parts.join(", ");
-    let head = format!(
-        "rule {}: {} in {:.1}s",
-        run.rule,
-        run.result.as_str(),
-        run.seconds
-    );
-    match run.errors.as_slice() {
-        [] => format!("{head} — {images}"),
-        [only] if c.total() == 0 => format!("{head} — {only} (no image tried)"),
-        errors => format!(
-            "{head} — {images}; {} problem{} outside any image: {}",
-            errors.len(),
-            if errors.len() == 1 { "" } else { "s" },
-            errors
-                .iter()
-                .map(ToString::to_string)
-                .collect::<Vec<_>>()
-                .join("; ")
-        ),
     }
 }

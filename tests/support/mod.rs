@@ -19,6 +19,7 @@ pub(crate) mod fixtures;
 pub(crate) mod moto;
 pub(crate) mod pki;
 pub(crate) mod proxy;
+pub(crate) mod prune;
 pub(crate) mod raw;
 pub(crate) mod registry;
 pub(crate) mod skopeo;

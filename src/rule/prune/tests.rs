@@ -27,6 +27,8 @@ struct Case {
     source: Option<&'static [&'static str]>,
     target: &'static [&'static str],
     failed: usize,
+    /// Selected tags this run wrote that the target listing predates.
+    unlisted: usize,
     limit: PruneLimit,
     backups: Option<u64>,
     want: Result<&'static [&'static str], Refusal>,
@@ -38,6 +40,7 @@ fn case(name: &'static str, source: Option<&'static [&'static str]>) -> Case {
         source,
         target: &["v1", "v2", "v3", "dev"],
         failed: 0,
+        unlisted: 0,
         limit: PruneLimit::default(),
         backups: None,
         want: Ok(&[]),
@@ -115,6 +118,15 @@ fn limit_cases() -> Vec<Case> {
 fn quiet_cases() -> Vec<Case> {
     vec![
         Case {
+            limit: PruneLimit::Percent(10),
+            unlisted: 7,
+            want: Ok(&["v2"]),
+            ..case(
+                "tags copied after the target was listed count: 10% of 3 + 7 is 1",
+                Some(&["v1", "v3"]),
+            )
+        },
+        Case {
             failed: 1,
             want: Ok(&[]),
             ..case(
@@ -175,6 +187,7 @@ fn guard_rails() {
         let input = PlanInput {
             source_tags: source.as_deref(),
             target_tags: &target,
+            unlisted_selected: c.unlisted,
             selector: &selector,
             backup_tag: Some("{tag}-bak-{date}"),
             failed_copies: c.failed,
