@@ -107,6 +107,32 @@ prune = true
         dom.contains(r#"<td class="rule">gone-upstream</td>"#),
         "{dom}"
     );
+    assert_rows(&dom, dead, &dst.host());
+    screenshot_if_asked(port, dir.path());
+}
+
+/// The README's picture of the page comes from here:
+/// `CROSSDOCK_STATUS_SCREENSHOT=docs/status-page.png cargo test --test status_page`.
+fn screenshot_if_asked(port: u16, dir: &Path) {
+    if let Ok(path) = std::env::var("CROSSDOCK_STATUS_SCREENSHOT") {
+        let status = Command::new("chromium")
+            .args([
+                "--headless",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--hide-scrollbars",
+            ])
+            .arg(format!("--user-data-dir={}", dir.join("shot").display()))
+            .args(["--window-size=1200,520", &format!("--screenshot={path}")])
+            .arg(format!("http://127.0.0.1:{port}/"))
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+}
+
+/// Each rule's row says what its last run did: copied, failed (naming the registry), pruned.
+fn assert_rows(dom: &str, dead: u16, dst: &str) {
     let row = |name: &str| {
         let start = dom
             .find(&format!(r#"<td class="rule">{name}</td>"#))
@@ -137,30 +163,8 @@ prune = true
     );
     assert!(
         pruning.contains(&format!(
-            r#"<li class="pruned"><code>{}/mirror/pruned:1.1</code> pruned</li>"#,
-            dst.host()
+            r#"<li class="pruned"><code>{dst}/mirror/pruned:1.1</code> pruned</li>"#
         )),
         "{pruning}"
     );
-
-    // The README's picture of the page comes from here:
-    // CROSSDOCK_STATUS_SCREENSHOT=docs/status-page.png cargo test --test status_page
-    if let Ok(path) = std::env::var("CROSSDOCK_STATUS_SCREENSHOT") {
-        let status = Command::new("chromium")
-            .args([
-                "--headless",
-                "--no-sandbox",
-                "--disable-gpu",
-                "--hide-scrollbars",
-            ])
-            .arg(format!(
-                "--user-data-dir={}",
-                dir.path().join("shot").display()
-            ))
-            .args(["--window-size=1200,520", &format!("--screenshot={path}")])
-            .arg(format!("http://127.0.0.1:{port}/"))
-            .status()
-            .unwrap();
-        assert!(status.success());
-    }
 }
