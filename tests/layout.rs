@@ -65,20 +65,6 @@ fn assert_layout_complete(dir: &Path, image: &BuiltImage) {
     }
 }
 
-async fn assert_registry_complete(reg: &TestRegistry, repo: &str, image: &BuiltImage) {
-    let c = reg.client();
-    for m in image.manifests.iter().chain(image.index.iter()) {
-        let got = c
-            .get_manifest(repo, &m.digest)
-            .await
-            .unwrap_or_else(|| panic!("manifest {} missing in {repo}", m.digest));
-        assert_eq!(got.bytes, m.bytes, "manifest {} differs", m.digest);
-    }
-    for d in image.blobs.keys() {
-        assert!(c.blob_exists(repo, d).await, "blob {d} missing in {repo}");
-    }
-}
-
 /// Files whose name marks them as crossdock's temporary files.
 fn temp_files(dir: &Path) -> Vec<String> {
     std::fs::read_dir(dir)
@@ -142,7 +128,9 @@ async fn skopeo_reads_the_layout_crossdock_writes_with_identical_digests() {
             .as_deref(),
         Some(image.digest())
     );
-    assert_registry_complete(&b, "mirror/app", &image).await;
+    b.client()
+        .assert_holds_image("mirror/app", None, &image)
+        .await;
     // crossdock reads its own layout, too.
     let shown = ok(&crossdock(&["inspect", &layout_ref]));
     // inspect ends its output with a newline; the fixture's bytes have none.
@@ -186,7 +174,9 @@ async fn crossdock_imports_a_layout_skopeo_wrote_with_identical_digests() {
     let report: Value = serde_json::from_str(&out).unwrap();
     assert_eq!(report["source_digest"], image.digest());
     assert_eq!(report["targets"][0]["digest"], image.digest());
-    assert_registry_complete(&b, "copied/app", &image).await;
+    b.client()
+        .assert_holds_image("copied/app", None, &image)
+        .await;
     let served = b.client().get_manifest("copied/app", "v2").await.unwrap();
     assert_eq!(served.bytes, image.top().bytes);
     // crossdock also adds tags to skopeo's layout without disturbing its entries.
@@ -275,7 +265,9 @@ async fn docker_images_round_trip_layout_registry_layout() {
             "application/vnd.docker.distribution.manifest.list.v2+json"
         );
     }
-    assert_registry_complete(&b, "carried/app", &image).await;
+    b.client()
+        .assert_holds_image("carried/app", None, &image)
+        .await;
     assert_eq!(
         b.client()
             .head_manifest("carried/app", "1.0")

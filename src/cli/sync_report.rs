@@ -27,10 +27,10 @@ struct Tags {
 /// One source repository and one target repository of a rule.
 #[derive(Default)]
 struct Group {
-    /// By state, in the order lines are printed.
-    states: BTreeMap<u8, Tags>,
+    /// By state ([`key`]), in the order lines are printed.
+    states: BTreeMap<(u8, &'static str), Tags>,
     /// Failed or skipped tags with their reasons (at most [`SAMPLE`]).
-    failures: Vec<(u8, String, String)>,
+    failures: Vec<((u8, &'static str), String, String)>,
     failed: u64,
 }
 
@@ -50,8 +50,10 @@ fn split_tag(reference: &str) -> (&str, &str) {
     }
 }
 
-fn order(state: &ImageState) -> u8 {
-    match state {
+/// Where `state`'s lines come in a group (copies, then skips and failures, then pruning), and
+/// its word.
+fn key(state: &ImageState) -> (u8, &'static str) {
+    let order = match state {
         ImageState::Copied => 0,
         ImageState::WouldCopy => 1,
         ImageState::UpToDate => 2,
@@ -64,24 +66,8 @@ fn order(state: &ImageState) -> u8 {
         ImageState::NotPruned(_) => 9,
         ImageState::Present => 10,
         ImageState::WouldPruneByTagOnly(_) => 11,
-    }
-}
-
-fn word(order: u8) -> &'static str {
-    [
-        "copied",
-        "would copy",
-        "up to date",
-        "kept",
-        "skipped",
-        "failed",
-        "refused",
-        "pruned",
-        "would prune",
-        "not pruned",
-        "present",
-        "by tag only",
-    ][usize::from(order)]
+    };
+    (order, state.display_word())
 }
 
 impl SyncReport {
@@ -112,11 +98,11 @@ impl SyncReport {
                 if group.failures.len() < SAMPLE {
                     group
                         .failures
-                        .push((order(&o.state), tag.to_string(), reason));
+                        .push((key(&o.state), tag.to_string(), reason));
                 }
             }
             None => {
-                let tags = group.states.entry(order(&o.state)).or_default();
+                let tags = group.states.entry(key(&o.state)).or_default();
                 tags.count += 1;
                 if tags.names.len() < SAMPLE {
                     tags.names.push(tag.to_string());
@@ -138,13 +124,13 @@ impl SyncReport {
                 "  {source} → {target}: {total} tag{}",
                 if total == 1 { "" } else { "s" }
             );
-            for (state, mut tags) in group.states {
+            for ((_, word), mut tags) in group.states {
                 tags.names.sort();
                 let more = tags.count - tags.names.len() as u64;
                 let _ = writeln!(
                     out,
                     "    {:<11} {}{}",
-                    word(state),
+                    word,
                     tags.names.join(", "),
                     if more > 0 {
                         format!(" … and {more} more")
@@ -155,8 +141,8 @@ impl SyncReport {
             }
             let mut failures = group.failures;
             failures.sort();
-            for (state, tag, reason) in &failures {
-                let _ = writeln!(out, "    {:<11} {tag}: {reason}", word(*state));
+            for ((_, word), tag, reason) in &failures {
+                let _ = writeln!(out, "    {word:<11} {tag}: {reason}");
             }
             let more = group.failed - failures.len() as u64;
             if more > 0 {

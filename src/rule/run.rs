@@ -172,12 +172,35 @@ const KINDS: [&str; 12] = [
     "would_prune_by_tag",
 ];
 
+/// The words for the kinds of [`ImageState`] in text meant for people, in [`KINDS`]' order.
+const WORDS: [&str; 12] = [
+    "copied",
+    "up to date",
+    "kept",
+    "would copy",
+    "skipped",
+    "failed",
+    "refused",
+    "pruned",
+    "would prune",
+    "not pruned",
+    "present",
+    "by tag only",
+];
+
 impl ImageState {
     /// The label in JSON reports and metrics: `copied`, `up_to_date`, `kept`, `dry_run`,
     /// `skipped`, `failed`, `refused`, `pruned`, `would_prune`, `not_pruned`, `present`,
     /// `would_prune_by_tag`.
     pub fn label(&self) -> &'static str {
         KINDS[self.kind()]
+    }
+
+    /// The word for it in text meant for people (`crossdock sync`'s report): `copied`,
+    /// `up to date`, `kept`, `would copy`, `skipped`, `failed`, `refused`, `pruned`,
+    /// `would prune`, `not pruned`, `present`, `by tag only`.
+    pub fn display_word(&self) -> &'static str {
+        WORDS[self.kind()]
     }
 
     fn kind(&self) -> usize {

@@ -85,17 +85,6 @@ fn tar_without(src: &Path, dest: &Path, drop: &[&str]) {
     b.finish().unwrap();
 }
 
-async fn assert_registry_complete(reg: &TestRegistry, repo: &str, image: &BuiltImage) {
-    let c = reg.client();
-    for m in image.manifests.iter().chain(image.index.iter()) {
-        let got = c.get_manifest(repo, &m.digest).await;
-        assert_eq!(got.map(|g| g.bytes), Some(m.bytes.clone()), "{}", m.digest);
-    }
-    for d in image.blobs.keys() {
-        assert!(c.blob_exists(repo, d).await, "blob {d} missing in {repo}");
-    }
-}
-
 #[tokio::test]
 async fn oci_archive_round_trip_keeps_every_digest_and_skopeo_and_ctr_read_it() {
     let (a, b) = (TestRegistry::start(), TestRegistry::start());
@@ -129,7 +118,9 @@ async fn oci_archive_round_trip_keeps_every_digest_and_skopeo_and_ctr_read_it() 
         b.client().head_manifest("copy/app", "v1").await.as_deref(),
         Some(image.digest())
     );
-    assert_registry_complete(&b, "copy/app", &image).await;
+    b.client()
+        .assert_holds_image("copy/app", None, &image)
+        .await;
 
     // ctr imports every platform of it under the same digest.
     let ctr = Containerd::start();

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use crate::support::cli::text;
 use crate::support::proxy::{Fault, Rule};
 use crate::support::{self, TestRegistry};
-use crate::{Pair, assert_copied, assert_untagged, failed_with, image, import, matching, ok};
+use crate::{Pair, assert_untagged, failed_with, image, import, matching, ok};
 
 #[tokio::test]
 async fn a_stalled_body_is_cut_by_the_idle_timeout_and_retried() {
@@ -27,7 +27,9 @@ async fn a_stalled_body_is_cut_by_the_idle_timeout_and_retried() {
     assert_eq!(rule.fired(), 1);
     assert!(took >= Duration::from_secs(1), "{took:?}");
     assert!(took < Duration::from_secs(30), "{took:?}");
-    assert_copied(&p.b, "app", "v1", &img).await;
+    p.b.client()
+        .assert_holds_image("app", Some("v1"), &img)
+        .await;
 }
 
 #[tokio::test]
@@ -54,7 +56,9 @@ async fn a_slow_body_that_keeps_moving_is_not_cut_off() {
         1,
         "read once, never cut off"
     );
-    assert_copied(&p.b, "app", "v1", &img).await;
+    p.b.client()
+        .assert_holds_image("app", Some("v1"), &img)
+        .await;
 }
 
 #[tokio::test]
@@ -100,7 +104,9 @@ async fn a_truncated_body_is_retried() {
     ));
     ok(&import(&p.src(), &p.dst(), &[]));
     assert_eq!((blob.fired(), manifest.fired()), (1, 1));
-    assert_copied(&p.b, "app", "v1", &img).await;
+    p.b.client()
+        .assert_holds_image("app", Some("v1"), &img)
+        .await;
 }
 
 #[tokio::test]

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use crate::support::cli::command;
 use crate::support::proxy::{Fault, Rule};
-use crate::{Pair, assert_copied, assert_untagged, image, import, ok};
+use crate::{Pair, assert_untagged, image, import, ok};
 
 #[tokio::test]
 async fn a_source_tag_moving_mid_copy_gives_one_whole_image() {
@@ -36,7 +36,9 @@ async fn a_source_tag_moving_mid_copy_gives_one_whole_image() {
     // The target got the image the tag named when the copy started, whole, and nothing of the
     // other one.
     assert_eq!(report["targets"][0]["digest"], old.digest());
-    assert_copied(&p.b, "app", "v1", &old).await;
+    p.b.client()
+        .assert_holds_image("app", Some("v1"), &old)
+        .await;
     for m in new.manifests.iter().chain(new.index.iter()) {
         assert!(
             p.b.client().get_manifest("app", &m.digest).await.is_none(),
@@ -100,5 +102,7 @@ async fn kill_9_in_the_middle_of_an_import_then_the_same_import_completes() {
     assert_eq!(report["targets"][0]["digest"], img.digest());
     assert_eq!(report["targets"][0]["blobs_skipped"], others.len());
     assert_eq!(report["targets"][0]["blobs_copied"], 1);
-    assert_copied(&p.b, "app", "v1", &img).await;
+    p.b.client()
+        .assert_holds_image("app", Some("v1"), &img)
+        .await;
 }

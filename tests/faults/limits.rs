@@ -8,7 +8,7 @@ use std::time::Duration;
 use crate::support::TestRegistry;
 use crate::support::cli::{crossdock, text};
 use crate::support::proxy::{Fault, FaultProxy, Rule};
-use crate::{assert_copied, assert_untagged, failed_with, image, import, matching, ok};
+use crate::{assert_untagged, failed_with, image, import, matching, ok};
 
 /// `crossdock sync` of `app:v1` to `to/app:v1` within the registry behind `proxy`, whose
 /// request limit is `max_concurrency`.
@@ -55,7 +55,9 @@ async fn copies_within_one_registry_never_deadlock_on_its_request_limit() {
     let out = sync_within(&proxy, "copy", 2);
     let report = ok(&out);
     assert_eq!(report[0]["result"], "ok", "{report}");
-    assert_copied(&a, "copy/app", "v1", &img).await;
+    a.client()
+        .assert_holds_image("copy/app", Some("v1"), &img)
+        .await;
     assert!(proxy.peak_in_flight() <= 2, "{}", proxy.peak_in_flight());
     let streamed = matching(&proxy.requests(), "GET", "^/v2/app/blobs/sha256:").len();
     assert_eq!(
@@ -93,7 +95,7 @@ async fn fan_out_to_three_repositories_of_one_registry_completes() {
     );
     ok(&out);
     for repo in ["x/app", "y/app", "z/app"] {
-        assert_copied(&b, repo, "v1", &img).await;
+        b.client().assert_holds_image(repo, Some("v1"), &img).await;
     }
 }
 
@@ -163,7 +165,7 @@ timeout = "20s"
     for run in report.as_array().unwrap() {
         assert_eq!(run["result"], "ok", "{report}");
     }
-    assert_copied(&b, "one", "v1", &one).await;
-    assert_copied(&a, "two", "v1", &two).await;
+    b.client().assert_holds_image("one", Some("v1"), &one).await;
+    a.client().assert_holds_image("two", Some("v1"), &two).await;
     assert_eq!((pa.peak_in_flight(), pb.peak_in_flight()), (1, 1));
 }

@@ -6,10 +6,7 @@
 use std::time::Duration;
 
 use crate::support::proxy::{Fault, RetryAfter, Rule};
-use crate::{
-    Pair, assert_copied, assert_untagged, failed_with, hex, image, import, matching, ok,
-    seed_target,
-};
+use crate::{Pair, assert_untagged, failed_with, hex, image, import, matching, ok, seed_target};
 
 #[tokio::test]
 async fn a_reset_in_the_middle_of_a_blob_download_is_retried() {
@@ -30,7 +27,9 @@ async fn a_reset_in_the_middle_of_a_blob_download_is_retried() {
         2,
         "one retry"
     );
-    assert_copied(&p.b, "app", "v1", &img).await;
+    p.b.client()
+        .assert_holds_image("app", Some("v1"), &img)
+        .await;
 }
 
 #[tokio::test]
@@ -48,7 +47,9 @@ async fn a_reset_in_the_middle_of_an_upload_is_retried() {
     ok(&import(&p.src(), &p.dst(), &[]));
     assert_eq!(rule.fired(), 1);
     assert_eq!(matching(&p.pb.requests(), "PUT", &upload).len(), 2);
-    assert_copied(&p.b, "app", "v1", &img).await;
+    p.b.client()
+        .assert_holds_image("app", Some("v1"), &img)
+        .await;
 }
 
 #[tokio::test]
@@ -82,7 +83,9 @@ async fn server_errors_on_every_kind_of_request_are_retried() {
     for (method, path, s) in &stats {
         assert_eq!(s.fired(), 1, "{method} {path} never got its error");
     }
-    assert_copied(&p.b, "app", "v1", &img).await;
+    p.b.client()
+        .assert_holds_image("app", Some("v1"), &img)
+        .await;
 
     // Into a repository without tags, blobs are checked with a mount request (POST ?mount=)
     // instead of a HEAD: that fails once too.
@@ -93,7 +96,9 @@ async fn server_errors_on_every_kind_of_request_are_retried() {
     ));
     ok(&import(&p.src(), &p.pb.image_ref("fresh", "v1"), &[]));
     assert_eq!(mount.fired(), 1);
-    assert_copied(&p.b, "fresh", "v1", &img).await;
+    p.b.client()
+        .assert_holds_image("fresh", Some("v1"), &img)
+        .await;
 }
 
 #[tokio::test]
@@ -132,7 +137,9 @@ async fn rate_limits_are_waited_out_as_retry_after_says() {
         Fault::TooManyRequests(RetryAfter::DateIn(Duration::from_secs(2))),
     ));
     ok(&import(&p.src(), &p.dst(), &[]));
-    assert_copied(&p.b, "app", "v1", &img).await;
+    p.b.client()
+        .assert_holds_image("app", Some("v1"), &img)
+        .await;
     // Each limited request was sent again only after the wait the registry asked for.
     for (proxy, method, pattern) in [(&p.pa, "GET", manifest), (&p.pb, "HEAD", blob_head)] {
         let seen = proxy.requests();
@@ -175,7 +182,9 @@ async fn answers_lost_after_the_registry_committed_a_put_are_recovered() {
     for ((_, path), s) in rules.iter().zip(&stats) {
         assert_eq!(s.fired(), 1, "{path}");
     }
-    assert_copied(&p.b, "app", "v1", &img).await;
+    p.b.client()
+        .assert_holds_image("app", Some("v1"), &img)
+        .await;
 }
 
 #[tokio::test]
@@ -196,5 +205,7 @@ async fn a_registry_refusing_a_large_body_gets_chunks_instead() {
     let seen = p.pb.requests();
     let patches = matching(&seen, "PATCH", r"^/v2/app/blobs/uploads/");
     assert!(!patches.is_empty(), "chunks were sent after the 413");
-    assert_copied(&p.b, "app", "v1", &img).await;
+    p.b.client()
+        .assert_holds_image("app", Some("v1"), &img)
+        .await;
 }

@@ -4,9 +4,9 @@
 
 use serde_json::Value;
 
+use crate::PLATFORMS;
 use crate::support::cli::{crossdock, json, ok};
 use crate::support::{self, Format, ImageSpec, RequestKind, TestRegistry, skopeo};
-use crate::{PLATFORMS, assert_complete};
 
 async fn full_import(format: Format) {
     let (a, b) = (TestRegistry::start(), TestRegistry::start());
@@ -30,7 +30,9 @@ async fn full_import(format: Format) {
     // Shared base layer: 3 configs + 1 shared + 3×2 own layers.
     assert_eq!(report["blobs"], 10);
     assert_eq!(report["targets"][0]["blobs_copied"], 10);
-    assert_complete(&b, "mirror/app", &image).await;
+    b.client()
+        .assert_holds_image("mirror/app", None, &image)
+        .await;
     let tag = b.client().get_manifest("mirror/app", "v1").await.unwrap();
     assert_eq!(tag.bytes, image.top().bytes);
     // The peer tool reads the same bytes.

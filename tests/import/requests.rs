@@ -1,9 +1,9 @@
 //! What an import costs: a second import one HEAD per registry, blobs within one registry
 //! mounted rather than read, and two imports sharing layers at once both completing.
 
+use crate::PLATFORMS;
 use crate::support::cli::{crossdock, json, ok};
 use crate::support::{Format, ImageSpec, RequestKind, TestRegistry};
-use crate::{PLATFORMS, assert_complete};
 
 #[tokio::test]
 async fn second_import_costs_one_head_per_registry() {
@@ -43,7 +43,7 @@ async fn blobs_in_the_same_registry_are_mounted() {
         !reqs.iter().any(|r| r.is("GET", RequestKind::is_blob)),
         "no blob read when mounting: {reqs:?}"
     );
-    assert_complete(&a, "dst/app", &image).await;
+    a.client().assert_holds_image("dst/app", None, &image).await;
 }
 
 #[tokio::test]
@@ -62,7 +62,7 @@ async fn two_imports_at_once_sharing_layers_both_complete() {
     let h2 = std::thread::spawn(move || crossdock(&["import", &s2, &d2]));
     ok(&h1.join().unwrap());
     ok(&h2.join().unwrap());
-    assert_complete(&b, "app", &image).await;
+    b.client().assert_holds_image("app", None, &image).await;
     for t in ["v1", "v2"] {
         assert_eq!(
             b.client().head_manifest("app", t).await.as_deref(),

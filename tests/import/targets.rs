@@ -6,7 +6,7 @@ use serde_json::Value;
 
 use crate::support::cli::{crossdock, json, ok};
 use crate::support::{Format, ImageSpec, RequestKind, TestRegistry};
-use crate::{PLATFORMS, assert_complete, repo_ref};
+use crate::{PLATFORMS, repo_ref};
 
 #[tokio::test]
 async fn retags_copies_digests_and_fans_out_to_several_targets() {
@@ -140,9 +140,9 @@ async fn three_targets_read_each_blob_once_and_a_failing_target_spares_the_other
             "{report}"
         );
     }
-    assert_complete(&b, "one/app", &image).await;
-    assert_complete(&b, "two/app", &image).await;
-    assert_complete(&c, "app", &image).await;
+    b.client().assert_holds_image("one/app", None, &image).await;
+    b.client().assert_holds_image("two/app", None, &image).await;
+    c.client().assert_holds_image("app", None, &image).await;
     let blob_gets: Vec<_> = a
         .requests_since(mark)
         .into_iter()
@@ -172,7 +172,9 @@ async fn three_targets_read_each_blob_once_and_a_failing_target_spares_the_other
         report["targets"][1]["status"]["state"], "copied",
         "{report}"
     );
-    assert_complete(&c, "again/app", &image).await;
+    c.client()
+        .assert_holds_image("again/app", None, &image)
+        .await;
 }
 
 #[tokio::test]

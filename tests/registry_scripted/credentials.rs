@@ -49,7 +49,6 @@ fn storage_router(seen: Seen, blob: Bytes) -> Router {
 #[tokio::test]
 async fn blob_redirects_to_another_host_never_carry_credentials() {
     let blob = Bytes::from_static(b"layer bytes from object storage");
-    let digest = Digest::sha256_of(&blob);
     let seen: Seen = Arc::default();
     // Object storage on another port of the same address: another origin for reqwest.
     let storage = serve(storage_router(seen.clone(), blob.clone())).await;
@@ -117,7 +116,6 @@ async fn blob_redirects_to_another_host_never_carry_credentials() {
         let got: Vec<Bytes> = body.stream.map(|c| c.unwrap()).collect().await;
         assert_eq!(got.concat(), blob.to_vec());
     }
-    let _ = digest;
 
     let at_registry = registry_auth.lock().unwrap().clone();
     assert!(

@@ -162,6 +162,41 @@ impl RawClient {
         self.put_manifest(repo, reference, image.top()).await;
     }
 
+    /// Asserts that `repo` holds the whole of `image`: every manifest and blob, byte for byte,
+    /// and, given a `tag`, that it points at the image's top manifest. The check of a copy.
+    pub(crate) async fn assert_holds_image(
+        &self,
+        repo: &str,
+        tag: Option<&str>,
+        image: &BuiltImage,
+    ) {
+        for m in image.manifests.iter().chain(image.index.iter()) {
+            let got = self
+                .get_manifest(repo, &m.digest)
+                .await
+                .unwrap_or_else(|| panic!("manifest {} missing in {repo}", m.digest));
+            assert_eq!(
+                got.bytes, m.bytes,
+                "manifest {} differs in {repo}",
+                m.digest
+            );
+        }
+        for (d, bytes) in &image.blobs {
+            let got = self
+                .get_blob(repo, d)
+                .await
+                .unwrap_or_else(|| panic!("blob {d} missing in {repo}"));
+            assert!(got == *bytes, "blob {d} differs in {repo}");
+        }
+        if let Some(tag) = tag {
+            assert_eq!(
+                self.head_manifest(repo, tag).await.as_deref(),
+                Some(image.digest()),
+                "{repo}:{tag}"
+            );
+        }
+    }
+
     /// `GET` a manifest with the full Accept list; `None` on 404.
     pub(crate) async fn get_manifest(
         &self,

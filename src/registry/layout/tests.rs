@@ -138,6 +138,43 @@ async fn assert_entries_by_digest(t: &LayoutTransport, root: &Path) {
     );
 }
 
+/// Runs the real `skopeo ARGS...` (the peer tool, blocking: it reads files, never the code under
+/// test); a missing skopeo or a failed call fails the test with its stderr.
+fn skopeo(args: &[&str]) -> std::process::Output {
+    let out = std::process::Command::new("skopeo")
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("run skopeo {args:?}: {e}; install it with `.ci/run`"));
+    assert!(
+        out.status.success(),
+        "skopeo {args:?} failed ({}): {}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+/// skopeo reads the layout as written: `inspect --raw` gives back the manifest byte for byte, and
+/// `copy` to a `dir:` folder fetches (and verifies) every blob the manifest names.
+fn assert_skopeo_reads(root: &Path, blobs: [&Digest; 2], m: &Manifest) {
+    let image = format!("oci:{}:v1", root.display());
+    let raw = skopeo(&["inspect", "--raw", &image]).stdout;
+    assert_eq!(
+        raw,
+        m.bytes().as_ref(),
+        "skopeo reads the manifest as written"
+    );
+    let copy = tempfile::tempdir().unwrap();
+    let target = format!("dir:{}", copy.path().display());
+    skopeo(&["copy", &image, &target]);
+    let copied = std::fs::read(copy.path().join("manifest.json")).unwrap();
+    assert_eq!(Digest::sha256_of(&copied), *m.digest(), "digest preserved");
+    let mut want: Vec<String> = blobs.iter().map(|d| d.hex().to_string()).collect();
+    want.extend(["manifest.json".into(), "version".into()]);
+    want.sort();
+    assert_eq!(files_in(copy.path()), want, "skopeo copied every blob");
+}
+
 #[tokio::test]
 async fn writes_a_layout_skopeo_can_read_and_reads_it_back() {
     let dir = tempfile::tempdir().unwrap();
@@ -162,6 +199,7 @@ async fn writes_a_layout_skopeo_can_read_and_reads_it_back() {
     t.manifest_put("", "v1", &m).await.unwrap();
 
     assert_files_written(&root, &config, &layer, &m);
+    assert_skopeo_reads(&root, [&config, &layer], &m);
 
     let got = t.manifest_get("", "v1").await.unwrap();
     assert_eq!(got.bytes(), m.bytes());

@@ -18,8 +18,11 @@
 //! registry that has no token auth.
 //!
 //! The proxy runs on its own thread and tokio runtime, so tests may block (run the crossdock
-//! binary with `std::process`) while it serves. Each request is forwarded on a fresh upstream
-//! connection, which keeps a reset or stall on one request from leaking into the next.
+//! binary with `std::process`) while it serves. A request with a body, or with a fault that
+//! may cut or stall it, is forwarded on a fresh upstream connection that is never reused, which
+//! keeps a reset or stall on one request from leaking into the next. Other bodyless requests
+//! (the load test sends thousands) reuse idle upstream connections, each handed back to the
+//! pool only after its answer was relayed whole.
 //!
 //! Files: `rule` (faults and the rules that pick them), `gate` (the bearer gate), `connection`
 //! (accepting, recording, in-flight counting), `handle` (one request, step by step), `answer`
