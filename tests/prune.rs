@@ -447,3 +447,49 @@ fn a_keep_rule_prunes_from_the_listing_its_copies_made() {
     );
     assert_eq!(m.mirror_tags(), tags(&["v1", "v2", "v3"]));
 }
+
+/// Two rules fill one mirror repository from two sources (`app` and `tools`). Pruning either
+/// would delete the other's tags on every run, so `prune = true` is refused by the
+/// configuration and `sync --prune` before any request, and the mirror keeps both.
+#[test]
+fn a_rule_sharing_its_target_with_another_source_is_not_pruned() {
+    let m = Mirror::new();
+    m.push(&image(61), &["v1"]);
+    m.rt.block_on(m.src.client().push_image("tools", "v9", &image(62)));
+    let rules = |prune: &str| {
+        let (src, dst) = (m.src.host(), m.dst.host());
+        format!(
+            "[[rules]]\nname = \"app\"\nsource = \"{src}/app\"\ntarget = \"{dst}/app\"\n\
+             tags = [\"v1\"]\n{prune}\n[[rules]]\nname = \"tools\"\n\
+             source = \"{src}/tools\"\ntarget = \"{dst}/app\"\ntags = [\"v9\"]\n"
+        )
+    };
+    let plain = write_config(m.dir.path(), &rules(""));
+    sync_json(&plain, &[]);
+    assert_eq!(m.mirror_tags(), tags(&["v1", "v9"]));
+
+    let (ok, out) = sync_text(&plain, &["--prune"]);
+    assert!(!ok, "{out}");
+    let src = m.src.host();
+    for rule in ["app", "tools"] {
+        assert!(
+            out.contains(&format!("error: --prune: rule \"{rule}\" prunes")),
+            "{out}"
+        );
+    }
+    assert!(
+        out.contains(&format!(
+            "which rule \"tools\" also fills (from {src}/tools): pruning would delete the tags \
+             {src}/app does not list"
+        )),
+        "{out}"
+    );
+    assert!(out.contains("or leave out --prune"), "{out}");
+
+    let pruning = write_config(m.dir.path(), &rules("prune = true"));
+    let (ok, out) = sync_text(&pruning, &[]);
+    assert!(!ok, "{out}");
+    assert!(out.contains("rules[0].prune: rule \"app\" prunes"), "{out}");
+    assert!(out.contains("or set prune = false"), "{out}");
+    assert_eq!(m.mirror_tags(), tags(&["v1", "v9"]), "nothing was deleted");
+}

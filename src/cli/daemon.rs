@@ -165,6 +165,9 @@ pub(super) async fn sync(args: SyncArgs) -> anyhow::Result<u8> {
             other => other,
         })
         .collect();
+    if args.prune && refuse_shared_targets(&plan, &rules) {
+        return Ok(EXIT_USAGE);
+    }
     let engine = Engine::new(EngineOptions {
         max_concurrent_images: plan.daemon.max_concurrent_images,
         ..EngineOptions::default()
@@ -226,4 +229,21 @@ pub(super) fn check_config(args: CheckArgs) -> anyhow::Result<u8> {
             Ok(EXIT_USAGE)
         }
     }
+}
+
+/// `sync --prune` prunes every rule it runs: says, for each of them, where another rule fills
+/// its target from another source (which the configuration refuses for `prune = true`, see
+/// [`crate::rule::shared_targets`]); whether any did.
+fn refuse_shared_targets(plan: &config::Plan, running: &[Rule]) -> bool {
+    let names: std::collections::HashSet<&str> = running.iter().map(Rule::name).collect();
+    let all: Vec<&crate::rule::RulePlan> = plan.rules.iter().collect();
+    let found =
+        crate::rule::shared_targets(&all, &plan.indexes, &|r| names.contains(r.name.as_str()));
+    for shared in &found {
+        eprintln!(
+            "error: --prune: {}",
+            shared.message("give each rule its own target repository, or leave out --prune")
+        );
+    }
+    !found.is_empty()
 }

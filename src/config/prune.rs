@@ -1,11 +1,12 @@
 //! The rule keys of issue 16 — `prune`, `prune_limit` and `prune_backups` — checked and
 //! resolved into a [`PrunePolicy`] apart from the rest of a rule, so that every bad key is
-//! reported even when the rest of the rule is wrong too.
+//! reported even when the rest of the rule is wrong too; and, once every rule is known, the
+//! check across rules that pruning needs ([`shared_targets`]).
 
 use super::error::{KeyPath, Problems};
 use super::raw::RawRule;
-use crate::rule::RulePlan;
 use crate::rule::prune::{PruneLimit, PrunePolicy};
+use crate::rule::{IndexPlan, RulePlan};
 
 /// The prune settings of rule `index` as written; problems are recorded at their key paths,
 /// naming the rule.
@@ -85,4 +86,22 @@ pub(super) fn apply(
         ),
     }
     plan.prune = policy;
+}
+
+/// Refuses each `prune = true` rule whose target repository another rule (or index rule) fills
+/// from another source (see [`crate::rule::shared_targets`]). `rules` pairs each plan with its
+/// position in the file.
+pub(super) fn shared_targets(
+    rules: &[(usize, &RulePlan)],
+    indexes: &[IndexPlan],
+    problems: &mut Problems<'_>,
+) {
+    let plans: Vec<&RulePlan> = rules.iter().map(|(_, r)| *r).collect();
+    for shared in crate::rule::shared_targets(&plans, indexes, &|r| r.prune.enabled) {
+        let at = rules[shared.rule].0;
+        problems.add(
+            &KeyPath::root().key("rules").index(at).key("prune"),
+            shared.message("give each rule its own target repository, or set prune = false"),
+        );
+    }
 }

@@ -502,6 +502,7 @@ pub(crate) fn validate(
     );
 
     let mut rules = Vec::new();
+    let mut positions = Vec::new();
     let mut names = HashMap::new();
     match &raw.rules {
         None if raw.indexes.is_none() => problems.missing(
@@ -517,6 +518,7 @@ pub(crate) fn validate(
                     super::prune::apply(&mut plan, prune, i, problems);
                     super::steady::apply(&mut plan, i, r, problems);
                     rules.push(plan);
+                    positions.push(i);
                 }
             }
         }
@@ -533,6 +535,8 @@ pub(crate) fn validate(
         &names,
         problems,
     );
+    let placed: Vec<(usize, &RulePlan)> = positions.iter().copied().zip(&rules).collect();
+    super::prune::shared_targets(&placed, &indexes, problems);
     let notifications_token =
         super::notifications::notifications_token(raw.server.as_ref(), base, env, problems);
 

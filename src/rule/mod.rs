@@ -21,6 +21,7 @@ pub mod index_run;
 pub mod mirror;
 pub mod mirror_run;
 pub mod prune;
+mod prune_overlap;
 mod prune_repo;
 mod prune_run;
 pub mod pushed;
@@ -34,6 +35,7 @@ pub use index::IndexPlan;
 pub use index_run::run_index;
 pub use mirror::{OnConflict, ResolveError, RulePlan, Selected};
 pub use mirror_run::run_rule;
+pub use prune_overlap::{SharedTarget, shared_targets};
 pub use pushed::Pending;
 pub use run::{
     Counts, Failure, ImageOutcome, ImageState, Observer, Reserve, RuleRun, RunContext, RunError,

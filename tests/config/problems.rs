@@ -241,3 +241,51 @@ tags = ["latest"]
     }
     assert_eq!(errs.len(), want.len(), "{errs:#?}");
 }
+
+#[test]
+fn a_pruning_rule_may_not_share_its_target_with_another_source() {
+    let text = r#"
+[[rules]]
+name = "hub"
+source = "localhost:5000/a"
+target = "localhost:5001/mirror/shared"
+tags = ["latest"]
+[[rules]]
+name = "pruner"
+source = "localhost:5000/b"
+target = "localhost:5001/mirror/shared"
+tags = { all = true }
+prune = true
+[[rules]]
+name = "releases"
+source = "localhost:5000/c"
+target = "localhost:5001/mirror/c"
+tags = { include = ["^v"] }
+prune = true
+[[rules]]
+name = "latest-hourly"
+source = "localhost:5000/c"
+target = "localhost:5001/mirror/c"
+tags = ["latest"]
+[[rules]]
+name = "next-to-an-index"
+source = "localhost:5000/d"
+target = "localhost:5001/mirror/app"
+tags = { all = true }
+prune = true
+[[indexes]]
+name = "app-multi"
+target = "localhost:5001/mirror/app:multi"
+sources = ["localhost:5000/app:amd64", "localhost:5000/app:arm64"]
+"#;
+    let errs = errors(text, &[]);
+    let want = [
+        "rules[1].prune: rule \"pruner\" prunes localhost:5001/mirror/shared, which rule \"hub\" also fills (from localhost:5000/a): pruning would delete the tags localhost:5000/b does not list",
+        "rules[4].prune: rule \"next-to-an-index\" prunes localhost:5001/mirror/app, which index rule \"app-multi\" also fills (from the index's images)",
+    ];
+    for w in want {
+        assert!(errs.iter().any(|e| e.contains(w)), "{w}\n{errs:#?}");
+    }
+    // Two rules of one source into one target agree on what is gone: "releases" is let be.
+    assert_eq!(errs.len(), want.len(), "{errs:#?}");
+}
