@@ -31,7 +31,8 @@ const CHILD_RACE_RETRY: RetryPolicy = RetryPolicy {
 ///
 /// distribution 2.8's filesystem storage can lose a race between two identical manifest PUTs
 /// into one repository (two processes mirroring the same image): the parent is then refused
-/// with MANIFEST_BLOB_UNKNOWN although its children were just written. Writing the children
+/// with MANIFEST_BLOB_UNKNOWN (after DIGEST_INVALID when it read a child's link file half
+/// rewritten) although its children were just written. Writing the children
 /// again and retrying is safe (the bytes are the same) and settles it.
 struct ChildRace(CopyError);
 

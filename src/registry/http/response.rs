@@ -53,13 +53,19 @@ fn code_kind(code: &str) -> Option<ErrorKind> {
 }
 
 /// Classifies an unexpected status with the registry's error codes. 429 and 5xx decide alone
-/// (they must stay retryable whatever the body says); otherwise the first code with a meaning
-/// wins, then the status.
+/// (they must stay retryable whatever the body says); otherwise MANIFEST_BLOB_UNKNOWN anywhere,
+/// then the first code with a meaning, then the status.
 pub(super) fn classify(status: u16, errors: &[RegistryErrorBody]) -> ErrorKind {
     match status {
         429 => return ErrorKind::RateLimited,
         500..=599 => return ErrorKind::ServerError,
         _ => {}
+    }
+    // A missing child decides over the codes around it: distribution 2.8 reports a child it
+    // could not read (its link file read while another PUT rewrote it) as DIGEST_INVALID
+    // followed by MANIFEST_BLOB_UNKNOWN, and that race is what a manifest retry settles.
+    if errors.iter().any(|e| e.code == "MANIFEST_BLOB_UNKNOWN") {
+        return ErrorKind::ManifestBlobUnknown;
     }
     if let Some(kind) = errors.iter().find_map(|e| code_kind(&e.code)) {
         return kind;
@@ -279,6 +285,12 @@ mod tests {
             (
                 400,
                 &["MANIFEST_INVALID", "MANIFEST_BLOB_UNKNOWN"],
+                ErrorKind::ManifestBlobUnknown,
+            ),
+            // distribution 2.8, an index PUT racing an identical one (seen in CI).
+            (
+                400,
+                &["DIGEST_INVALID", "MANIFEST_BLOB_UNKNOWN"],
                 ErrorKind::ManifestBlobUnknown,
             ),
             (405, &[], ErrorKind::Unsupported),
