@@ -97,7 +97,7 @@ impl Schedule {
             line: line.to_string(),
             reason: e.to_string(),
         })?;
-        if let Some(reason) = empty_field(expanded, &cron) {
+        if let Some(reason) = bad_field(expanded, &cron) {
             return Err(ScheduleError::Cron {
                 line: line.to_string(),
                 reason,
@@ -138,11 +138,14 @@ impl Schedule {
     }
 }
 
-/// The field of `cron` (parsed from `line`) that selects nothing, said in words. croner skips
+/// What is wrong with a field of `cron` (parsed from `line`), in words: an empty list element,
+/// croner's `+`, or a field that selects nothing. croner skips
 /// an empty list element (`, */6 * * *` has an empty minute list) and its search for the next
 /// run then steps through every hour to the year 5000: half a minute of CPU before "never
-/// fires". Found by fuzzing (`fuzz/regressions/config/empty-cron-minute-list`).
-fn empty_field(line: &str, cron: &Cron) -> Option<String> {
+/// fires". Found by fuzzing (`fuzz/regressions/config/empty-cron-minute-list`), as was a
+/// day-of-week of a bare `+` (`fuzz/regressions/config/cron-plus-day-of-week`), a croner
+/// extension that would also break the crontab rule for the two day fields.
+fn bad_field(line: &str, cron: &Cron) -> Option<String> {
     const NAMES: [&str; 5] = ["minute", "hour", "day-of-month", "month", "day-of-week"];
     if let Some((name, _)) = NAMES
         .iter()
@@ -152,6 +155,18 @@ fn empty_field(line: &str, cron: &Cron) -> Option<String> {
         return Some(format!(
             "the {name} field has an empty list element (a comma at an end, or two in a row)"
         ));
+    }
+    if line
+        .split_whitespace()
+        .nth(4)
+        .is_some_and(|dow| dow.starts_with('+'))
+    {
+        return Some(
+            "the day-of-week field starts with `+`, croner's switch to matching day-of-month \
+             AND day-of-week; crontab and Kubernetes know no such thing (either day matching \
+             is enough), so leave it out"
+                .to_string(),
+        );
     }
     let p = &cron.pattern;
     [
@@ -348,6 +363,8 @@ mod tests {
             "0 1,,2 * * *",
             "0 0 1, * *",
             "30-10 * * * *",
+            "0 */6 * * +",
+            "0 0 1 * +1",
         ] {
             let e = Schedule::parse(bad).unwrap_err();
             assert!(matches!(e, ScheduleError::Cron { .. }), "{bad}: {e:?}");
@@ -359,6 +376,8 @@ mod tests {
             e.contains("the minute field has an empty list element"),
             "{e}"
         );
+        let e = Schedule::parse("0 0 1 * +1").unwrap_err().to_string();
+        assert!(e.contains("starts with `+`"), "{e}");
         let e = Schedule::parse("0 0 * 1-5, *").unwrap_err().to_string();
         assert!(
             e.contains("the month field has an empty list element"),
