@@ -246,9 +246,9 @@ async fn ecr_creates_the_missing_target_repository_with_its_settings() {
     cli::ok(&run(&["sync", "--config", &cfg], &moto.env()));
 }
 
-#[tokio::test]
-async fn ecr_cross_account_role_is_assumed() {
-    let moto = Moto::start();
+/// A sync into a stand-in for account 210987654321's registry, whose token only the role
+/// `mirror-pusher` of that account gets; its output, the target and the image synced.
+async fn sync_as_other_account(moto: &Moto) -> (Output, TestRegistry, support::BuiltImage) {
     let (source, image) = seed_source().await;
     // Only the other account's token opens this registry.
     let target = ecr_stand_in("210987654321");
@@ -263,6 +263,13 @@ async fn ecr_cross_account_role_is_assumed() {
         &["--log-level", "trace", "sync", "--config", &cfg],
         &moto.env(),
     );
+    (out, target, image)
+}
+
+#[tokio::test]
+async fn ecr_cross_account_role_is_assumed() {
+    let moto = Moto::start();
+    let (out, target, image) = sync_as_other_account(&moto).await;
     cli::ok(&out);
     assert_no_secret(&out, "210987654321");
     let pushed = target.client().get_manifest("mirror/app", "v1").await;
@@ -276,19 +283,7 @@ async fn ecr_cross_account_role_is_assumed() {
 async fn ecr_role_that_cannot_be_assumed_is_a_clear_error() {
     let moto = Moto::start();
     moto.enforce_iam();
-    let (source, _) = seed_source().await;
-    let target = ecr_stand_in("210987654321");
-    let dir = tempfile::tempdir().unwrap();
-    let cfg = config(
-        dir.path(),
-        &source,
-        &target,
-        "role_arn = \"arn:aws:iam::210987654321:role/mirror-pusher\"",
-    );
-    let out = run(
-        &["--log-level", "trace", "sync", "--config", &cfg],
-        &moto.env(),
-    );
+    let (out, target, _) = sync_as_other_account(&moto).await;
     assert!(!out.status.success());
     let text = all_output(&out);
     assert!(

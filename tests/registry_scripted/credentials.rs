@@ -22,6 +22,21 @@ use crate::{fast_retries, serve, transport_with};
 /// What arrived at a storage endpoint: the Authorization header of each request, if any.
 type Seen = Arc<Mutex<Vec<(String, Option<String>)>>>;
 
+/// A transport to `addr` logging in as alice, with fast retries.
+fn as_alice(addr: std::net::SocketAddr) -> crossdock::registry::http::HttpRegistry {
+    transport_with(
+        addr,
+        HttpOptions {
+            credentials: Some(Credentials::Basic {
+                username: "alice".into(),
+                password: Secret::new("pw"),
+            }),
+            retry: fast_retries(),
+            ..HttpOptions::for_registry(&addr.to_string())
+        },
+    )
+}
+
 fn storage_router(seen: Seen, blob: Bytes) -> Router {
     Router::new().route(
         "/storage/{name}",
@@ -96,17 +111,7 @@ async fn blob_redirects_to_another_host_never_carry_credentials() {
         .merge(storage_router(seen.clone(), blob.clone()));
     tokio::spawn(async move { axum::serve(listener, registry).await.unwrap() });
 
-    let t = transport_with(
-        addr,
-        HttpOptions {
-            credentials: Some(Credentials::Basic {
-                username: "alice".into(),
-                password: Secret::new("pw"),
-            }),
-            retry: fast_retries(),
-            ..HttpOptions::for_registry(&addr.to_string())
-        },
-    );
+    let t = as_alice(addr);
     // Two digests so that both redirect targets are used (the handler looks at the last char).
     let via_port = "sha256:".to_string() + &"a".repeat(64);
     let via_name = "sha256:".to_string() + &"a".repeat(63) + "1";
@@ -183,17 +188,7 @@ async fn credentials_stay_on_the_registry_origin_for_upload_locations() {
             }),
         );
     tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });
-    let t = transport_with(
-        addr,
-        HttpOptions {
-            credentials: Some(Credentials::Basic {
-                username: "alice".into(),
-                password: Secret::new("pw"),
-            }),
-            retry: fast_retries(),
-            ..HttpOptions::for_registry(&addr.to_string())
-        },
-    );
+    let t = as_alice(addr);
     let data = Bytes::from_static(b"abc");
     let digest = Digest::sha256_of(&data);
     t.blob_put("app", &digest, 3, Box::pin(stream::iter([Ok(data)])), None)
