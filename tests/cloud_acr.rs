@@ -20,6 +20,7 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Json, Response};
 use axum::routing::{get, post};
 use base64::Engine as _;
+use support::form::{field, pairs};
 use support::token_realm::{TokenSigner, scopes, target_and_source};
 use support::{Format, ImageSpec, TestRegistry, cli};
 
@@ -42,16 +43,6 @@ struct Azure {
 }
 
 type Shared = Arc<Azure>;
-
-fn form(body: &str) -> Vec<(String, String)> {
-    url::form_urlencoded::parse(body.as_bytes())
-        .into_owned()
-        .collect()
-}
-
-fn field<'a>(f: &'a [(String, String)], name: &str) -> Option<&'a str> {
-    f.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
-}
 
 fn refuse(error: &str, description: &str) -> Response {
     (
@@ -79,7 +70,7 @@ impl Azure {
 }
 
 async fn entra(State(az): State<Shared>, Path(tenant): Path<String>, body: String) -> Response {
-    let f = form(&body);
+    let f = pairs(&body);
     if tenant != TENANT
         || field(&f, "client_id") != Some(CLIENT_ID)
         || field(&f, "grant_type") != Some("client_credentials")
@@ -103,7 +94,7 @@ async fn entra(State(az): State<Shared>, Path(tenant): Path<String>, body: Strin
 }
 
 async fn imds(State(az): State<Shared>, headers: HeaderMap, RawQuery(q): RawQuery) -> Response {
-    let q = form(&q.unwrap_or_default());
+    let q = pairs(&q.unwrap_or_default());
     if headers.get("metadata").and_then(|v| v.to_str().ok()) != Some("true")
         || field(&q, "resource") != Some("https://containerregistry.azure.net")
         || field(&q, "api-version").is_none()
@@ -123,7 +114,7 @@ async fn imds(State(az): State<Shared>, headers: HeaderMap, RawQuery(q): RawQuer
 }
 
 async fn exchange(State(az): State<Shared>, body: String) -> Response {
-    let f = form(&body);
+    let f = pairs(&body);
     let known =
         field(&f, "access_token").is_some_and(|t| az.entra_tokens.lock().unwrap().contains(t));
     if field(&f, "grant_type") != Some("access_token")
@@ -139,7 +130,7 @@ async fn exchange(State(az): State<Shared>, body: String) -> Response {
 }
 
 async fn token(State(az): State<Shared>, body: String) -> Response {
-    let f = form(&body);
+    let f = pairs(&body);
     let known =
         field(&f, "refresh_token").is_some_and(|t| az.refresh_tokens.lock().unwrap().contains(t));
     if field(&f, "grant_type") != Some("refresh_token")

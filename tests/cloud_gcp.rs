@@ -23,6 +23,7 @@ use axum::response::{IntoResponse, Json, Response};
 use axum::routing::{get, post};
 use base64::Engine as _;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
+use support::form::{field, pairs};
 use support::token_realm::{TokenSigner, scopes, target_and_source};
 use support::{Format, ImageSpec, TestRegistry, cli};
 
@@ -39,16 +40,6 @@ struct Google {
 }
 
 type Shared = Arc<Google>;
-
-fn pairs(s: &str) -> Vec<(String, String)> {
-    url::form_urlencoded::parse(s.as_bytes())
-        .into_owned()
-        .collect()
-}
-
-fn field<'a>(f: &'a [(String, String)], name: &str) -> Option<&'a str> {
-    f.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
-}
 
 impl Google {
     fn access_token(&self, how: &str) -> Response {

@@ -16,6 +16,7 @@
 pub(crate) mod cli;
 pub(crate) mod daemon;
 pub(crate) mod fixtures;
+pub(crate) mod form;
 pub(crate) mod moto;
 pub(crate) mod pki;
 pub(crate) mod proxy;
