@@ -53,7 +53,19 @@ fn import_via_ecr(source: &TestRegistry, target: &TestRegistry, env: &[(&str, St
         source.image_ref("app", "v1"),
         target.image_ref("mirror/app", "v1"),
     );
-    run(&["import", &from, &to, "--auth", &auth], env)
+    // At trace level: the secrets must stay out of even the most detailed log.
+    run(
+        &[
+            "--log-level",
+            "trace",
+            "import",
+            &from,
+            &to,
+            "--auth",
+            &auth,
+        ],
+        env,
+    )
 }
 
 /// Every one of `wanted` is in the output.
@@ -96,19 +108,7 @@ async fn ecr_token_from_the_aws_api_is_presented_and_no_mount_is_asked() {
     let moto = Moto::start();
     let (source, image) = seed_source().await;
     let target = ecr_stand_in(DEFAULT_ACCOUNT);
-    let auth = format!("{}=ecr", target.host());
-    let out = run(
-        &[
-            "--log-level",
-            "trace",
-            "import",
-            &source.image_ref("app", "v1"),
-            &target.image_ref("mirror/app", "v1"),
-            "--auth",
-            &auth,
-        ],
-        &moto.env(),
-    );
+    let out = import_via_ecr(&source, &target, &moto.env());
     cli::ok(&out);
     assert_no_secret(&out, DEFAULT_ACCOUNT);
     assert!(moto.calls() >= 1, "GetAuthorizationToken was never called");
@@ -121,6 +121,7 @@ async fn ecr_token_from_the_aws_api_is_presented_and_no_mount_is_asked() {
 
     // A copy inside the ECR registry: no cross-repository mount is asked (ECR answers 202).
     let mark = target.request_mark();
+    let auth = format!("{}=ecr", target.host());
     let out = run(
         &[
             "import",
@@ -403,19 +404,7 @@ async fn ecr_irsa_web_identity_assumes_the_pod_role() {
             ),
         ],
     );
-    let auth = format!("{}=ecr", target.host());
-    let out = run(
-        &[
-            "--log-level",
-            "trace",
-            "import",
-            &source.image_ref("app", "v1"),
-            &target.image_ref("mirror/app", "v1"),
-            "--auth",
-            &auth,
-        ],
-        &env,
-    );
+    let out = import_via_ecr(&source, &target, &env);
     cli::ok(&out);
     assert_no_secret(&out, "210987654321");
     assert!(
