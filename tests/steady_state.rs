@@ -218,15 +218,23 @@ fn last_started(d: &Daemon) -> Option<String> {
 }
 
 /// Waits for the daemon to finish a run it had not started when called; the requests each
-/// registry got from the end of the previous run to the end of this one (the schedule leaves
-/// seconds between runs, against the 50 ms this polls at).
+/// registry got from the end of the previous run to the end of this one. The marks count only
+/// when the daemon was idle, with the same last run, both before and after they were taken: a
+/// run starting between the status read and the marks would otherwise be counted in part.
 fn next_run(d: &Daemon, regs: [&TestRegistry; 2]) -> [Vec<LoggedRequest>; 2] {
     let mut before = None;
-    d.wait_for(Duration::from_secs(60), "a finished run", |d| {
+    let mut marks = None;
+    d.wait_for(Duration::from_secs(60), "an idle daemon", |d| {
         before = last_started(d);
-        before.is_some()
+        if before.is_none() {
+            return false;
+        }
+        let taken = regs.map(|r| r.request_mark());
+        let idle = last_started(d) == before;
+        marks = Some(taken);
+        idle
     });
-    let marks = regs.map(|r| r.request_mark());
+    let marks = marks.expect("marks taken while idle");
     d.wait_for(Duration::from_secs(60), "the next run", |d| {
         last_started(d).is_some_and(|s| Some(&s) != before.as_ref())
     });
