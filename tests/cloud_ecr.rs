@@ -3,8 +3,14 @@
 //! `GetAuthorizationToken` decodes to (`AWS` / `<account>-auth-token`). So a push succeeds only
 //! if crossdock really went through the AWS credential chain, the API call (and STS for a
 //! role), decoded the token and presented it. Nothing reaches AWS.
+//!
+//! The calls behind HTTP proxies (the environment's, or the registry's own `proxy`) are in
+//! `cloud_ecr/proxy.rs`.
 
 mod support;
+
+#[path = "cloud_ecr/proxy.rs"]
+mod proxy;
 
 use std::process::Output;
 
@@ -332,42 +338,6 @@ async fn ecr_missing_web_identity_token_file_is_a_clear_error() {
         0,
         "nothing is asked of AWS without an identity"
     );
-}
-
-/// The AWS SDK reaches STS and ECR with its own HTTP client, which reads HTTPS_PROXY,
-/// HTTP_PROXY and NO_PROXY itself (crossdock's `proxy` key is for the registry). A proxy there
-/// that refuses — a real tinyproxy demanding credentials that were not given — is a clear error
-/// naming the registry, the credential source and the proxy's 407; nothing is pushed.
-#[tokio::test]
-async fn ecr_api_behind_a_proxy_that_refuses_is_a_clear_error() {
-    let moto = Moto::start();
-    let proxy = support::tinyproxy::TinyProxy::start(&[], Some(("corp", "proxy-pw")));
-    let (source, _) = seed_source().await;
-    let target = ecr_stand_in(DEFAULT_ACCOUNT);
-    let mut env = moto.env();
-    env.extend([
-        ("HTTP_PROXY", proxy.url(None)),
-        ("http_proxy", proxy.url(None)),
-        ("NO_PROXY", String::new()),
-        ("no_proxy", String::new()),
-    ]);
-    let out = import_via_ecr(&source, &target, &env);
-    assert!(!out.status.success());
-    assert_says(
-        &out,
-        &[
-            target.host().as_str(),
-            "the AWS credential chain (environment keys)",
-            "GetAuthorizationToken failed (HTTP 407: a proxy on the way to the AWS API wants credentials",
-        ],
-    );
-    assert!(
-        proxy.requests().iter().any(|r| r.starts_with("POST ")),
-        "the API call went to the proxy: {}",
-        proxy.log()
-    );
-    assert_eq!(moto.calls(), 0, "the proxy let nothing through");
-    assert_no_secret(&out, DEFAULT_ACCOUNT);
 }
 
 /// The environment of an EKS pod: no keys, only what the cluster projects into it.

@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 
 use crossdock::registry::auth::cloud::{CloudAuth, CloudCredentials, EcrSettings};
 use crossdock::registry::auth::{Auth, Clock};
+use crossdock::registry::http::ProxySetting;
 use http::HeaderValue;
 use support::moto::Moto;
 
@@ -30,6 +31,7 @@ async fn ecr_token_is_renewed_before_it_expires() {
         registry,
         &CloudAuth::Ecr(EcrSettings::default()),
         client.clone(),
+        &ProxySetting::Environment,
     ));
     let start = Instant::now();
     let offset = Arc::new(Mutex::new(Duration::ZERO));

@@ -116,6 +116,7 @@ impl HttpRegistry {
                 registry_name,
                 settings,
                 client.clone(),
+                &opts.proxy,
             ))),
             AuthChoice::Detect | AuthChoice::Static => None,
         };

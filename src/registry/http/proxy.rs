@@ -81,8 +81,9 @@ impl ProxyUrl {
         }
     }
 
-    /// The URL with its credentials, for the client only.
-    fn url(&self) -> &Url {
+    /// The URL with its credentials, for the clients only (this registry's, and the AWS
+    /// SDK's for its ECR calls): never to be printed.
+    pub(crate) fn url(&self) -> &Url {
         &self.0
     }
 }

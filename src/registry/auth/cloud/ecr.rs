@@ -7,7 +7,8 @@
 //! `AWS_ENDPOINT_URL` points both STS and ECR elsewhere (tests use moto). The SDK is used rather
 //! than hand-written SigV4 because the chain is where the subtlety is (IMDSv2 sessions, web
 //! identity refresh, pod identity tokens); its TLS stack is the rustls + aws-lc that reqwest
-//! already builds, so what it adds is the smithy runtime only.
+//! already builds, so what it adds is the smithy runtime only. Its HTTP client follows the
+//! registry's `proxy` setting when there is one ([`proxy`]), else the environment's proxy.
 //!
 //! The token is base64 `AWS:<password>`, used as Basic credentials; it lives 12 hours and is
 //! renewed after 9 (see [`super::CloudCredentials`]). With `create_repositories = true`, a
@@ -25,6 +26,9 @@ use tokio::sync::OnceCell;
 
 use super::{ChallengeInfo, CloudError, Issued, Source};
 use crate::registry::auth::{Credentials, Secret};
+use crate::registry::http::{ProxySetting, ProxyUrl};
+
+mod proxy;
 
 /// How long a token is taken to live when ECR's `expiresAt` is missing or already past (a
 /// skewed clock): short, so a wrong guess costs one early renewal, not a dead token.
@@ -95,11 +99,13 @@ pub fn parse_host(host: &str) -> Option<(&str, &str)> {
 pub(crate) struct EcrSource {
     registry: String,
     settings: EcrSettings,
+    /// The registry's `proxy` setting, which the ECR and STS calls follow too.
+    proxy: ProxySetting,
     client: OnceCell<aws_sdk_ecr::Client>,
 }
 
 impl EcrSource {
-    pub(crate) fn new(registry: &str, mut settings: EcrSettings) -> Self {
+    pub(crate) fn new(registry: &str, mut settings: EcrSettings, proxy: ProxySetting) -> Self {
         let host = registry.split(':').next().unwrap_or(registry).to_string();
         if let Some((account, region)) = parse_host(&host) {
             settings.region.get_or_insert_with(|| region.to_string());
@@ -110,6 +116,7 @@ impl EcrSource {
         EcrSource {
             registry: registry.to_string(),
             settings,
+            proxy,
             client: OnceCell::new(),
         }
     }
@@ -128,28 +135,21 @@ impl EcrSource {
     where
         E: std::error::Error + ProvideErrorMetadata + 'static,
     {
-        let transient = match e {
-            SdkError::DispatchFailure(d) => d.is_io() || d.is_timeout(),
-            SdkError::TimeoutError(_) => true,
-            _ => false,
+        let (transient, answer) = match e {
+            SdkError::DispatchFailure(d) => (d.is_io() || d.is_timeout(), Answer::None),
+            SdkError::TimeoutError(_) => (true, Answer::None),
+            _ => match e.raw_response() {
+                Some(r) => (
+                    false,
+                    Answer::Status {
+                        code: r.status().as_u16(),
+                        without_aws_error: e.as_service_error().is_some_and(|s| s.code().is_none()),
+                    },
+                ),
+                None => (false, Answer::Other),
+            },
         };
-        // A forward proxy refusing a plain-HTTP endpoint answers in the API's place; the SDK
-        // then reports an unknown service error, so the status says what happened.
-        let status = e.raw_response().map(|r| r.status().as_u16());
-        let hint = match status {
-            Some(407) => {
-                " (HTTP 407: a proxy on the way to the AWS API wants credentials; give them in \
-                 HTTPS_PROXY/HTTP_PROXY as http://USER:PASSWORD@HOST:PORT, or exempt the \
-                 endpoint in NO_PROXY)"
-                    .to_string()
-            }
-            Some(403) if e.as_service_error().is_some_and(|s| s.code().is_none()) => {
-                " (HTTP 403 without an AWS error: a proxy on the way refused the request)"
-                    .to_string()
-            }
-            Some(code) => format!(" (HTTP {code})"),
-            None => String::new(),
-        };
+        let hint = hint(answer, &self.proxy);
         self.error(
             format!("{call} failed{hint}: {}", DisplayErrorContext(e)),
             transient,
@@ -162,6 +162,12 @@ impl EcrSource {
             .get_or_try_init(|| async {
                 check_identity_files(self)?;
                 let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest());
+                // Set on the loader, so STS (assume role, web identity) follows it too.
+                let http = proxy::http_client(&self.proxy, |v| std::env::var(v).ok())
+                    .map_err(|e| self.error(e.to_string(), false))?;
+                if let Some(http) = http {
+                    loader = loader.http_client(http);
+                }
                 if let Some(region) = &self.settings.region {
                     loader = loader.region(aws_config::Region::new(region.clone()));
                 }
@@ -184,6 +190,67 @@ impl EcrSource {
                 Ok(aws_sdk_ecr::Client::from_conf(conf.build()))
             })
             .await
+    }
+}
+
+/// How a failed API call ended, as far as its hint cares.
+#[derive(Clone, Copy, Debug)]
+enum Answer {
+    /// No answer came: the connection or the wait failed.
+    None,
+    /// An HTTP answer; `without_aws_error`: a service error without an AWS error code.
+    Status { code: u16, without_aws_error: bool },
+    /// Anything else (the request could not be built or signed).
+    Other,
+}
+
+/// What a failed API call's answer says, for its error. A forward proxy refusing a plain-HTTP
+/// endpoint answers in the API's place; the SDK then reports an unknown service error (no AWS
+/// error code), so the status says what happened, and where the proxy came from says where
+/// to fix it. Behind the registry's own proxy a 401 is the proxy's too: the ECR and STS APIs
+/// refuse with 403 and an error code, while tinyproxy refuses wrong proxy credentials with 401
+/// rather than 407.
+fn hint(answer: Answer, proxy: &ProxySetting) -> String {
+    let (status, proxy_answered) = match answer {
+        Answer::Status {
+            code,
+            without_aws_error,
+        } => (Some(code), without_aws_error),
+        Answer::None | Answer::Other => (None, false),
+    };
+    let no_credentials =
+        |p: &ProxyUrl| p.url().username().is_empty() && p.url().password().is_none();
+    match (status, proxy) {
+        (Some(code @ (401 | 407)), ProxySetting::Url(p)) if no_credentials(p) => format!(
+            " (HTTP {code}: the registry's proxy {p} wants credentials; give them in the \
+             registry's proxy URL, http://USER:PASSWORD@HOST:PORT)"
+        ),
+        (Some(code @ (401 | 407)), ProxySetting::Url(p)) => format!(
+            " (HTTP {code}: the registry's proxy {p} refused the credentials in the \
+             registry's proxy URL; check the user and password there)"
+        ),
+        (Some(407), ProxySetting::Direct) => {
+            " (HTTP 407: something on the way to the AWS API wants proxy credentials, though \
+             the registry's proxy = \"none\" sends the calls directly)"
+                .to_string()
+        }
+        (Some(407), ProxySetting::Environment) => {
+            " (HTTP 407: a proxy on the way to the AWS API wants credentials; give them in \
+             HTTPS_PROXY/HTTP_PROXY as http://USER:PASSWORD@HOST:PORT, or exempt the \
+             endpoint in NO_PROXY)"
+                .to_string()
+        }
+        (Some(403), ProxySetting::Url(p)) if proxy_answered => format!(
+            " (HTTP 403 without an AWS error: the registry's proxy {p} refused the request)"
+        ),
+        (Some(403), _) if proxy_answered => {
+            " (HTTP 403 without an AWS error: a proxy on the way refused the request)".to_string()
+        }
+        (Some(code), _) => format!(" (HTTP {code})"),
+        (None, ProxySetting::Url(p)) if matches!(answer, Answer::None) => {
+            format!(" (through the registry's proxy {p})")
+        }
+        (None, _) => String::new(),
     }
 }
 
@@ -348,10 +415,55 @@ mod tests {
         let s = EcrSource::new(
             "123456789012.dkr.ecr.eu-west-1.amazonaws.com",
             EcrSettings::default(),
+            ProxySetting::Environment,
         );
         assert_eq!(s.settings.region.as_deref(), Some("eu-west-1"));
         assert_eq!(s.settings.registry_id.as_deref(), Some("123456789012"));
         assert!("immutable".parse::<TagMutability>().is_ok());
         assert!("frozen".parse::<TagMutability>().is_err());
+    }
+
+    #[test]
+    fn hints_say_where_the_refusing_proxy_is_configured() {
+        let refused = |code| Answer::Status {
+            code,
+            without_aws_error: true,
+        };
+        let registry = ProxySetting::parse("http://corp:hunter2@proxy.corp:3128").unwrap();
+        let h = hint(refused(407), &registry);
+        assert!(
+            h.contains("the registry's proxy http://***@proxy.corp:3128 refused the credentials")
+                && h.contains("registry's proxy URL")
+                && !h.contains("HTTPS_PROXY")
+                && !h.contains("hunter2"),
+            "{h}"
+        );
+        let bare = ProxySetting::parse("http://proxy.corp:3128").unwrap();
+        let h = hint(refused(407), &bare);
+        assert!(
+            h.contains("the registry's proxy http://proxy.corp:3128 wants credentials")
+                && h.contains("http://USER:PASSWORD@HOST:PORT"),
+            "{h}"
+        );
+        let h = hint(refused(401), &registry);
+        assert!(h.starts_with(" (HTTP 401: the registry's proxy"), "{h}");
+        let h = hint(refused(407), &ProxySetting::Environment);
+        assert!(h.contains("HTTPS_PROXY/HTTP_PROXY"), "{h}");
+        let h = hint(refused(403), &registry);
+        assert!(
+            h.contains("proxy http://***@proxy.corp:3128 refused the request"),
+            "{h}"
+        );
+        // A 403 with an AWS error code is AWS's own refusal, not a proxy's.
+        let aws = Answer::Status {
+            code: 403,
+            without_aws_error: false,
+        };
+        assert_eq!(hint(aws, &registry), " (HTTP 403)");
+        assert_eq!(
+            hint(Answer::None, &registry),
+            " (through the registry's proxy http://***@proxy.corp:3128)"
+        );
+        assert_eq!(hint(Answer::None, &ProxySetting::Environment), "");
     }
 }

@@ -32,6 +32,7 @@ use async_trait::async_trait;
 use url::Url;
 
 use super::{Clock, Credentials};
+use crate::registry::http::ProxySetting;
 
 pub use acr::AcrSettings;
 pub use ecr::{EcrSettings, TagMutability};
@@ -242,10 +243,16 @@ impl fmt::Debug for CloudCredentials {
 
 impl CloudCredentials {
     /// The credentials of `settings` for `registry`; `client` reaches identity endpoints (it
-    /// carries the registry's proxy and TLS settings). Nothing is fetched yet.
-    pub fn new(registry: &str, settings: &CloudAuth, client: reqwest::Client) -> Self {
+    /// carries the registry's proxy and TLS settings). The AWS SDK cannot use that client, so
+    /// ECR gets the registry's `proxy` setting itself. Nothing is fetched yet.
+    pub fn new(
+        registry: &str,
+        settings: &CloudAuth,
+        client: reqwest::Client,
+        proxy: &ProxySetting,
+    ) -> Self {
         let source: Box<dyn Source> = match settings {
-            CloudAuth::Ecr(s) => Box::new(ecr::EcrSource::new(registry, s.clone())),
+            CloudAuth::Ecr(s) => Box::new(ecr::EcrSource::new(registry, s.clone(), proxy.clone())),
             CloudAuth::Acr(s) => Box::new(acr::AcrSource::new(registry, s.clone(), client)),
             CloudAuth::Gcp(s) => Box::new(gcp::GcpSource::new(registry, s.clone(), client)),
         };
