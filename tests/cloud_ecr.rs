@@ -338,6 +338,26 @@ async fn ecr_missing_web_identity_token_file_is_a_clear_error() {
         0,
         "nothing is asked of AWS without an identity"
     );
+    // A one-shot command's hint points at the identity, not at logins.
+    let ls = run(
+        &[
+            "ls",
+            &format!("{}/mirror/app", target.host()),
+            "--auth",
+            &format!("{}=ecr", target.host()),
+        ],
+        &env,
+    );
+    let text = all_output(&ls);
+    assert!(
+        !ls.status.success()
+            && text.contains("hint: ")
+            && text.contains(
+                "credentials come from the AWS credential chain (EKS IRSA web identity) (ECR auth)"
+            )
+            && !text.contains("run `crossdock login"),
+        "{text}"
+    );
 }
 
 /// The environment of an EKS pod: no keys, only what the cluster projects into it.

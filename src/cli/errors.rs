@@ -7,6 +7,7 @@
 //! (nothing listening, a name that does not resolve, TLS against a plain-HTTP registry, missing
 //! credentials, a tag that does not exist), one `hint:` line says what to check or run.
 
+use crate::registry::auth::cloud::CloudError;
 use crate::registry::{ErrorKind, RegistryError};
 
 /// The text printed for a failed command: `error: …` with each cause once, and a `hint: …`
@@ -18,6 +19,10 @@ pub fn render(e: &anyhow::Error) -> String {
         c.downcast_ref::<RegistryError>()
             .or_else(|| c.downcast_ref::<Box<RegistryError>>().map(|b| &**b))
     });
+    let cloud = e.chain().find_map(|c| c.downcast_ref::<CloudError>());
+    if let Some(c) = cloud {
+        return format!("error: {text}\nhint: {}", cloud_hint(c));
+    }
     match registry_error {
         Some(r) => match hint(r, &text) {
             Some(h) => format!("error: {text}\nhint: {h}"),
@@ -74,6 +79,16 @@ impl<'a> Target<'a> {
             reference,
         })
     }
+}
+
+/// For a registry whose credentials come from a cloud identity: logins and flags do not
+/// apply; the identity does (the error's reason says what failed).
+fn cloud_hint(c: &CloudError) -> String {
+    format!(
+        "{}'s credentials come from {} ({} auth), not from `crossdock login` or \
+         --src-creds/--dest-creds: fix what the error says there (README, \"Cloud registries\")",
+        c.registry, c.source_name, c.cloud
+    )
 }
 
 fn hint(e: &RegistryError, text: &str) -> Option<String> {

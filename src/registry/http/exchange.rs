@@ -318,8 +318,9 @@ impl HttpRegistry {
             .with_status(401)
             .with_message(e.to_string());
         match e {
-            // Its message says it all, causes included: as a source too it would print twice.
-            AuthError::Cloud(_) => err,
+            // The cloud's own error, not the transparent wrapper: `crossdock`'s hint looks for
+            // it. Its text is in the message already, and the chain printers say a cause once.
+            AuthError::Cloud(c) => err.with_source(c),
             e => err.with_source(e),
         }
     }
