@@ -234,7 +234,14 @@ fn man_pages_from_the_same_definitions() {
         assert!(page.contains(sub), "{sub} missing from the main page");
     }
     let page = cli::ok(&cli::crossdock(&["man", "import"]));
-    assert!(page.contains(".TH crossdock-import 1"), "{page}");
+    let version = env!("CARGO_PKG_VERSION");
+    assert!(
+        page.contains(&format!(
+            ".TH crossdock-import 1  \"crossdock-import {version}\""
+        )),
+        "{page}"
+    );
+    assert!(!page.contains("\\-\\-version"), "{page}");
     assert!(page.contains("\\-\\-dest\\-creds"), "{page}");
     assert!(page.contains("Examples:"), "{page}");
     let out = cli::crossdock(&["man", "nope"]);

@@ -58,7 +58,8 @@ pub(super) fn man(args: ManArgs) -> anyhow::Result<u8> {
             // prints one page and exits.
             Some(sub) => sub
                 .clone()
-                .name(&*Box::leak(format!("crossdock-{name}").into_boxed_str())),
+                .name(&*Box::leak(format!("crossdock-{name}").into_boxed_str()))
+                .version(env!("CARGO_PKG_VERSION")),
             None => {
                 let names: Vec<&str> = cmd.get_subcommands().map(|c| c.get_name()).collect();
                 eprintln!("error: no command {name:?}; commands: {}", names.join(", "));
