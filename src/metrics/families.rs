@@ -91,14 +91,15 @@ impl CopyMetrics {
             images_refused: add(
                 registry,
                 "images_refused",
-                "Images not copied because no signature by a trusted key covers them, by reason",
+                "Images not copied because no signature by a trusted key or keyless signer covers \
+                 them, by reason",
                 Family::default(),
             ),
             audited: add(
                 registry,
                 "audited_objects",
                 "Manifests and blobs re-read at targets by audits, by rule and result \
-                 (intact, corrupt, missing)",
+                 (intact, corrupt, missing, unreadable)",
                 Family::default(),
             ),
         }
@@ -140,7 +141,8 @@ impl RuleMetrics {
                 registry,
                 "rule_images",
                 "Images handled by rule runs, by rule and result (copied, up_to_date, kept, \
-                 dry_run, skipped, failed, refused, present)",
+                 dry_run, skipped, failed, refused, pruned, would_prune, not_pruned, present, \
+                 would_prune_by_tag)",
                 Family::default(),
             ),
             consecutive_failures: add(
