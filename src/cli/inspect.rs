@@ -1,6 +1,6 @@
 //! `crossdock inspect REF`: the manifest exactly as served, or its platforms as a table.
 
-use std::io::Write as _;
+use std::io::{IsTerminal as _, Write as _};
 
 use anyhow::Context as _;
 use clap::Args;
@@ -65,10 +65,11 @@ pub(super) async fn run(args: InspectArgs) -> anyhow::Result<u8> {
         .await
         .with_context(|| format!("reading {r}"))?;
     if !args.platforms {
-        // Exactly the bytes served: what a digest pins.
+        // Exactly the bytes served: what a digest pins (`| sha256sum` gives it). A newline
+        // only for a terminal, so that the prompt starts on a line of its own.
         let mut out = std::io::stdout().lock();
         out.write_all(m.bytes())?;
-        if !m.bytes().ends_with(b"\n") {
+        if out.is_terminal() && !m.bytes().ends_with(b"\n") {
             out.write_all(b"\n")?;
         }
         return Ok(0);
