@@ -171,10 +171,13 @@ async fn ecr_token_from_the_aws_api_is_presented_and_no_mount_is_asked() {
     );
 }
 
+/// A configuration mirroring source's app:v1 to target's mirror/app:v1, the target's table
+/// saying `auth = "ecr"` and the `registry` keys, its `[ecr]` table holding `ecr`.
 fn config(
     dir: &std::path::Path,
     source: &TestRegistry,
     target: &TestRegistry,
+    registry: &str,
     ecr: &str,
 ) -> String {
     let path = dir.join("crossdock.toml");
@@ -184,6 +187,7 @@ fn config(
             r#"
 [registries."{target}"]
 auth = "ecr"
+{registry}
 
 [registries."{target}".ecr]
 {ecr}
@@ -230,6 +234,7 @@ async fn ecr_creates_the_missing_target_repository_with_its_settings() {
         dir.path(),
         &source,
         &target,
+        "",
         "create_repositories = true\nimage_tag_mutability = \"IMMUTABLE\"\nscan_on_push = true",
     );
     let out = run(&["sync", "--config", &cfg], &moto.env());
@@ -264,6 +269,7 @@ async fn sync_as_other_account(moto: &Moto) -> (Output, TestRegistry, support::B
         dir.path(),
         &source,
         &target,
+        "",
         "role_arn = \"arn:aws:iam::210987654321:role/mirror-pusher\"",
     );
     let out = run(

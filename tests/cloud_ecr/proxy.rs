@@ -12,11 +12,24 @@ use crate::support::moto::{DEFAULT_ACCOUNT, Moto};
 use crate::support::tinyproxy::TinyProxy;
 use crate::support::{self, TestRegistry, cli};
 use crate::{
-    all_output, assert_no_secret, assert_says, ecr_stand_in, import_via_ecr, run, seed_source,
+    all_output, assert_no_secret, assert_says, config, ecr_stand_in, import_via_ecr, run,
+    seed_source,
 };
 
 const PROXY_USER: &str = "corp";
 const PROXY_PASSWORD: &str = "proxy-pw-Kq7vT2";
+
+/// moto's environment with `proxy` as the environment's proxy, for loopback too.
+fn env_through(moto: &Moto, proxy: &TinyProxy) -> Vec<(&'static str, String)> {
+    let mut env = moto.env();
+    env.extend([
+        ("HTTP_PROXY", proxy.url(None)),
+        ("http_proxy", proxy.url(None)),
+        ("NO_PROXY", String::new()),
+        ("no_proxy", String::new()),
+    ]);
+    env
+}
 
 /// The API calls the proxy forwarded to moto.
 fn api_calls_through(proxy: &TinyProxy, moto: &Moto) -> usize {
@@ -40,29 +53,13 @@ async fn sync_with_registry_proxy(
     let (source, image) = seed_source().await;
     let target = ecr_stand_in(account);
     let dir = tempfile::tempdir().unwrap();
-    let cfg = dir.path().join("crossdock.toml");
-    std::fs::write(
-        &cfg,
-        format!(
-            r#"[registries."{target}"]
-auth = "ecr"
-proxy = "{proxy}"
-
-[registries."{target}".ecr]
-{ecr}
-
-[[rules]]
-name = "app"
-source = "{source}/app"
-target = "{target}/mirror/app"
-tags = ["v1"]
-"#,
-            target = target.host(),
-            source = source.host(),
-        ),
-    )
-    .unwrap();
-    let cfg = cfg.display().to_string();
+    let cfg = config(
+        dir.path(),
+        &source,
+        &target,
+        &format!("proxy = \"{proxy}\""),
+        ecr,
+    );
     let out = run(&["--log-level", "trace", "sync", "--config", &cfg], env);
     (out, target, image)
 }
@@ -92,13 +89,7 @@ async fn ecr_api_behind_a_proxy_that_refuses_is_a_clear_error() {
     let proxy = TinyProxy::start(&[], Some((PROXY_USER, PROXY_PASSWORD)));
     let (source, _) = seed_source().await;
     let target = ecr_stand_in(DEFAULT_ACCOUNT);
-    let mut env = moto.env();
-    env.extend([
-        ("HTTP_PROXY", proxy.url(None)),
-        ("http_proxy", proxy.url(None)),
-        ("NO_PROXY", String::new()),
-        ("no_proxy", String::new()),
-    ]);
+    let env = env_through(&moto, &proxy);
     let out = import_via_ecr(&source, &target, &env);
     assert!(!out.status.success());
     assert_says(
@@ -200,13 +191,7 @@ async fn a_registry_proxy_refusing_its_credentials_is_a_clear_error() {
 async fn ecr_api_bypasses_the_environment_proxy_when_the_registry_says_none() {
     let moto = Moto::start();
     let proxy = TinyProxy::start(&[], Some((PROXY_USER, PROXY_PASSWORD)));
-    let mut env = moto.env();
-    env.extend([
-        ("HTTP_PROXY", proxy.url(None)),
-        ("http_proxy", proxy.url(None)),
-        ("NO_PROXY", String::new()),
-        ("no_proxy", String::new()),
-    ]);
+    let env = env_through(&moto, &proxy);
     let (out, target, image) = sync_with_registry_proxy("none", DEFAULT_ACCOUNT, "", &env).await;
     cli::ok(&out);
     assert!(
