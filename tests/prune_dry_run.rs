@@ -4,8 +4,9 @@
 //! run keeps it; and the signature and attestation tags that would go with a pruned image are
 //! listed; a percentage `prune_limit` counts the tags the dry run would copy, as the real run
 //! counts the tags it copied; and a target that deletes a tag alone (an OCI layout folder) is
-//! promised exactly that, without asking its kept tags. Each dry run is followed by the real
-//! run, which must agree.
+//! promised exactly that, without asking its kept tags, while a registry's kept tags are asked
+//! once per target repository (counted in the mirror's access log). Each dry run is followed by
+//! the real run, which must agree.
 
 mod support;
 
@@ -217,4 +218,46 @@ fn a_dry_run_into_a_layout_promises_a_tag_that_shares_its_image() {
         .find(|e| e["annotations"]["org.opencontainers.image.ref.name"] == "v3")
         .expect("v3 in the layout");
     assert_eq!(v3["digest"], shared.digest(), "v3 keeps the image");
+}
+
+/// On a registry, which cannot tell before a DELETE whether it deletes a tag alone, a dry run
+/// asks each kept tag's image once per target repository, and only when something would go:
+/// two doomed images cost the kept tag `v1` one HEAD more than a run with nothing to prune.
+#[test]
+fn a_dry_run_asks_each_kept_tag_once_and_only_when_something_would_go() {
+    let m = Mirror::new();
+    let images: Vec<_> = (151..154).map(image).collect();
+    for (i, img) in images.iter().enumerate() {
+        m.push(img, &[&format!("v{}", i + 1)]);
+    }
+    let cfg = m.config("prune = true");
+    sync_json(&cfg, &[]);
+    let heads_of_v1 = |extra: &[&str]| {
+        let mark = m.dst.request_mark();
+        let report = sync_json(&cfg, extra);
+        let heads = m
+            .dst
+            .requests_since(mark)
+            .into_iter()
+            .filter(|r| r.method == "HEAD" && r.path == "/v2/app/manifests/v1")
+            .count();
+        (report, heads)
+    };
+    let (_, nothing_to_prune) = heads_of_v1(&["--dry-run"]);
+
+    m.delete_at_source(&images[1]);
+    m.delete_at_source(&images[2]);
+    let (dry, two_doomed) = heads_of_v1(&["--dry-run"]);
+    assert_eq!(
+        with_state(&dry, "would_prune"),
+        tags(&["v2", "v3"]),
+        "{dry:#}"
+    );
+    assert_eq!(
+        two_doomed,
+        nothing_to_prune + 1,
+        "one HEAD of v1 for pruning"
+    );
+    let real = sync_json(&cfg, &[]);
+    assert_eq!(with_state(&real, "pruned"), tags(&["v2", "v3"]), "{real:#}");
 }
