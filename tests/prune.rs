@@ -14,13 +14,12 @@
 
 mod support;
 
-use std::path::Path;
 use std::time::Duration;
 
 use serde_json::Value;
 use support::cli;
 use support::daemon::{Daemon, free_port, metric, sync, sync_json, write_config};
-use support::prune::{Mirror, image, sync_text, tags, with_state};
+use support::prune::{Mirror, image, layout_tags, sync_text, tags, with_state};
 use support::{BuiltImage, TestRegistry};
 
 #[test]
@@ -305,25 +304,6 @@ fn bad_prune_keys_are_reported_with_the_rule_and_key() {
     }
 }
 
-/// The tags of the OCI layout at `dir` (the `org.opencontainers.image.ref.name` annotations of
-/// its `index.json`), sorted.
-fn layout_tags(dir: &Path) -> Vec<String> {
-    let index: Value =
-        serde_json::from_slice(&std::fs::read(dir.join("index.json")).unwrap()).unwrap();
-    let mut tags: Vec<String> = index["manifests"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter_map(|m| {
-            m["annotations"]["org.opencontainers.image.ref.name"]
-                .as_str()
-                .map(str::to_string)
-        })
-        .collect();
-    tags.sort();
-    tags
-}
-
 /// A target that deletes by tag (an OCI layout folder): a tag sharing its image with a kept tag
 /// goes alone, and the image's signature stays with the kept tag; once no tag keeps an image,
 /// its signature goes too.
@@ -337,13 +317,7 @@ fn a_target_deleting_by_tag_loses_just_the_tag() {
     m.push(&image(73), &[&sig(&v1)]);
     m.push(&image(74), &[&sig(&shared)]);
     let layout = m.dir.path().join("layout");
-    let text = format!(
-        "[[rules]]\nname = \"r\"\nsource = \"{}/app\"\ntarget = \"oci:{}/{{name}}\"\n\
-         prune = true\n[rules.tags]\ninclude = [\"^v\"]\n",
-        m.src.host(),
-        layout.display()
-    );
-    let cfg = write_config(m.dir.path(), &text);
+    let cfg = m.layout_config(&layout);
     sync_json(&cfg, &[]);
     let app = layout.join("app");
     assert_eq!(

@@ -73,6 +73,19 @@ pub enum MountOutcome {
     Upload(UploadSession),
 }
 
+/// Whether a backend deletes a tag alone (the image and its other tags staying), as far as it
+/// knows before deleting anything.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TagDeletion {
+    /// It does: an OCI layout folder, where a tag is one name in its index.
+    Alone,
+    /// It deletes no tag at all: an archive, written whole.
+    Never,
+    /// Only a DELETE tells: a registry that deletes by tag (OCI 1.1, distribution 3) removes
+    /// the tag alone, one that deletes by digest only (distribution 2.8) refuses.
+    Unknown,
+}
+
 /// A place images live. One value serves one registry host; every call names the repository.
 #[async_trait]
 pub trait Transport: Send + Sync {
@@ -102,6 +115,12 @@ pub trait Transport: Send + Sync {
             RegistryError::new(ErrorKind::Unsupported, "DELETE manifest", repo)
                 .with_message("this backend cannot delete manifests"),
         )
+    }
+
+    /// Whether deleting a tag here removes it alone, before any DELETE was sent: a dry run
+    /// of pruning cannot send one to find out.
+    fn tag_deletion(&self) -> TagDeletion {
+        TagDeletion::Unknown
     }
 
     /// HEADs a blob. `Ok(Some(size))` when present, `Ok(None)` when not.

@@ -13,13 +13,19 @@
 //! true on both: a tag no kept tag shares its image with would go ([`ImageState::WouldPrune`]),
 //! with the signatures and referrers that would go with its image; a tag that shares its image
 //! with a kept tag would go only where the registry deletes by tag
-//! ([`ImageState::WouldPruneByTagOnly`], naming the kept tags).
+//! ([`ImageState::WouldPruneByTagOnly`], naming the kept tags). A target that knows it deletes
+//! a tag alone ([`TagDeletion::Alone`]: an OCI layout) needs no such answer: its doomed tags
+//! would go, and its kept tags are not asked which image they point at (unless the image's
+//! signatures are in question).
 //!
 //! The source's tags are listed again here, after the copies: the freshest view (a tag that
 //! came back meanwhile is not deleted), one request per source, and the copies need not keep
 //! their listing (a rule with an explicit tag list never lists at all). A target's tags are
 //! not, when the run listed them before its copies ([`super::immutable::Listed`]): what to
 //! delete is planned from that listing, so a run with nothing to prune costs no target request.
+//! Either way the tags the rule selected that the target's listing lacks count among its
+//! selected tags (a percentage `prune_limit`): those a dry run would copy, so that it refuses
+//! exactly where the real run, whose listing holds them, would.
 //!
 //! Each deletion is an outcome of the run ([`ImageState::Pruned`]): logged with its tag, digest
 //! and rule, counted, listed in the JSON report and `/status`, and printed by `sync`. A guard
@@ -27,13 +33,15 @@
 
 use super::immutable::Listed;
 use super::mirror::RulePlan;
-use super::prune::{PlanInput, plan};
+use std::collections::HashSet;
+
+use super::prune::{PlanInput, PruneLimit, plan};
 use super::prune_repo::Repo;
 use super::run::{Failure, ImageOutcome, ImageState, RunContext, RunError, Tally};
 use crate::copy::error_chain;
 use crate::digest::Digest;
 use crate::reference::Reference;
-use crate::registry::ErrorKind;
+use crate::registry::{ErrorKind, TagDeletion};
 
 /// What the run listed of each source's target repositories before its copies, in target
 /// order (`None`: not listed).
@@ -119,7 +127,10 @@ impl Site<'_> {
                 (doomed, None)
             }
             None => match t.tags(repo).await {
-                Ok(tags) => (self.plan(listed, tags.iter(), 0, failed), Some(tags)),
+                Ok(tags) => {
+                    let unlisted = self.unlisted_selected(listed, &tags);
+                    (self.plan(listed, tags.iter(), unlisted, failed), Some(tags))
+                }
                 // A repository never written to has nothing to prune.
                 Err(e) if e.kind == ErrorKind::NotFound => return,
                 Err(e) => {
@@ -188,9 +199,29 @@ impl Site<'_> {
         }
     }
 
+    /// How many tags the rule selects among the source's `listed` tags that the target's
+    /// `tags` (listed after the copies) lack: in a dry run the tags it would copy, in a real
+    /// run those whose copy did not land. Only a percentage limit reads it.
+    fn unlisted_selected(&self, listed: &[String], tags: &[String]) -> usize {
+        if !matches!(self.rule.prune.limit, PruneLimit::Percent(_)) {
+            return 0;
+        }
+        let tags: HashSet<&str> = tags.iter().map(String::as_str).collect();
+        let selected = self.rule.tags.select(listed);
+        selected
+            .iter()
+            .filter(|t| !tags.contains(t.as_str()))
+            .count()
+    }
+
     /// A dry run: what deleting `group` (all on `digest`) would do, said without deleting.
     async fn foresee(&self, r: &mut Repo<'_>, digest: &Digest, group: &[String]) {
-        let kept = r.kept_on(digest).await;
+        // Where a tag goes alone, the kept tags sharing its image do not matter (the image's
+        // signatures, below, still ask for them).
+        let kept = match r.t.tag_deletion() {
+            TagDeletion::Alone => Vec::new(),
+            TagDeletion::Never | TagDeletion::Unknown => r.kept_on(digest).await,
+        };
         if !kept.is_empty() {
             let why = format!(
                 "would be pruned only where the registry deletes tags by name; where it deletes \

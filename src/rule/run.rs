@@ -149,7 +149,8 @@ pub enum ImageState {
     NotPruned(String),
     /// A dry run found a kept tag on the same image: it would be pruned only where the registry
     /// deletes tags by name, and would stay (as [`ImageState::NotPruned`]) where it deletes by
-    /// digest only. Which one the target is, only a DELETE tells.
+    /// digest only. Which one the target is, only a DELETE tells (a target that knows it
+    /// deletes tags alone, an OCI layout, says [`ImageState::WouldPrune`] instead).
     WouldPruneByTagOnly(String),
     /// An immutable tag the target lists already: left as it is, neither side asked (issue 18;
     /// whether it is the source's image is not known, and for an immutable tag not asked).

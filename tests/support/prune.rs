@@ -73,6 +73,18 @@ impl Mirror {
         );
         write_config(self.dir.path(), &text)
     }
+
+    /// A config with one pruning rule `r` from the source's `app` into the OCI layout
+    /// `<layout>/app` (a target that deletes by tag), tags `^v`.
+    pub(crate) fn layout_config(&self, layout: &Path) -> std::path::PathBuf {
+        let text = format!(
+            "[[rules]]\nname = \"r\"\nsource = \"{}/app\"\ntarget = \"oci:{}/{{name}}\"\n\
+             prune = true\n[rules.tags]\ninclude = [\"^v\"]\n",
+            self.src.host(),
+            layout.display()
+        );
+        write_config(self.dir.path(), &text)
+    }
 }
 
 /// `list` as owned strings, sorted.
@@ -105,4 +117,23 @@ pub(crate) fn sync_text(config: &Path, extra: &[&str]) -> (bool, String) {
     args.extend_from_slice(extra);
     let out = cli::crossdock(&args);
     (out.status.success(), cli::text(&out))
+}
+
+/// The tags of the OCI layout at `dir` (the `org.opencontainers.image.ref.name` annotations of
+/// its `index.json`), sorted.
+pub(crate) fn layout_tags(dir: &Path) -> Vec<String> {
+    let index: Value =
+        serde_json::from_slice(&std::fs::read(dir.join("index.json")).unwrap()).unwrap();
+    let mut tags: Vec<String> = index["manifests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|m| {
+            m["annotations"]["org.opencontainers.image.ref.name"]
+                .as_str()
+                .map(str::to_string)
+        })
+        .collect();
+    tags.sort();
+    tags
 }

@@ -23,8 +23,8 @@ use crate::digest::Digest;
 use crate::manifest::{Descriptor, MAX_MANIFEST_SIZE, Manifest};
 use crate::reference::{ArchiveKind, Reference};
 use crate::registry::{
-    BlobBody, ByteStream, ErrorKind, ManifestHead, MountOutcome, RegistryError, Result, Transport,
-    UploadSession,
+    BlobBody, ByteStream, ErrorKind, ManifestHead, MountOutcome, RegistryError, Result,
+    TagDeletion, Transport, UploadSession,
 };
 
 /// containerd's (and docker 25's) annotation with an index entry's full image name.
@@ -355,6 +355,11 @@ impl ArchiveSource {
 impl Transport for ArchiveSource {
     fn name(&self) -> &str {
         &self.name
+    }
+
+    /// An archive is read, or written whole: it deletes nothing.
+    fn tag_deletion(&self) -> TagDeletion {
+        TagDeletion::Never
     }
 
     async fn ping(&self) -> Result<()> {

@@ -30,7 +30,7 @@ use crate::reference::{ArchiveKind, familiar_name};
 use crate::registry::layout::LayoutTransport;
 use crate::registry::layout::store::{self, TempFile};
 use crate::registry::{
-    BlobBody, ByteStream, ManifestHead, MountOutcome, Result, Transport, UploadSession,
+    BlobBody, ByteStream, ManifestHead, MountOutcome, Result, TagDeletion, Transport, UploadSession,
 };
 
 /// A folder removed (with its content) when dropped.
@@ -372,6 +372,11 @@ fn header(kind: tar::EntryType, mode: u32, size: u64) -> tar::Header {
 impl Transport for ArchiveTarget {
     fn name(&self) -> &str {
         &self.name
+    }
+
+    /// An archive is read, or written whole: it deletes nothing.
+    fn tag_deletion(&self) -> TagDeletion {
+        TagDeletion::Never
     }
 
     async fn ping(&self) -> Result<()> {

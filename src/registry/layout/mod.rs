@@ -40,8 +40,8 @@ use tokio::io::AsyncWriteExt;
 pub use store::LayoutError;
 
 use super::{
-    BlobBody, ByteStream, ErrorKind, ManifestHead, MountOutcome, RegistryError, Result, Transport,
-    UploadSession,
+    BlobBody, ByteStream, ErrorKind, ManifestHead, MountOutcome, RegistryError, Result,
+    TagDeletion, Transport, UploadSession,
 };
 use crate::digest::{Digest, DigestError, Hasher, VerifyError};
 use crate::manifest::{Descriptor, MAX_MANIFEST_SIZE, Manifest, ManifestError, ManifestView};
@@ -420,6 +420,11 @@ impl Transport for LayoutTransport {
         })
         .await
         .map_err(|e| self.error(OP, e))
+    }
+
+    /// A tag is one name in `index.json`: deleting it leaves the image and its other names.
+    fn tag_deletion(&self) -> TagDeletion {
+        TagDeletion::Alone
     }
 
     async fn blob_head(&self, repo: &str, digest: &Digest) -> Result<Option<u64>> {
