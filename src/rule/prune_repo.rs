@@ -5,8 +5,8 @@
 //! all when the caller has one from after the copies), then a HEAD per kept tag the first time
 //! an image's kept tags matter — deleting by digest, removing an image's signatures, or a dry
 //! run saying whether a tag would go alone (on a target that cannot tell before a DELETE).
-//! When in doubt (a listing or a HEAD that failed),
-//! a tag counts as keeping the image: nothing that might still be wanted is deleted.
+//! When in doubt (a listing or a HEAD that failed), a tag counts as keeping the image: nothing
+//! that might still be wanted is deleted.
 
 use std::collections::{HashMap, HashSet};
 

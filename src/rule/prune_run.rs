@@ -31,10 +31,10 @@
 //! and rule, counted, listed in the JSON report and `/status`, and printed by `sync`. A guard
 //! rail that stops pruning is a problem of the run ([`RunError::PruneRefused`]), which fails it.
 
-use super::immutable::Listed;
-use super::mirror::RulePlan;
 use std::collections::HashSet;
 
+use super::immutable::Listed;
+use super::mirror::RulePlan;
 use super::prune::{PlanInput, PruneLimit, plan};
 use super::prune_repo::Repo;
 use super::run::{Failure, ImageOutcome, ImageState, RunContext, RunError, Tally};
