@@ -34,20 +34,39 @@ pub(crate) struct Document {
     pub(crate) origins: Origins,
 }
 
-/// Line and column (from 1, column in characters) of a byte offset.
-fn line_column(text: &str, offset: usize) -> (usize, usize) {
-    let offset = offset.min(text.len());
-    let before = &text[..offset];
-    let line = before.matches('\n').count() + 1;
-    let line_start = before.rfind('\n').map(|i| i + 1).unwrap_or(0);
-    (line, text[line_start..offset].chars().count() + 1)
+/// Where each line of a text starts, to turn byte offsets into line and column: every key of a
+/// file gets a position, and counting lines from the start for each would make loading a file
+/// quadratic in its size.
+struct Lines<'a> {
+    text: &'a str,
+    /// Byte offsets of line starts: 0, then one past each `\n`.
+    starts: Vec<usize>,
+}
+
+impl<'a> Lines<'a> {
+    fn new(text: &'a str) -> Self {
+        let starts = std::iter::once(0)
+            .chain(text.match_indices('\n').map(|(i, _)| i + 1))
+            .collect();
+        Lines { text, starts }
+    }
+
+    /// Line and column (from 1, column in characters) of a byte offset.
+    fn at(&self, offset: usize) -> (usize, usize) {
+        let offset = offset.min(self.text.len());
+        // The starts at or before `offset`: at least the first.
+        let line = self.starts.partition_point(|&s| s <= offset);
+        let start = self.starts[line - 1];
+        (line, self.text[start..offset].chars().count() + 1)
+    }
 }
 
 /// Parses the file's text. Syntax errors are all reported, each with line and column; the
 /// TOML parser's own message is used without its source excerpt, which could show a password.
 pub(crate) fn parse(path: &Path, text: &str) -> Result<Document, ConfigErrors> {
+    let lines = Lines::new(text);
     let at = |offset: usize| {
-        let (line, column) = line_column(text, offset);
+        let (line, column) = lines.at(offset);
         Origin::File {
             path: path.to_path_buf(),
             line,
@@ -388,11 +407,30 @@ pub(crate) fn extract<T: DeserializeOwned + Default>(
 mod tests {
     use super::*;
 
+    /// Every character boundary of a text with empty lines, CRLF and multi-byte characters gets
+    /// the line and column counted from the start: lines before it plus one, characters since
+    /// the line's start plus one.
+    #[test]
+    fn line_starts_give_the_positions_counted_from_the_start() {
+        let text = "\na = \"é\"\r\n\n  [b] # ü€\nc=1";
+        let lines = Lines::new(text);
+        for (offset, _) in text.char_indices().chain([(text.len(), ' ')]) {
+            let before = &text[..offset];
+            let line = before.matches('\n').count() + 1;
+            let start = before.rfind('\n').map_or(0, |i| i + 1);
+            let column = text[start..offset].chars().count() + 1;
+            assert_eq!(lines.at(offset), (line, column), "offset {offset}");
+        }
+        assert_eq!(lines.at(text.len() + 5), lines.at(text.len()));
+        assert_eq!(lines.at(text.find('c').unwrap()), (5, 1));
+        assert_eq!(lines.at(text.find('€').unwrap()), (4, 10));
+    }
+
     #[test]
     fn positions() {
         let text = "a = 1\n\n[b]\n  c = \"x\"\n";
-        assert_eq!(line_column(text, 0), (1, 1));
-        assert_eq!(line_column(text, text.find("c =").unwrap()), (4, 3));
+        assert_eq!(Lines::new(text).at(0), (1, 1));
+        assert_eq!(Lines::new(text).at(text.find("c =").unwrap()), (4, 3));
         let doc = parse(Path::new("f.toml"), text).unwrap();
         let o = doc.origins.of(&KeyPath::root().key("b").key("c")).unwrap();
         assert_eq!(
