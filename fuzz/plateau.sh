@@ -2,7 +2,8 @@
 # Fuzzes one target until its coverage plateaus: runs libFuzzer on the committed corpus (new
 # inputs land in fuzz/corpus/TARGET) and stops once QUIET minutes pass with `cov` and `ft`
 # unchanged, or after MAX minutes in all. Prints the final cov, ft, corpus size, total minutes
-# and minutes since the last new coverage: the numbers the README's "Fuzzing" table records.
+# and minutes since the last new edge (`cov`) and the last new feature (`ft`): the numbers the
+# README's "Fuzzing" table records.
 #
 #   fuzz/plateau.sh TARGET [QUIET_MINUTES=10] [MAX_MINUTES=60]
 #
@@ -35,17 +36,24 @@ pid=$!
 trap 'kill "$pid" 2>/dev/null || true' EXIT
 
 start=$(date +%s)
-changed=$start
-last=""
+cov_changed=$start
+ft_changed=$start
+last_cov=""
+last_ft=""
 stats() { grep -Eo 'cov: [0-9]+ ft: [0-9]+' "$log" | tail -n 1 || true; }
 while kill -0 "$pid" 2>/dev/null; do
   sleep 10
   now=$(date +%s)
-  cur=$(stats)
-  if [ "$cur" != "$last" ]; then
-    last=$cur
-    changed=$now
+  read -r _ cov _ ft <<<"$(stats)"
+  if [ "${cov:-}" != "$last_cov" ]; then
+    last_cov=${cov:-}
+    cov_changed=$now
   fi
+  if [ "${ft:-}" != "$last_ft" ]; then
+    last_ft=${ft:-}
+    ft_changed=$now
+  fi
+  changed=$((cov_changed > ft_changed ? cov_changed : ft_changed))
   if [ $((now - changed)) -ge "$quiet" ]; then
     kill -INT "$pid" 2>/dev/null || true
     break
@@ -64,5 +72,6 @@ if grep -Eq '^==[0-9]+== ERROR|^SUMMARY|Test unit written' "$log"; then
 fi
 execs=$(grep -Eo 'stat::number_of_executed_units: [0-9]+' "$log" | grep -Eo '[0-9]+$' || echo '?')
 echo "$target: $(stats) corpus: $(find "corpus/$target" -type f | wc -l) files," \
-  "execs: $execs, total: $(((end - start) / 60)) min, quiet: $(((end - changed) / 60)) min" \
+  "execs: $execs, total: $(((end - start) / 60)) min," \
+  "quiet: cov $(((end - cov_changed) / 60)) min, ft $(((end - ft_changed) / 60)) min" \
   "(log: $log)"
