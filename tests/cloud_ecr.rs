@@ -359,7 +359,8 @@ async fn ecr_missing_web_identity_token_file_is_a_clear_error() {
         !ls.status.success()
             && text.contains("hint: ")
             && text.contains(
-                "credentials come from the AWS credential chain (EKS IRSA web identity) (ECR auth)"
+                "uses ECR auth: its credentials come from the AWS credential chain (EKS IRSA \
+                 web identity), not from `crossdock login`"
             )
             && !text.contains("run `crossdock login"),
         "{text}"

@@ -85,9 +85,9 @@ impl<'a> Target<'a> {
 /// apply; the identity does (the error's reason says what failed).
 fn cloud_hint(c: &CloudError) -> String {
     format!(
-        "{}'s credentials come from {} ({} auth), not from `crossdock login` or \
-         --src-creds/--dest-creds: fix what the error says there (README, \"Cloud registries\")",
-        c.registry, c.source_name, c.cloud
+        "{} uses {} auth: its credentials come from {}, not from `crossdock login` or \
+         --src-creds/--dest-creds; fix what the error says there (README, \"Cloud registries\")",
+        c.registry, c.cloud, c.source_name
     )
 }
 
