@@ -211,46 +211,48 @@ enum Answer {
 /// refuse with 403 and an error code, while tinyproxy refuses wrong proxy credentials with 401
 /// rather than 407.
 fn hint(answer: Answer, proxy: &ProxySetting) -> String {
-    let (status, proxy_answered) = match answer {
-        Answer::Status {
-            code,
-            without_aws_error,
-        } => (Some(code), without_aws_error),
-        Answer::None | Answer::Other => (None, false),
+    let (code, proxy_answered) = match (answer, proxy) {
+        (
+            Answer::Status {
+                code,
+                without_aws_error,
+            },
+            _,
+        ) => (code, without_aws_error),
+        (Answer::None, ProxySetting::Url(p)) => {
+            return format!(" (through the registry's proxy {p})");
+        }
+        (Answer::None | Answer::Other, _) => return String::new(),
     };
     let no_credentials =
         |p: &ProxyUrl| p.url().username().is_empty() && p.url().password().is_none();
-    match (status, proxy) {
-        (Some(code @ (401 | 407)), ProxySetting::Url(p)) if no_credentials(p) => format!(
+    match (code, proxy) {
+        (401 | 407, ProxySetting::Url(p)) if no_credentials(p) => format!(
             " (HTTP {code}: the registry's proxy {p} wants credentials; give them in the \
              registry's proxy URL, http://USER:PASSWORD@HOST:PORT)"
         ),
-        (Some(code @ (401 | 407)), ProxySetting::Url(p)) => format!(
+        (401 | 407, ProxySetting::Url(p)) => format!(
             " (HTTP {code}: the registry's proxy {p} refused the credentials in the \
              registry's proxy URL; check the user and password there)"
         ),
-        (Some(407), ProxySetting::Direct) => {
+        (407, ProxySetting::Direct) => {
             " (HTTP 407: something on the way to the AWS API wants proxy credentials, though \
              the registry's proxy = \"none\" sends the calls directly)"
                 .to_string()
         }
-        (Some(407), ProxySetting::Environment) => {
+        (407, ProxySetting::Environment) => {
             " (HTTP 407: a proxy on the way to the AWS API wants credentials; give them in \
              HTTPS_PROXY/HTTP_PROXY as http://USER:PASSWORD@HOST:PORT, or exempt the \
              endpoint in NO_PROXY)"
                 .to_string()
         }
-        (Some(403), ProxySetting::Url(p)) if proxy_answered => format!(
+        (403, ProxySetting::Url(p)) if proxy_answered => format!(
             " (HTTP 403 without an AWS error: the registry's proxy {p} refused the request)"
         ),
-        (Some(403), _) if proxy_answered => {
+        (403, _) if proxy_answered => {
             " (HTTP 403 without an AWS error: a proxy on the way refused the request)".to_string()
         }
-        (Some(code), _) => format!(" (HTTP {code})"),
-        (None, ProxySetting::Url(p)) if matches!(answer, Answer::None) => {
-            format!(" (through the registry's proxy {p})")
-        }
-        (None, _) => String::new(),
+        (code, _) => format!(" (HTTP {code})"),
     }
 }
 
