@@ -252,6 +252,16 @@ fn daemon_mirrors_on_schedule_follows_moves_reloads_and_counts() {
     d.wait_for(Duration::from_secs(20), "mirror follows", |_| {
         head("latest").as_deref() == Some(image(11).digest())
     });
+    // The tag lands before its run ends: wait for that run to be counted.
+    let runs_ok = |d: &Daemon| {
+        metric(
+            &d.metrics(),
+            "crossdock_rule_runs_total{rule=\"app\",result=\"ok\"}",
+        )
+    };
+    d.wait_for(Duration::from_secs(20), "the follow-up run counted", |d| {
+        runs_ok(d) >= 2.0
+    });
     let (_, metrics) = d.get("/metrics").unwrap();
     assert!(
         metric(

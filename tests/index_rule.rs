@@ -285,7 +285,11 @@ schedule = "@every 1h"
     d.wait_for(
         Duration::from_secs(15),
         "the index recomposed on push",
-        |_| rt.block_on(entries(&b, "app", "stable")).1[1].1 == arm2.digest(),
+        // The index lands before its run ends: wait for the run to be recorded too.
+        |d| {
+            rt.block_on(entries(&b, "app", "stable")).1[1].1 == arm2.digest()
+                && d.status()["rules"]["on-push"]["running"] == false
+        },
     );
     d.wait_for(Duration::from_secs(15), "and on schedule", |_| {
         rt.block_on(entries(&b, "app", "latest")).1[1].1 == arm2.digest()

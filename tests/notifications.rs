@@ -80,8 +80,10 @@ schedule = "@every 1h"
 
     let pushed = Instant::now();
     rt.block_on(a.client().push_image("team/app", "v1", &image(1)));
-    d.wait_for(Duration::from_secs(15), "the pushed image mirrored", |_| {
+    // The tag lands before the run ends: wait for the run to be recorded too.
+    d.wait_for(Duration::from_secs(15), "the pushed image mirrored", |d| {
         head("v1").as_deref() == Some(image(1).digest())
+            && d.status()["rules"]["app"]["running"] == false
     });
     let took = pushed.elapsed();
     assert!(took < Duration::from_secs(15), "took {took:?}");

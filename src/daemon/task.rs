@@ -98,11 +98,12 @@ impl Backoff {
     }
 
     fn publish(&self, rule: &str, state: &DaemonState) {
+        // Metrics first, as in `record`: once `/status` shows it, `/metrics` does too.
+        crate::metrics::set_consecutive_failures(rule, self.failures);
         state.update(rule, |st| {
             st.consecutive_failures = self.failures;
             st.next_retry = self.retry_at;
         });
-        crate::metrics::set_consecutive_failures(rule, self.failures);
     }
 }
 
