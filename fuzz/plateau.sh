@@ -7,6 +7,10 @@
 #
 #   fuzz/plateau.sh TARGET [QUIET_MINUTES=10] [MAX_MINUTES=60]
 #
+# Coverage is counted on crossdock's own code: the build instruments crossdock and this crate,
+# not the dependencies (see own-coverage.sh), into fuzz/target/own. FUZZ_COVERAGE=all
+# instruments everything, into fuzz/target, as cargo-fuzz does by default.
+#
 # One worker, niced: the machines it runs on are shared. Needs cargo-fuzz and a nightly
 # toolchain (`cargo +nightly`). A finding (crash, timeout, leak) stops the run with libFuzzer's
 # exit code; its input is in fuzz/artifacts/TARGET/ — fix the cause, then keep the input under
@@ -19,10 +23,21 @@ quiet=$((${2:-10} * 60))
 max=$((${3:-60} * 60))
 
 # FUZZ_NO_BUILD=1 runs the binary built before (e.g. while the sources are being edited).
+case ${FUZZ_COVERAGE:-own} in
+  own) target_dir=$PWD/target/own ;;
+  all) target_dir=$PWD/target ;;
+  *) echo "FUZZ_COVERAGE must be own or all, not '$FUZZ_COVERAGE'" >&2; exit 2 ;;
+esac
 if [ "${FUZZ_NO_BUILD:-0}" != 1 ]; then
-  nice -n 10 cargo +nightly fuzz build --sanitizer none --debug-assertions "$target" >&2
+  build=(nice -n 10 cargo +nightly fuzz build --sanitizer none --debug-assertions
+    --target-dir "$target_dir" "$target")
+  if [ "${FUZZ_COVERAGE:-own}" = own ]; then
+    RUSTC_WRAPPER=$PWD/own-coverage.sh FUZZ_INNER_WRAPPER=${RUSTC_WRAPPER:-} "${build[@]}" >&2
+  else
+    "${build[@]}" >&2
+  fi
 fi
-bin=target/x86_64-unknown-linux-gnu/release/$target
+bin=$target_dir/x86_64-unknown-linux-gnu/release/$target
 mkdir -p "artifacts/$target"
 log=$(mktemp "${TMPDIR:-/tmp}/plateau-$target.XXXXXX.log")
 
