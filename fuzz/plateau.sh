@@ -22,20 +22,22 @@ target=${1:?usage: fuzz/plateau.sh TARGET [QUIET_MINUTES] [MAX_MINUTES]}
 quiet=$((${2:-10} * 60))
 max=$((${3:-60} * 60))
 
-# FUZZ_NO_BUILD=1 runs the binary built before (e.g. while the sources are being edited).
+# FUZZ_COVERAGE picks the build: own (the default) or all, each in its own target directory.
 case ${FUZZ_COVERAGE:-own} in
-  own) target_dir=$PWD/target/own ;;
-  all) target_dir=$PWD/target ;;
+  own)
+    target_dir=$PWD/target/own
+    wrap=(env "RUSTC_WRAPPER=$PWD/own-coverage.sh" "FUZZ_INNER_WRAPPER=${RUSTC_WRAPPER:-}")
+    ;;
+  all)
+    target_dir=$PWD/target
+    wrap=()
+    ;;
   *) echo "FUZZ_COVERAGE must be own or all, not '$FUZZ_COVERAGE'" >&2; exit 2 ;;
 esac
+# FUZZ_NO_BUILD=1 runs the binary built before (e.g. while the sources are being edited).
 if [ "${FUZZ_NO_BUILD:-0}" != 1 ]; then
-  build=(nice -n 10 cargo +nightly fuzz build --sanitizer none --debug-assertions
-    --target-dir "$target_dir" "$target")
-  if [ "${FUZZ_COVERAGE:-own}" = own ]; then
-    RUSTC_WRAPPER=$PWD/own-coverage.sh FUZZ_INNER_WRAPPER=${RUSTC_WRAPPER:-} "${build[@]}" >&2
-  else
-    "${build[@]}" >&2
-  fi
+  "${wrap[@]}" nice -n 10 cargo +nightly fuzz build --sanitizer none --debug-assertions \
+    --target-dir "$target_dir" "$target" >&2
 fi
 bin=$target_dir/x86_64-unknown-linux-gnu/release/$target
 mkdir -p "artifacts/$target"
