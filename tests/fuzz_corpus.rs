@@ -62,3 +62,49 @@ fn challenge_corpus() {
 fn config_corpus() {
     replay("config", checks::config);
 }
+
+/// The `config` fuzzer's dictionary names every key the configuration accepts: keys it lacks
+/// the fuzzer must spell out byte by byte, and for a year of new keys (cloud, prune, trust) it
+/// did not reach them. The keys are read from the loader itself, from the "expected one of"
+/// list of an unknown key in each table, so a key added without its dictionary entry fails here.
+#[test]
+fn config_dictionary_names_every_key() {
+    let dict_path = Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/dict/config.dict");
+    let dict = std::fs::read_to_string(&dict_path).expect("read the config dictionary");
+    let tables = [
+        "",
+        "[server]\n",
+        "[daemon]\n",
+        "[defaults]\n",
+        "[registries.\"localhost:5000\"]\n",
+        "[registries.\"localhost:5000\".ecr]\n",
+        "[registries.\"localhost:5000\".acr]\n",
+        "[registries.\"localhost:5000\".gcp]\n",
+        "[[rules]]\n",
+        "[[rules]]\n[rules.tags]\n",
+        "[[indexes]]\n",
+    ];
+    let mut missing = Vec::new();
+    for table in tables {
+        let text = format!("{table}zz_not_a_key = 1\n");
+        let errors = crossdock::config::load_str(Path::new("/x/c.toml"), &text, [])
+            .expect_err("an unknown key is refused");
+        let message = errors.to_string();
+        let (_, expected) = message
+            .split_once("expected one of")
+            .unwrap_or_else(|| panic!("{table:?}: no list of keys in {message:?}"));
+        let line = expected.lines().next().unwrap_or_default();
+        let keys: Vec<&str> = line.split('`').skip(1).step_by(2).collect();
+        assert!(!keys.is_empty(), "{table:?}: no keys in {message:?}");
+        missing.extend(
+            keys.into_iter()
+                .filter(|k| !dict.lines().any(|l| l == format!("\"{k}\"")))
+                .map(|k| format!("{table:?} {k}")),
+        );
+    }
+    assert!(
+        missing.is_empty(),
+        "add to {}: {missing:?}",
+        dict_path.display()
+    );
+}
