@@ -90,17 +90,15 @@ impl PublicKey {
             path: path.to_path_buf(),
             source,
         };
-        let len = std::fs::metadata(path).map_err(read)?.len();
-        if len > MAX_KEY_FILE {
+        let Some(pem) = super::read_capped(path, MAX_KEY_FILE).map_err(read)? else {
             return Err(KeyError::Invalid {
                 path: path.to_path_buf(),
                 problem: format!(
-                    "{len} bytes is no public key file (at most {MAX_KEY_FILE}); give the \
-                     PEM public key, e.g. the cosign.pub that `cosign generate-key-pair` wrote"
+                    "more than {MAX_KEY_FILE} bytes is no public key file; give the PEM public \
+                     key, e.g. the cosign.pub that `cosign generate-key-pair` wrote"
                 ),
             });
-        }
-        let pem = std::fs::read(path).map_err(read)?;
+        };
         PublicKey::from_pem(&path.display().to_string(), &pem).map_err(|problem| {
             KeyError::Invalid {
                 path: path.to_path_buf(),
@@ -246,6 +244,27 @@ mod tests {
             let e = PublicKey::from_pem("k", pem.as_bytes()).unwrap_err();
             assert!(e.contains(want), "{pem:?}: {e}");
         }
+    }
+
+    #[test]
+    fn an_oversized_file_or_endless_device_is_refused_without_reading_it_all() {
+        let big = tempfile::NamedTempFile::new().unwrap();
+        std::fs::write(big.path(), vec![b'A'; MAX_KEY_FILE as usize + 1]).unwrap();
+        // /dev/zero reports a size of 0 and never ends: a size check alone would read forever.
+        for path in [big.path(), Path::new("/dev/zero")] {
+            let e = PublicKey::load(path).unwrap_err().to_string();
+            assert!(
+                e.contains("more than 65536 bytes is no public key file"),
+                "{e}"
+            );
+            assert!(e.contains(&path.display().to_string()), "{e}");
+        }
+        let fits = tempfile::NamedTempFile::new().unwrap();
+        std::fs::write(fits.path(), COSIGN_PUB).unwrap();
+        assert_eq!(
+            PublicKey::load(fits.path()).unwrap().algorithm(),
+            Algorithm::EcdsaP256
+        );
     }
 
     #[test]

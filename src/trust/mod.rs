@@ -21,7 +21,8 @@ pub mod key;
 pub mod keyless;
 pub mod signature;
 
-use std::path::PathBuf;
+use std::io::Read as _;
+use std::path::{Path, PathBuf};
 
 pub use key::{KeyError, PublicKey};
 pub use keyless::{Identity, Keyless, TrustRoot};
@@ -197,6 +198,17 @@ impl Policy {
             problems: found.problems,
         })
     }
+}
+
+/// Reads a file of at most `max` bytes; `None` when it holds more. Reads through a limit rather
+/// than trusting the file's size, so a device or a pipe given by mistake (`/dev/zero`) is
+/// refused after `max + 1` bytes instead of filling memory.
+pub(crate) fn read_capped(path: &Path, max: u64) -> std::io::Result<Option<Vec<u8>>> {
+    let mut bytes = Vec::new();
+    std::fs::File::open(path)?
+        .take(max + 1)
+        .read_to_end(&mut bytes)?;
+    Ok((bytes.len() as u64 <= max).then_some(bytes))
 }
 
 async fn resolve(src: &dyn Transport, source: &Reference) -> Result<Digest, Refusal> {

@@ -136,16 +136,13 @@ impl TrustRoot {
             path: path.to_path_buf(),
             problem,
         };
-        let len = std::fs::metadata(path)
+        let Some(text) = crate::trust::read_capped(path, MAX_ROOT_FILE)
             .map_err(|e| fail(format!("cannot read the trust root: {e}")))?
-            .len();
-        if len > MAX_ROOT_FILE {
+        else {
             return Err(fail(format!(
-                "{len} bytes is no Sigstore trust root (at most {MAX_ROOT_FILE})"
+                "more than {MAX_ROOT_FILE} bytes is no Sigstore trust root"
             )));
-        }
-        let text =
-            std::fs::read(path).map_err(|e| fail(format!("cannot read the trust root: {e}")))?;
+        };
         TrustRoot::from_json(&path.display().to_string(), &text).map_err(fail)
     }
 

@@ -488,3 +488,14 @@ fn bad_trust_roots_are_refused_with_what_is_wrong() {
         assert!(e.contains(want), "{json}: {e}");
     }
 }
+
+#[test]
+fn an_endless_trust_root_file_is_refused_without_reading_it_all() {
+    // /dev/zero reports a size of 0 and never ends: the read stops one byte past the limit.
+    let e = TrustRoot::load(std::path::Path::new("/dev/zero")).unwrap_err();
+    let e = e.to_string();
+    assert!(
+        e.contains("/dev/zero") && e.contains("more than 1048576 bytes"),
+        "{e}"
+    );
+}
