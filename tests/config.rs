@@ -14,6 +14,8 @@ mod credentials;
 mod plan;
 #[path = "config/problems.rs"]
 mod problems;
+#[path = "config/reference.rs"]
+mod reference;
 #[path = "config/tag_selection.rs"]
 mod tag_selection;
 

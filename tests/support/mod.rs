@@ -14,6 +14,7 @@
 #![allow(dead_code, unused_imports)]
 
 pub(crate) mod cli;
+pub(crate) mod config_keys;
 pub(crate) mod daemon;
 pub(crate) mod fixtures;
 pub(crate) mod form;
