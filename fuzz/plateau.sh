@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # Fuzzes one target until its coverage plateaus: runs libFuzzer on the committed corpus (new
 # inputs land in fuzz/corpus/TARGET) and stops once QUIET minutes pass without a new edge
-# (`cov` unchanged), or after MAX minutes in all. Prints the final cov, ft, corpus size, total minutes
-# and minutes since the last new edge (`cov`) and the last new feature (`ft`): the numbers the
-# README's "Fuzzing" table records.
+# (`cov` unchanged), or after MAX minutes in all. Prints the final cov, ft, corpus size, total
+# minutes and minutes since the last new edge (`cov`) and the last new feature (`ft`): the
+# numbers the README's "Fuzzing" table records.
 #
 #   fuzz/plateau.sh TARGET [QUIET_MINUTES=10] [MAX_MINUTES=60]
 #

@@ -36,20 +36,16 @@ fn assigned(line: &str) -> Option<&str> {
 fn the_reference_names_every_key_under_its_table() {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("config.example.toml");
     let text = std::fs::read_to_string(&path).expect("read config.example.toml");
-    // (table, key) for every key set or shown; a table header documents its name as a key of
-    // the table above it (`[rules.tags]`: `tags` in `rules`).
+    // (table, key) for every key set or shown; a table header documents each of its parts as
+    // a key of the table before it (`[rules.tags]`: `rules` at the top, `tags` in `rules`).
     let mut documented = HashSet::new();
     let mut table = String::new();
     for line in text.lines() {
         if let Some(h) = header(line) {
-            let (parent, last) = h.rsplit_once('.').unwrap_or(("", &h));
-            // `registries."localhost:5000"` splits inside the name; its parent is `registries`.
-            let (parent, last) = if last.ends_with('"') {
-                ("", h.split('.').next().unwrap_or_default())
-            } else {
-                (parent, last)
-            };
-            documented.insert((parent.to_string(), last.to_string()));
+            let parts: Vec<&str> = h.split('.').collect();
+            for (i, part) in parts.iter().enumerate() {
+                documented.insert((parts[..i].join("."), part.to_string()));
+            }
             table = h;
         } else if let Some(key) = assigned(line) {
             documented.insert((table.clone(), key.to_string()));
